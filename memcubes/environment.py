@@ -1,0 +1,33 @@
+"""Offline defaults for the libraries memproxy sits on.
+
+Nothing may be fetched at run time: sentence-transformers must not call the Hugging Face hub,
+tiktoken must read its BPE files from litellm's bundled copy instead of downloading them, and
+litellm must use its local model price map instead of fetching it on import. These are process
+settings read by those libraries from the environment, so they are set (as defaults a user can
+override) once, before the libraries are first used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+
+def litellm_tokenizer_dir() -> Path | None:
+    """litellm ships cl100k_base and o200k_base in this folder, named as tiktoken's cache expects."""
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "litellm_core_utils" / "tokenizers"
+    return folder if folder.is_dir() else None
+
+
+def apply_offline_defaults() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    folder = litellm_tokenizer_dir()
+    if folder is not None:
+        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(folder))

@@ -1,0 +1,221 @@
+"""``MemoryOS``: the memory layer as one object, usable as a library without HTTP.
+
+It wires the parts (store, embedder, vector index, retriever, scheduler, lifecycle, write-back)
+and exposes the operations the proxy and the CLI need. Blocking store calls run in worker
+threads; nothing here touches the event loop for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from memcubes.config import MemorySettings
+from memcubes.cube import CubeState, MemCube, utcnow
+from memcubes.embedder import Embedder, build_embedder
+from memcubes.errors import CubeNotFound, InvalidMemoryInput
+from memcubes.exchange import Exchange
+from memcubes.indexing import IndexSync
+from memcubes.lifecycle import Lifecycle, fact_slot
+from memcubes.reader import LLMComplete, build_readers
+from memcubes.retrieval import Retriever
+from memcubes.scheduler import InjectionPlan, MemScheduler
+from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, Store
+from memcubes.vectors import VectorIndex, build_index
+from memcubes.writeback import MemoryChange, WriteBack
+
+log = logging.getLogger(__name__)
+
+_HEAT_FLUSH_SECONDS = 1.0
+
+
+class MemoryOS:
+    def __init__(
+        self,
+        *,
+        settings: MemorySettings,
+        store: Store,
+        embedder: Embedder,
+        index: VectorIndex,
+        llm: LLMComplete | None = None,
+        owns_embedder: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        self.index = index
+        self._owns_embedder = owns_embedder
+        self.retriever = Retriever(store=store, index=index, embedder=embedder, settings=settings.retrieval)
+        self.scheduler = MemScheduler(retriever=self.retriever, store=store)
+        self.index_sync = IndexSync(store=store, index=index, embedder=embedder)
+        self.lifecycle = Lifecycle(
+            store=store, index=index, dedupe_threshold=settings.extraction.dedupe_threshold
+        )
+        self.writeback = WriteBack(
+            store=store,
+            embedder=embedder,
+            lifecycle=self.lifecycle,
+            index_sync=self.index_sync,
+            readers=build_readers(settings.extraction, llm),
+            settings=settings.writeback,
+        )
+        self._hits: Counter[str] = Counter()
+        self._heat_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        settings: MemorySettings,
+        *,
+        embedder: Embedder | None = None,
+        index: VectorIndex | None = None,
+        llm: LLMComplete | None = None,
+    ) -> MemoryOS:
+        """Open (creating if needed) the data dir; load the embedder unless one is shared in."""
+        data_dir = settings.data_dir
+        store = await asyncio.to_thread(Store.open, data_dir / "memproxy.db")
+        owns = embedder is None
+        embedder = embedder or await asyncio.to_thread(build_embedder, settings.embedder)
+        index = index or await asyncio.to_thread(build_index, settings.vector_index, data_dir)
+        return cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
+
+    async def start(self) -> None:
+        """Start write-back workers; journalled work and index writes left by a crash resume."""
+        await self.writeback.start()
+        self._heat_task = asyncio.create_task(self._flush_heat_forever(), name="memory-heat")
+
+    async def close(self) -> None:
+        await self.writeback.stop()
+        if self._heat_task is not None:
+            self._heat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heat_task
+        with contextlib.suppress(Exception):
+            await self._flush_heat()
+        self.index.close()
+        if self._owns_embedder:
+            self.embedder.close()
+        self.store.close()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def plan(
+        self,
+        spaces: Sequence[str],
+        messages: Sequence[dict[str, Any]],
+        *,
+        top_k: int | None = None,
+        token_budget: int | None = None,
+    ) -> InjectionPlan:
+        return await self.scheduler.plan(spaces, messages, top_k=top_k, token_budget=token_budget)
+
+    async def search(
+        self, spaces: Sequence[str], query: str, *, top_k: int | None = None, token_budget: int | None = None
+    ) -> InjectionPlan:
+        """Exactly what the chat path would inject for a user message equal to ``query``."""
+        return await self.plan(spaces, [{"role": "user", "content": query}], top_k=top_k, token_budget=token_budget)
+
+    def record_hits(self, cube_ids: Sequence[str]) -> None:
+        """Count injections towards heat; flushed to the store in the background, in batches."""
+        self._hits.update(cube_ids)
+
+    async def _flush_heat(self) -> None:
+        if self._hits:
+            hits, self._hits = self._hits, Counter()
+            await asyncio.to_thread(self.store.touch, dict(hits))
+
+    async def _flush_heat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_HEAT_FLUSH_SECONDS)
+            try:
+                await self._flush_heat()
+            except Exception as exc:
+                log.warning("could not record memory heat: %s", exc)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def record(self, exchange: Exchange) -> bool:
+        """Journal an exchange for background distillation (the chat path)."""
+        return await self.writeback.submit(exchange)
+
+    async def add(self, exchange: Exchange, *, sync: bool) -> list[MemoryChange] | None:
+        """Add memories from explicit messages; with ``sync`` wait until they are searchable."""
+        if not exchange.turns:
+            raise InvalidMemoryInput("nothing to add: no messages")
+        if sync:
+            return await self.writeback.run_now(exchange)
+        await self.writeback.submit(exchange)
+        return None
+
+    # -- management ---------------------------------------------------------------------------
+
+    async def get(self, cube_id: str, *, spaces: Sequence[str] | None = None) -> MemCube:
+        cube = await asyncio.to_thread(self.store.get, cube_id)
+        if cube is None or (spaces is not None and cube.space not in spaces):
+            raise CubeNotFound(f"no memory with id {cube_id}")
+        return cube
+
+    async def list(self, query: CubeFilter) -> list[MemCube]:
+        return await asyncio.to_thread(self.store.list_cubes, query)
+
+    async def history(self, cube_id: str, *, spaces: Sequence[str] | None = None) -> list[HistoryRecord]:
+        await self.get(cube_id, spaces=spaces)
+        return await asyncio.to_thread(self.store.history, cube_id)
+
+    async def delete(self, cube_id: str, *, spaces: Sequence[str] | None = None, purge: bool = False) -> None:
+        """Soft delete (state only, history kept), or ``purge``: gone from SQLite and the index."""
+        cube = await self.get(cube_id, spaces=spaces)
+        if purge:
+            await asyncio.to_thread(self.store.purge, cube_id)
+        elif cube.state is not CubeState.DELETED:
+            cube.state = CubeState.DELETED
+            cube.updated_at = utcnow()
+            await asyncio.to_thread(
+                self.store.apply, ChangeSet(cubes=[cube], events=[HistoryEvent(cube, "DELETE", "api")])
+            )
+        await self.index_sync.drain()
+
+    async def edit(self, cube_id: str, changes: dict[str, Any], *, spaces: Sequence[str] | None = None) -> MemCube:
+        """An edit is a new version of the same cube; the previous one stays in its history."""
+        cube = await self.get(cube_id, spaces=spaces)
+        if cube.state is not CubeState.ACTIVE and "state" not in changes:
+            raise InvalidMemoryInput(f"memory {cube_id} is {cube.state.value}; only active memories can be edited")
+        updated = cube.model_copy(update=changes, deep=True)
+        updated = MemCube.model_validate(updated.model_dump())
+        updated.version = cube.version + 1
+        updated.updated_at = utcnow()
+        if "content" in changes:
+            slot = fact_slot(updated.content)
+            updated.meta = {**updated.meta, "slot": slot} if slot else {
+                k: v for k, v in updated.meta.items() if k != "slot"
+            }
+        await asyncio.to_thread(
+            self.store.apply, ChangeSet(cubes=[updated], events=[HistoryEvent(updated, "UPDATE", "edit")])
+        )
+        await self.index_sync.drain()
+        return updated
+
+    async def delete_space(self, space: str) -> int:
+        """Forget everything of one space, in SQLite and in the vector index; nothing else."""
+        count = await asyncio.to_thread(self.store.delete_space, space)
+        await self.index_sync.drain()
+        return count
+
+
+def parse_time(value: str | datetime | None) -> datetime | None:
+    """ISO 8601 in, aware UTC datetime out (naive times are taken as UTC)."""
+    if value is None or isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidMemoryInput(f"not an ISO 8601 time: {value!r}") from exc
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment

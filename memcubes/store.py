@@ -1,0 +1,537 @@
+"""The system of record: SQLite (WAL) holding cubes, their history, the write-back journal, the
+vector-index outbox and an FTS5 index for lexical search.
+
+This is the only module that writes SQL. Every change is one transaction, so a crash leaves either
+all of a write-back or none of it; the vector index is derived data, fed through the ``outbox``
+table (one row per pending index write) that is replayed at start-up.
+
+Methods are blocking; the async layers above call them from worker threads. Each thread gets its
+own connection (SQLite connections must not be shared across threads while in use).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from memcubes.cube import Access, CubeState, MemCube, utcnow
+from memcubes.errors import AlreadyApplied, StoreUnavailable
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS spaces (
+    space TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cubes (
+    rid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    space TEXT NOT NULL,
+    state TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    pinned INTEGER NOT NULL DEFAULT 0,
+    slot TEXT,
+    hits INTEGER NOT NULL DEFAULT 0,
+    last_hit_at TEXT,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cubes_by_space ON cubes (space, state, id);
+CREATE INDEX IF NOT EXISTS cubes_by_hash ON cubes (space, content_hash);
+CREATE INDEX IF NOT EXISTS cubes_by_slot ON cubes (space, slot) WHERE slot IS NOT NULL;
+CREATE VIRTUAL TABLE IF NOT EXISTS cubes_fts USING fts5 (
+    space_key, content, tokenize = 'porter unicode61 remove_diacritics 2'
+);
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY,
+    cube_id TEXT NOT NULL,
+    space TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    at TEXT NOT NULL,
+    reason TEXT,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_cube ON history (cube_id, seq);
+CREATE INDEX IF NOT EXISTS history_by_space ON history (space, seq);
+CREATE TABLE IF NOT EXISTS journal (
+    exchange_id TEXT PRIMARY KEY,
+    space TEXT NOT NULL,
+    state TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    error TEXT,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS journal_by_state ON journal (state, created_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY, space TEXT NOT NULL, cube_id TEXT NOT NULL, op TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (
+    space TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (space, digest)
+) WITHOUT ROWID;
+"""
+
+# Outbox operations: what the vector index must do for a cube (or a whole space).
+OP_UPSERT = "upsert"
+OP_DELETE = "delete"
+OP_DROP_SPACE = "drop_space"
+
+
+def space_key(space: str) -> str:
+    """A short opaque token naming a space in FTS and Chroma (which restricts collection names)."""
+    return "s" + hashlib.sha1(space.encode()).hexdigest()[:24]
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One entry of a cube's history: a snapshot of the cube as it was after ``event``."""
+
+    cube: MemCube
+    event: str
+    reason: str | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    seq: int
+    event: str
+    at: str
+    reason: str | None
+    cube: MemCube
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    exchange_id: str
+    space: str
+    state: str
+    payload: dict[str, Any]
+    attempts: int
+    result: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq: int
+    space: str
+    cube_id: str
+    op: str
+
+
+@dataclass
+class ChangeSet:
+    """Everything one write-back (or one API call) changes, committed in a single transaction."""
+
+    cubes: list[MemCube] = field(default_factory=list)
+    events: list[HistoryEvent] = field(default_factory=list)
+    seen: list[tuple[str, str]] = field(default_factory=list)
+    journal_done: tuple[str, dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class CubeFilter:
+    """Filters of ``GET /v1/memories``; ``cursor`` is the last id of the previous page."""
+
+    space: str
+    states: tuple[str, ...] = (CubeState.ACTIVE.value,)
+    tag: str | None = None
+    created_since: datetime | None = None
+    created_until: datetime | None = None
+    cursor: str | None = None
+    limit: int = 50
+
+
+class Store:
+    """SQLite system of record. Create with ``Store.open(path)``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(path)
+        with store._translate():
+            conn = store._conn()
+            conn.executescript(_SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        return store
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- connections and transactions ---------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store at {self.path} failed: {exc}") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._translate():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._translate():
+            return self._conn().execute(sql, params).fetchall()
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0]["value"]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- cubes --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _cube(row: sqlite3.Row) -> MemCube:
+        cube = MemCube.model_validate_json(row["doc"])
+        last = row["last_hit_at"]
+        cube.access = Access(hits=row["hits"], last_hit_at=datetime.fromisoformat(last) if last else None)
+        return cube
+
+    def get(self, cube_id: str) -> MemCube | None:
+        rows = self._read("SELECT * FROM cubes WHERE id = ?", (cube_id,))
+        return self._cube(rows[0]) if rows else None
+
+    def get_many(self, cube_ids: Sequence[str]) -> dict[str, MemCube]:
+        found: dict[str, MemCube] = {}
+        ids = list(dict.fromkeys(cube_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._read(f"SELECT * FROM cubes WHERE id IN ({marks})", chunk):
+                found[row["id"]] = self._cube(row)
+        return found
+
+    def list_cubes(self, query: CubeFilter) -> list[MemCube]:
+        sql = ["SELECT * FROM cubes WHERE space = ?"]
+        params: list[Any] = [query.space]
+        if query.states:
+            sql.append(f"AND state IN ({','.join('?' * len(query.states))})")
+            params.extend(query.states)
+        if query.cursor:
+            sql.append("AND id < ?")
+            params.append(query.cursor)
+        if query.created_since:
+            sql.append("AND created_at >= ?")
+            params.append(_iso(query.created_since))
+        if query.created_until:
+            sql.append("AND created_at < ?")
+            params.append(_iso(query.created_until))
+        if query.tag:
+            sql.append("AND EXISTS (SELECT 1 FROM json_each(json_extract(doc, '$.tags')) WHERE value = ?)")
+            params.append(query.tag)
+        sql.append("ORDER BY id DESC LIMIT ?")
+        params.append(query.limit)
+        return [self._cube(row) for row in self._read(" ".join(sql), params)]
+
+    def live_cubes(self, space: str) -> list[MemCube]:
+        """All active cubes of a space, oldest first (for re-indexing, export and dedupe)."""
+        rows = self._read("SELECT * FROM cubes WHERE space = ? AND state = 'active' ORDER BY id", (space,))
+        return [self._cube(row) for row in rows]
+
+    def pinned(self, space: str, *, limit: int) -> list[MemCube]:
+        """Pinned active cubes, oldest first: always candidates for injection."""
+        rows = self._read(
+            "SELECT * FROM cubes WHERE space = ? AND state = 'active' AND pinned = 1 ORDER BY id LIMIT ?",
+            (space, limit),
+        )
+        return [self._cube(row) for row in rows]
+
+    def find_by_hash(self, space: str, content_hash: str) -> MemCube | None:
+        rows = self._read(
+            "SELECT * FROM cubes WHERE space = ? AND content_hash = ? AND state = 'active' LIMIT 1",
+            (space, content_hash),
+        )
+        return self._cube(rows[0]) if rows else None
+
+    def by_slot(self, space: str, slot: str) -> list[MemCube]:
+        """Live cubes stating the same single-valued fact (``subject|attribute``), newest first."""
+        rows = self._read(
+            "SELECT * FROM cubes WHERE space = ? AND slot = ? AND state = 'active' ORDER BY id DESC",
+            (space, slot),
+        )
+        return [self._cube(row) for row in rows]
+
+    def count(self, space: str | None = None) -> int:
+        if space is None:
+            rows = self._read("SELECT count(*) AS n FROM cubes WHERE state = 'active'")
+        else:
+            rows = self._read("SELECT count(*) AS n FROM cubes WHERE space = ? AND state = 'active'", (space,))
+        return int(rows[0]["n"])
+
+    def lexical(self, space: str, terms: Sequence[str], *, limit: int) -> list[tuple[str, float]]:
+        """BM25 over the active cubes of one space; ``terms`` are already analysed query words."""
+        words = [t.replace('"', "") for t in terms if t.replace('"', "")]
+        if not words:
+            return []
+        match = f'space_key : "{space_key(space)}" AND content : (' + " OR ".join(
+            f'"{w}"' for w in words
+        ) + ")"
+        rows = self._read(
+            "SELECT c.id AS id, bm25(cubes_fts, 0.0, 1.0) AS rank FROM cubes_fts "
+            "JOIN cubes c ON c.rid = cubes_fts.rowid WHERE cubes_fts MATCH ? ORDER BY rank LIMIT ?",
+            (match, limit),
+        )
+        return [(row["id"], -float(row["rank"])) for row in rows]
+
+    def touch(self, hits: Mapping[str, int], *, at: datetime | None = None) -> None:
+        """Record how often cubes were served since the last call (the scheduler's heat)."""
+        if not hits:
+            return
+        moment = _iso(at or utcnow())
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE cubes SET hits = hits + ?, last_hit_at = ? WHERE id = ?",
+                [(count, moment, cube_id) for cube_id, count in hits.items()],
+            )
+
+    # -- the one write path ---------------------------------------------------------------------
+
+    def apply(self, changes: ChangeSet) -> None:
+        """Commit cubes, their history, seen digests and a journal completion atomically; queue
+        the matching vector-index writes in the outbox. Raises ``AlreadyApplied`` (and writes
+        nothing) when the journalled exchange is already done: exactly once, even across processes."""
+        with self._write() as conn:
+            for cube in changes.cubes:
+                self._upsert(conn, cube)
+            for event in changes.events:
+                self._record(conn, event)
+            if changes.seen:
+                conn.executemany("INSERT OR IGNORE INTO seen (space, digest) VALUES (?, ?)", changes.seen)
+            if changes.journal_done is not None:
+                exchange_id, result = changes.journal_done
+                cursor = conn.execute(
+                    "UPDATE journal SET state = 'done', result = ?, updated_at = ?, error = NULL "
+                    "WHERE exchange_id = ? AND state != 'done'",
+                    (json.dumps(result), _iso(utcnow()), exchange_id),
+                )
+                if cursor.rowcount != 1:
+                    raise AlreadyApplied(f"exchange {exchange_id} was already applied")
+
+    def _upsert(self, conn: sqlite3.Connection, cube: MemCube) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO spaces (space, key, created_at) VALUES (?, ?, ?)",
+            (cube.space, space_key(cube.space), _iso(utcnow())),
+        )
+        doc = cube.model_dump_json(exclude={"access"})
+        row = conn.execute("SELECT rid FROM cubes WHERE id = ?", (cube.id,)).fetchone()
+        values = (
+            cube.space,
+            cube.state.value,
+            content_hash(cube.content),
+            _iso(cube.created_at),
+            _iso(cube.expires_at),
+            int(cube.pinned),
+            cube.meta.get("slot"),
+            doc,
+        )
+        if row is None:
+            cursor = conn.execute(
+                "INSERT INTO cubes (id, space, state, content_hash, created_at, expires_at, pinned, slot, doc, "
+                "hits, last_hit_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (cube.id, *values, cube.access.hits, _iso(cube.access.last_hit_at)),
+            )
+            rid = cursor.lastrowid
+        else:
+            rid = row["rid"]
+            conn.execute(
+                "UPDATE cubes SET space = ?, state = ?, content_hash = ?, created_at = ?, expires_at = ?, "
+                "pinned = ?, slot = ?, doc = ? WHERE rid = ?",
+                (*values, rid),
+            )
+            conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (rid,))
+        live = cube.state is CubeState.ACTIVE
+        if live:
+            conn.execute(
+                "INSERT INTO cubes_fts (rowid, space_key, content) VALUES (?, ?, ?)",
+                (rid, space_key(cube.space), cube.content),
+            )
+        conn.execute(
+            "INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)",
+            (cube.space, cube.id, OP_UPSERT if live else OP_DELETE),
+        )
+
+    @staticmethod
+    def _record(conn: sqlite3.Connection, event: HistoryEvent) -> None:
+        conn.execute(
+            "INSERT INTO history (cube_id, space, version, event, at, reason, doc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.cube.id,
+                event.cube.space,
+                event.cube.version,
+                event.event,
+                _iso(event.at),
+                event.reason,
+                event.cube.model_dump_json(exclude={"access"}),
+            ),
+        )
+
+    def history(self, cube_id: str) -> list[HistoryRecord]:
+        rows = self._read("SELECT * FROM history WHERE cube_id = ? ORDER BY seq", (cube_id,))
+        return [
+            HistoryRecord(row["seq"], row["event"], row["at"], row["reason"], MemCube.model_validate_json(row["doc"]))
+            for row in rows
+        ]
+
+    def space_history(self, space: str) -> list[HistoryRecord]:
+        rows = self._read("SELECT * FROM history WHERE space = ? ORDER BY seq", (space,))
+        return [
+            HistoryRecord(row["seq"], row["event"], row["at"], row["reason"], MemCube.model_validate_json(row["doc"]))
+            for row in rows
+        ]
+
+    def purge(self, cube_id: str) -> bool:
+        """Remove a cube, its history and (through the outbox) its vector for good."""
+        with self._write() as conn:
+            row = conn.execute("SELECT rid, space FROM cubes WHERE id = ?", (cube_id,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (row["rid"],))
+            conn.execute("DELETE FROM cubes WHERE rid = ?", (row["rid"],))
+            conn.execute("DELETE FROM history WHERE cube_id = ?", (cube_id,))
+            conn.execute(
+                "INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)", (row["space"], cube_id, OP_DELETE)
+            )
+            return True
+
+    def delete_space(self, space: str) -> int:
+        """Forget a space: cubes, history, journal, seen digests; the index drops its collection."""
+        with self._write() as conn:
+            count = int(conn.execute("SELECT count(*) FROM cubes WHERE space = ?", (space,)).fetchone()[0])
+            conn.execute("DELETE FROM cubes_fts WHERE space_key = ?", (space_key(space),))
+            for table in ("cubes", "history", "journal", "seen", "outbox", "spaces"):
+                conn.execute(f"DELETE FROM {table} WHERE space = ?", (space,))
+            conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, '', ?)", (space, OP_DROP_SPACE))
+            return count
+
+    def spaces(self) -> list[str]:
+        return [row["space"] for row in self._read("SELECT space FROM spaces ORDER BY space")]
+
+    # -- seen messages ------------------------------------------------------------------------
+
+    def unseen(self, space: str, digests: Sequence[str]) -> set[str]:
+        """The digests of messages this space has not distilled yet."""
+        if not digests:
+            return set()
+        marks = ",".join("?" * len(digests))
+        rows = self._read(f"SELECT digest FROM seen WHERE space = ? AND digest IN ({marks})", (space, *digests))
+        return set(digests) - {row["digest"] for row in rows}
+
+    # -- journal ------------------------------------------------------------------------------
+
+    def journal_put(self, exchange_id: str, space: str, payload: dict[str, Any]) -> bool:
+        """Record an exchange durably; False when that exchange id was already journalled."""
+        now = _iso(utcnow())
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO journal (exchange_id, space, state, payload, created_at, updated_at) "
+                "VALUES (?, ?, 'pending', ?, ?, ?)",
+                (exchange_id, space, json.dumps(payload), now, now),
+            )
+            return cursor.rowcount == 1
+
+    def journal_get(self, exchange_id: str) -> JournalEntry | None:
+        rows = self._read("SELECT * FROM journal WHERE exchange_id = ?", (exchange_id,))
+        return self._journal_entry(rows[0]) if rows else None
+
+    def journal_pending(self, *, limit: int, max_attempts: int) -> list[JournalEntry]:
+        rows = self._read(
+            "SELECT * FROM journal WHERE state = 'pending' AND attempts < ? ORDER BY created_at LIMIT ?",
+            (max_attempts, limit),
+        )
+        return [self._journal_entry(row) for row in rows]
+
+    def journal_failed(self, exchange_id: str, error: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE journal SET attempts = attempts + 1, error = ?, updated_at = ? WHERE exchange_id = ?",
+                (error[:2000], _iso(utcnow()), exchange_id),
+            )
+
+    def journal_counts(self) -> dict[str, int]:
+        rows = self._read("SELECT state, count(*) AS n FROM journal GROUP BY state")
+        return {row["state"]: int(row["n"]) for row in rows}
+
+    @staticmethod
+    def _journal_entry(row: sqlite3.Row) -> JournalEntry:
+        return JournalEntry(
+            exchange_id=row["exchange_id"],
+            space=row["space"],
+            state=row["state"],
+            payload=json.loads(row["payload"]),
+            attempts=row["attempts"],
+            result=json.loads(row["result"]) if row["result"] else None,
+        )
+
+    # -- vector-index outbox ------------------------------------------------------------------
+
+    def outbox_pending(self, *, limit: int = 1000) -> list[OutboxRow]:
+        rows = self._read("SELECT * FROM outbox ORDER BY seq LIMIT ?", (limit,))
+        return [OutboxRow(row["seq"], row["space"], row["cube_id"], row["op"]) for row in rows]
+
+    def outbox_done(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        with self._write() as conn:
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+
+
+def content_hash(text: str) -> str:
+    """Exact-duplicate key: case and whitespace folded."""
+    return hashlib.sha256(" ".join(text.lower().split()).encode()).hexdigest()[:32]

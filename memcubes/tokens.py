@@ -1,0 +1,19 @@
+"""Token counting with tiktoken's cl100k_base: the unit of every memory budget."""
+
+from __future__ import annotations
+
+import functools
+
+import tiktoken
+
+from memcubes.environment import apply_offline_defaults
+
+
+@functools.cache
+def _encoding() -> tiktoken.Encoding:
+    apply_offline_defaults()
+    return tiktoken.get_encoding("cl100k_base")
+
+
+def count_tokens(text: str) -> int:
+    return len(_encoding().encode(text, disallowed_special=()))

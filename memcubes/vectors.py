@@ -1,0 +1,179 @@
+"""The vector index: derived data over the store, one Chroma collection per space.
+
+One collection per space rather than one shared collection with a metadata filter: measured for
+the architecture, a filtered query in a shared 100k collection took 47 ms against 2 ms unfiltered,
+and forgetting a user becomes dropping one collection. Collection names are the space's opaque
+key (Chroma restricts names; user ids must not leak into them).
+
+Chroma calls block, so every method here runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memcubes.config import VectorIndexSettings
+from memcubes.embedder import Vectors
+from memcubes.errors import IndexUnavailable
+from memcubes.store import space_key
+
+
+class VectorIndex(ABC):
+    """Nearest-neighbour search over the cubes of a space; ids are cube ids."""
+
+    @abstractmethod
+    async def upsert(self, space: str, ids: Sequence[str], vectors: Vectors) -> None: ...
+
+    @abstractmethod
+    async def delete(self, space: str, ids: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    async def drop_space(self, space: str) -> None: ...
+
+    @abstractmethod
+    async def query(self, space: str, vector: Vectors, *, limit: int) -> list[tuple[str, float]]:
+        """(cube id, cosine similarity) pairs, most similar first."""
+
+    @abstractmethod
+    async def get_vectors(self, space: str, ids: Sequence[str]) -> dict[str, Vectors]: ...
+
+    @abstractmethod
+    async def count(self, space: str) -> int: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients; the default holds nothing."""
+
+
+class ChromaIndex(VectorIndex):
+    def __init__(self, settings: VectorIndexSettings, data_dir: Path) -> None:
+        try:
+            import chromadb
+            from chromadb.config import Settings as ChromaSettings
+
+            chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+            if settings.host:
+                self._client: Any = chromadb.HttpClient(
+                    host=settings.host, port=settings.port, ssl=settings.ssl, settings=chroma_settings
+                )
+            else:
+                self._client = chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=chroma_settings)
+        except Exception as exc:
+            raise IndexUnavailable(f"cannot open Chroma: {exc}") from exc
+        self._collections: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _collection(self, space: str, *, create: bool) -> Any | None:
+        name = space_key(space)
+        with self._lock:
+            collection = self._collections.get(name)
+        if collection is not None:
+            return collection
+        if create:
+            collection = self._client.get_or_create_collection(
+                name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            )
+        else:
+            try:
+                collection = self._client.get_collection(name, embedding_function=None)
+            except Exception:  # chromadb raises NotFoundError (or ValueError on older releases)
+                return None
+        with self._lock:
+            self._collections[name] = collection
+        return collection
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except IndexUnavailable:
+            raise
+        except Exception as exc:
+            raise IndexUnavailable(f"Chroma failed: {exc}") from exc
+
+    async def upsert(self, space: str, ids: Sequence[str], vectors: Vectors) -> None:
+        if not ids:
+            return
+
+        def run() -> None:
+            collection = self._collection(space, create=True)
+            assert collection is not None
+            collection.upsert(ids=list(ids), embeddings=np.asarray(vectors, dtype=np.float32))
+
+        await self._call(run)
+
+    async def delete(self, space: str, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+
+        def run() -> None:
+            collection = self._collection(space, create=False)
+            if collection is not None:
+                collection.delete(ids=list(ids))
+
+        await self._call(run)
+
+    async def drop_space(self, space: str) -> None:
+        name = space_key(space)
+
+        def run() -> None:
+            with self._lock:
+                self._collections.pop(name, None)
+            try:
+                self._client.delete_collection(name)
+            except Exception as exc:  # already gone is the desired end state
+                if "does not exist" not in str(exc).lower() and "not found" not in str(exc).lower():
+                    raise
+
+        await self._call(run)
+
+    async def query(self, space: str, vector: Vectors, *, limit: int) -> list[tuple[str, float]]:
+        def run() -> list[tuple[str, float]]:
+            collection = self._collection(space, create=False)
+            if collection is None:
+                return []
+            result = collection.query(
+                query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
+                n_results=limit,
+                include=["distances"],
+            )
+            ids = result["ids"][0]
+            distances = result["distances"][0]
+            return [(cube_id, 1.0 - float(distance)) for cube_id, distance in zip(ids, distances, strict=True)]
+
+        result: list[tuple[str, float]] = await self._call(run)
+        return result
+
+    async def get_vectors(self, space: str, ids: Sequence[str]) -> dict[str, Vectors]:
+        def run() -> dict[str, Vectors]:
+            collection = self._collection(space, create=False)
+            if collection is None or not ids:
+                return {}
+            got = collection.get(ids=list(ids), include=["embeddings"])
+            return {
+                cube_id: np.asarray(vector, dtype=np.float32)
+                for cube_id, vector in zip(got["ids"], got["embeddings"], strict=True)
+            }
+
+        result: dict[str, Vectors] = await self._call(run)
+        return result
+
+    async def count(self, space: str) -> int:
+        def run() -> int:
+            collection = self._collection(space, create=False)
+            return 0 if collection is None else int(collection.count())
+
+        result: int = await self._call(run)
+        return result
+
+
+INDEXES: dict[str, type[ChromaIndex]] = {"chroma": ChromaIndex}
+
+
+def build_index(settings: VectorIndexSettings, data_dir: Path) -> VectorIndex:
+    return INDEXES[settings.kind](settings, data_dir)

@@ -1,0 +1,258 @@
+"""Write-back: exchanges are journalled durably, then distilled into cubes off the request path.
+
+    submit(exchange) ─▶ journal row (SQLite, committed) ─▶ bounded queue ─▶ worker:
+        reader.distill → embed (batched) → lifecycle.reconcile → store.apply (cubes, history,
+        journal 'done' in one transaction) → index sync (outbox)
+
+A crash at any point loses nothing: a journalled exchange that is not 'done' is picked up again by
+the sweeper (at start-up and every ``retry_seconds``), and marking it done is part of the same
+transaction as its cubes, so it is distilled exactly once. A full queue never drops work: the
+exchange simply waits in the journal for the sweeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from memcubes.config import WritebackSettings
+from memcubes.cube import CubeState, MemCube, Source, utcnow
+from memcubes.embedder import Embedder, Vectors
+from memcubes.errors import MemoryOSError
+from memcubes.exchange import Exchange
+from memcubes.indexing import IndexSync
+from memcubes.lifecycle import Decision, Lifecycle, Resolution, fact_slot
+from memcubes.reader import Candidate, Reader
+from memcubes.store import AlreadyApplied, ChangeSet, HistoryEvent, Store
+
+log = logging.getLogger(__name__)
+
+_LOCK_STRIPES = 64
+
+
+@dataclass(frozen=True)
+class MemoryChange:
+    """What one candidate did to the space (the answer of a synchronous add)."""
+
+    id: str
+    event: str
+    text: str
+    sources: list[str]
+    previous_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _new_cube(exchange: Exchange, resolution: Resolution, reader: str) -> MemCube:
+    candidate = resolution.candidate
+    now = utcnow()
+    when = candidate.occurred_at or now
+    return MemCube(
+        space=exchange.space,
+        content=candidate.content,
+        created_at=when,
+        updated_at=now,
+        valid_from=when,
+        source=Source(
+            exchange_id=exchange.id,
+            message_ids=list(dict.fromkeys(turn.id for turn in candidate.turns)),
+            roles=list(dict.fromkeys(turn.role for turn in candidate.turns)),
+            names=list(dict.fromkeys(turn.name for turn in candidate.turns if turn.name)),
+            model=exchange.model,
+            reader=reader,
+        ),
+        tags=list(exchange.tags),
+        meta={"slot": slot} if (slot := fact_slot(candidate.content)) else {},
+    )
+
+
+def plan_changes(
+    exchange: Exchange, resolutions: list[Resolution], *, reader: str
+) -> tuple[ChangeSet, list[MemoryChange], dict[str, int]]:
+    """Turn decisions (one per candidate, in order) into one change set. Returns it, the report,
+    and for each new cube its candidate's position (to reuse that candidate's vector for indexing)."""
+    changes = ChangeSet()
+    report: list[MemoryChange] = []
+    new_positions: dict[str, int] = {}
+    now = utcnow()
+    for position, resolution in enumerate(resolutions):
+        target = resolution.target
+        message_ids = [turn.id for turn in resolution.candidate.turns]
+        if resolution.decision in (Decision.ADD, Decision.UPDATE):
+            cube = _new_cube(exchange, resolution, reader)
+            if resolution.decision is Decision.UPDATE and target is not None:
+                cube.supersedes = target.id
+                cube.version = target.version + 1
+                old = target.model_copy(deep=True)
+                old.state = CubeState.SUPERSEDED
+                old.superseded_by = cube.id
+                old.valid_to = cube.valid_from
+                old.updated_at = now
+                changes.cubes.append(old)
+                changes.events.append(HistoryEvent(old, "SUPERSEDE", resolution.reason, now))
+            changes.cubes.append(cube)
+            changes.events.append(HistoryEvent(cube, resolution.decision.value, resolution.reason, now))
+            new_positions[cube.id] = position
+            report.append(MemoryChange(cube.id, resolution.decision.value, cube.content, cube.sources,
+                                       target.id if target else None))
+        elif resolution.decision is Decision.DELETE and target is not None:
+            gone = target.model_copy(deep=True)
+            gone.state = CubeState.DELETED
+            gone.updated_at = now
+            changes.cubes.append(gone)
+            changes.events.append(HistoryEvent(gone, "DELETE", resolution.reason, now))
+            report.append(MemoryChange(gone.id, "DELETE", gone.content, gone.sources))
+        elif target is not None:
+            fresh = [m for m in message_ids if m not in target.source.message_ids]
+            if fresh:
+                merged = target.model_copy(deep=True)
+                merged.source.message_ids = [*target.source.message_ids, *fresh]
+                changes.cubes.append(merged)
+            report.append(MemoryChange(target.id, "NOOP", target.content, target.sources))
+    return changes, report, new_positions
+
+
+class WriteBack:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        embedder: Embedder,
+        lifecycle: Lifecycle,
+        index_sync: IndexSync,
+        readers: Mapping[str, Reader],
+        settings: WritebackSettings,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._lifecycle = lifecycle
+        self._index_sync = index_sync
+        self._readers = dict(readers)
+        self._settings = settings
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.queue_size)
+        self._queued: set[str] = set()
+        self._locks = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self, *, workers: int = 2) -> None:
+        self._tasks = [asyncio.create_task(self._work(), name=f"writeback-{i}") for i in range(workers)]
+        self._tasks.append(asyncio.create_task(self._sweep(), name="writeback-sweeper"))
+
+    async def stop(self, *, drain_seconds: float = 10.0) -> None:
+        """Finish queued work for up to ``drain_seconds``; what is left stays in the journal."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wait_idle(), drain_seconds)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is queued or being processed (tests and graceful shutdown)."""
+        while self._queued:
+            await asyncio.sleep(0.01)
+
+    # -- submission ---------------------------------------------------------------------------
+
+    async def submit(self, exchange: Exchange) -> bool:
+        """Journal an exchange and queue it; False when that exchange id was already journalled."""
+        fresh = await asyncio.to_thread(
+            self._store.journal_put, exchange.id, exchange.space, exchange.model_dump(mode="json")
+        )
+        if fresh:
+            self._enqueue(exchange.id)
+        return fresh
+
+    async def run_now(self, exchange: Exchange) -> list[MemoryChange]:
+        """Journal and process in the caller's task (``sync: true``); still exactly once."""
+        await asyncio.to_thread(
+            self._store.journal_put, exchange.id, exchange.space, exchange.model_dump(mode="json")
+        )
+        return await self.process(exchange.id)
+
+    def _enqueue(self, exchange_id: str) -> None:
+        if exchange_id in self._queued:
+            return
+        try:
+            self._queue.put_nowait(exchange_id)
+        except asyncio.QueueFull:
+            return  # stays pending in the journal; the sweeper brings it back
+        self._queued.add(exchange_id)
+
+    # -- processing ---------------------------------------------------------------------------
+
+    async def process(self, exchange_id: str) -> list[MemoryChange]:
+        entry = await asyncio.to_thread(self._store.journal_get, exchange_id)
+        if entry is None:
+            raise MemoryOSError(f"exchange {exchange_id} is not in the journal")
+        lock = self._locks[zlib.crc32(entry.space.encode()) % _LOCK_STRIPES]
+        async with lock:
+            entry = await asyncio.to_thread(self._store.journal_get, exchange_id)
+            if entry is None or entry.state == "done":
+                return [MemoryChange(**item) for item in (entry.result or {}).get("changes", [])] if entry else []
+            exchange = Exchange.model_validate(entry.payload)
+            turns = exchange.turns
+            if exchange.skip_seen:
+                unseen = await asyncio.to_thread(
+                    self._store.unseen, exchange.space, [turn.digest() for turn in turns]
+                )
+                turns = [turn for turn in turns if turn.digest() in unseen]
+            reader = self._readers.get(exchange.mode) or self._readers["heuristic"]
+            candidates = await reader.distill(turns)
+            candidates += [
+                Candidate(fact.strip(), (), exchange.created_at) for fact in exchange.facts if fact.strip()
+            ]
+            vectors: Vectors = await self._embedder.embed([c.content for c in candidates])
+            resolutions = await self._lifecycle.reconcile(exchange.space, candidates, vectors)
+            changes, report, positions = plan_changes(exchange, resolutions, reader=reader.mode)
+            changes.seen = [(exchange.space, turn.digest()) for turn in turns] if exchange.skip_seen else []
+            changes.journal_done = (exchange.id, {"changes": [change.to_dict() for change in report]})
+            known = {cube_id: vectors[position] for cube_id, position in positions.items()}
+            try:
+                await asyncio.to_thread(self._store.apply, changes)
+            except AlreadyApplied:
+                return await self.process(exchange_id)
+        await self._index_sync.drain(known)
+        return report
+
+    async def _work(self) -> None:
+        while True:
+            exchange_id = await self._queue.get()
+            try:
+                await self.process(exchange_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("write-back of %s failed (will retry): %s", exchange_id, exc)
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self._store.journal_failed, exchange_id, str(exc))
+            finally:
+                self._queued.discard(exchange_id)
+                self._queue.task_done()
+
+    async def _sweep(self) -> None:
+        """Re-queue journalled work: after a restart, a full queue or a failed attempt."""
+        while True:
+            try:
+                await self._index_sync.drain()
+                pending = await asyncio.to_thread(
+                    self._store.journal_pending,
+                    limit=self._settings.queue_size,
+                    max_attempts=self._settings.max_attempts,
+                )
+                for entry in pending:
+                    self._enqueue(entry.exchange_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("write-back sweep failed (store down?): %s", exc)
+            await asyncio.sleep(self._settings.retry_seconds)
+

@@ -1,0 +1,82 @@
+"""``build_app(settings)``: wires routers, middleware, error handlers and a lifespan that opens
+the memory layer and the backends onto ``app.state``. No module-level state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from memcubes.embedder import Embedder
+from memcubes.memory_os import MemoryOS
+from memcubes.reader import LLMComplete
+from proxy.backends import ForwardContext, ModelRouter, build_router
+from proxy.backends.base import answer_text
+from proxy.config import Settings
+from proxy.errors import install_error_handlers
+from proxy.limits import BodySizeLimit
+from proxy.routes import chat, health, memories, models
+from proxy.serving.chat import ChatService
+from proxy.serving.memories import MemoryService
+
+log = logging.getLogger("memproxy")
+
+VERSION = "0.1.0"
+
+
+def extraction_llm(settings: Settings, router: ModelRouter) -> LLMComplete | None:
+    """The extraction model for ``llm`` mode: ``memory.extraction.model``, else the first model."""
+    model = settings.memory.extraction.model or (router.model_names[0] if router.model_names else None)
+    if model is None:
+        return None
+
+    async def complete(messages: list[dict[str, Any]]) -> str:
+        body = {"messages": messages, "temperature": 0, "response_format": {"type": "json_object"}}
+        response = await router.complete(model, body, ForwardContext(request_id="extraction"))
+        return answer_text(response.data)
+
+    return complete
+
+
+def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAPI:
+    """The ASGI app. ``embedder`` lets tests and benchmarks share one loaded model."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512), timeout=None
+        )
+        router = build_router(settings, client)
+        for backend in router.backends():
+            await backend.start()
+        memory: MemoryOS | None = None
+        try:
+            memory = await MemoryOS.open(settings.memory, embedder=embedder, llm=extraction_llm(settings, router))
+            await memory.start()
+        except Exception:
+            log.exception("memory layer failed to start; chat is served without memory (degraded)")
+            memory = None
+        app.state.router = router
+        app.state.memory = memory
+        app.state.chat = ChatService(router=router, memory=memory, settings=settings)
+        app.state.memories = MemoryService(memory=memory, settings=settings)
+        try:
+            yield
+        finally:
+            if memory is not None:
+                await memory.close()
+            for backend in router.backends():
+                await backend.aclose()
+            await client.aclose()
+
+    app = FastAPI(title="memproxy", version=VERSION, lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=int(settings.general_settings.max_request_size_mb * 1024 * 1024))
+    for module in (chat, models, memories, health):
+        app.include_router(module.router)
+    return app

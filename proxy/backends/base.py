@@ -1,0 +1,76 @@
+"""What a model backend is: an async object that answers OpenAI chat requests.
+
+Two shapes of answer: a complete response, or a stream of chunks. Backends raise only
+``proxy.errors.BackendError`` subclasses (translated from httpx, litellm or torch where they
+call them), so routing, retries and the error table need to know no provider.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BackendResponse:
+    data: dict[str, Any]
+    raw: bytes | None = None  # the upstream's exact bytes, when it speaks OpenAI's wire format
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    data: dict[str, Any]
+    raw: bytes | None = None  # the upstream's exact SSE event
+
+
+@dataclass
+class ForwardContext:
+    """Per-request facts a backend may use, and what it reports back for response headers."""
+
+    request_id: str
+    kv_reuse: bool = True
+    prefix_messages: int = 0  # leading messages up to the end of the stable block (cacheable)
+    kv_reused_tokens: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+
+    @abstractmethod
+    async def complete(self, body: dict[str, Any], ctx: ForwardContext) -> BackendResponse: ...
+
+    @abstractmethod
+    def stream(self, body: dict[str, Any], ctx: ForwardContext) -> AsyncIterator[StreamChunk]:
+        """Chunks as the backend produces them; the caller adds the final ``[DONE]``."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Load what the backend needs (models, clients); the default needs nothing."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and models; the default holds nothing."""
+
+
+def answer_text(data: dict[str, Any]) -> str:
+    """The assistant text of the first choice of a complete response."""
+    choices = data.get("choices") or []
+    if not choices or not isinstance(choices[0], dict):
+        return ""
+    content = (choices[0].get("message") or {}).get("content")
+    return content if isinstance(content, str) else ""
+
+
+def chunk_text(data: dict[str, Any]) -> str:
+    """The text a stream chunk adds to the first choice."""
+    for choice in data.get("choices") or []:
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            content = (choice.get("delta") or {}).get("content")
+            return content if isinstance(content, str) else ""
+    return ""
+
+
+def chunk_finished(data: dict[str, Any]) -> bool:
+    return any(isinstance(c, dict) and c.get("finish_reason") for c in data.get("choices") or [])

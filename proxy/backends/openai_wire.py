@@ -1,0 +1,129 @@
+"""Relay to an upstream that speaks OpenAI's wire format (OpenAI, vLLM, llama.cpp, Ollama's /v1 ...).
+
+The body goes out as the client sent it (model name swapped, memories injected) and the answer
+comes back byte for byte: ids, usage, tool calls, finish reasons and fields memproxy has never
+heard of. Going through litellm instead would re-build every response and chunk through its own
+types (adding and dropping fields) and cost ~3 ms per call on this machine, against ~0.8 ms here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from proxy.backends.base import Backend, BackendResponse, ForwardContext, StreamChunk, chunk_finished
+from proxy.config import ModelEntry, RouterSettings
+from proxy.errors import (
+    AuthenticationFailed,
+    BackendError,
+    BackendRateLimited,
+    BackendRejected,
+    BackendTimeout,
+    BackendUnavailable,
+    BackendUnreachable,
+)
+from proxy.sse import sse_events
+
+OPENAI_API_BASE = "https://api.openai.com/v1"
+WIRE_PROVIDERS = frozenset({"openai", "hosted_vllm"})
+
+
+def upstream_error(status: int, body: bytes, model_name: str) -> BackendError:
+    """Translate an upstream error status into memproxy's error tree, keeping its message."""
+    message = body.decode("utf-8", "replace")[:1000] or f"HTTP {status}"
+    param = code = None
+    try:
+        detail = json.loads(body).get("error")
+        if isinstance(detail, dict):
+            message = str(detail.get("message") or message)
+            param, code = detail.get("param"), detail.get("code")
+        elif isinstance(detail, str):
+            message = detail
+    except (ValueError, AttributeError):
+        pass
+    message = f"backend for {model_name!r} answered {status}: {message}"
+    if status == 429:
+        return BackendRateLimited(message)
+    if status in (408, 504):
+        return BackendTimeout(message)
+    if status == 503:
+        return BackendUnavailable(message)
+    if status >= 500:
+        return BackendError(message)
+    return BackendRejected(message, status=status, param=param, code=str(code) if code is not None else None)
+
+
+class OpenAIWireBackend(Backend):
+    def __init__(self, entry: ModelEntry, *, client: httpx.AsyncClient, router: RouterSettings) -> None:
+        super().__init__(entry.model_name)
+        params = entry.litellm_params
+        assert params is not None
+        provider, _, upstream = params.model.partition("/")
+        self._upstream_model = upstream if provider in WIRE_PROVIDERS and upstream else params.model
+        self._url = (params.api_base or OPENAI_API_BASE).rstrip("/") + "/chat/completions"
+        self._needs_key = params.api_base is None and not params.api_key
+        self._client = client
+        self._headers = {"content-type": "application/json", **(params.extra_headers or {})}
+        if params.api_key:
+            self._headers["authorization"] = f"Bearer {params.api_key}"
+        if params.organization:
+            self._headers["openai-organization"] = params.organization
+        self._timeout = httpx.Timeout(params.timeout or router.timeout, connect=10.0)
+        self._stream_timeout = httpx.Timeout(params.stream_timeout or params.timeout or router.timeout, connect=10.0)
+
+    def _payload(self, body: dict[str, Any]) -> bytes:
+        if self._needs_key:
+            raise AuthenticationFailed(
+                f"No API key is configured for model {self.model_name!r}: set its litellm_params.api_key "
+                "(the default config reads OPENAI_API_KEY).",
+                code="missing_backend_api_key",
+            )
+        return json.dumps({**body, "model": self._upstream_model}).encode()
+
+    async def complete(self, body: dict[str, Any], ctx: ForwardContext) -> BackendResponse:
+        payload = self._payload(body)
+        try:
+            response = await self._client.post(self._url, content=payload, headers=self._headers, timeout=self._timeout)
+        except httpx.TimeoutException as exc:
+            raise BackendTimeout(f"backend for {self.model_name!r} timed out") from exc
+        except httpx.TransportError as exc:
+            raise BackendUnreachable(f"backend for {self.model_name!r} is unreachable: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise upstream_error(response.status_code, response.content, self.model_name)
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise BackendError(f"backend for {self.model_name!r} answered invalid JSON") from exc
+        if not isinstance(data, dict):
+            raise BackendError(f"backend for {self.model_name!r} answered JSON that is not an object")
+        return BackendResponse(data, raw=response.content)
+
+    async def stream(self, body: dict[str, Any], ctx: ForwardContext) -> AsyncIterator[StreamChunk]:
+        payload = self._payload(body)
+        finished = False
+        try:
+            async with self._client.stream(
+                "POST", self._url, content=payload, headers=self._headers, timeout=self._stream_timeout
+            ) as response:
+                if response.status_code >= 400:
+                    raise upstream_error(response.status_code, await response.aread(), self.model_name)
+                async for raw, data in sse_events(response.aiter_bytes()):
+                    if data.strip() == b"[DONE]":
+                        return
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError as exc:
+                        raise BackendError(f"backend for {self.model_name!r} sent an invalid stream event") from exc
+                    if not isinstance(chunk, dict):
+                        raise BackendError(f"backend for {self.model_name!r} sent an invalid stream event")
+                    finished = finished or chunk_finished(chunk)
+                    yield StreamChunk(chunk, raw=raw)
+        except httpx.TimeoutException as exc:
+            raise BackendTimeout(f"backend for {self.model_name!r} timed out") from exc
+        except httpx.TransportError as exc:
+            raise BackendUnreachable(f"backend for {self.model_name!r} dropped the stream: {exc!r}") from exc
+        if not finished:
+            raise BackendUnreachable(f"backend for {self.model_name!r} ended the stream before it finished")

@@ -1,0 +1,93 @@
+"""The ``memproxy`` command line: serve, check-config, and developer tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from proxy.config import ConfigError, Settings, default_config_path
+
+
+def _load(path: Path) -> Settings:
+    try:
+        return Settings.from_yaml(path)
+    except ConfigError as exc:
+        print(f"memproxy: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.app import build_app
+
+    settings = _load(args.config)
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    uvicorn.run(
+        build_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.server.log_level,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=15,
+        access_log=settings.server.log_level == "debug",
+    )
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    names = ", ".join(entry.model_name for entry in settings.model_list) or "none"
+    print(f"{args.config}: OK (models: {names}; data_dir: {settings.memory.data_dir}; "
+          f"extraction: {settings.memory.extraction.mode})")
+    return 0
+
+
+def cmd_scripted_backend(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.dev.scripted_backend import BackendScript, build_scripted_backend
+
+    script = BackendScript(latency=args.latency, chunk_interval=args.chunk_interval, record=not args.no_record)
+    uvicorn.run(build_scripted_backend(script), host=args.host, port=args.port, log_level="warning",
+                loop="uvloop", http="httptools", access_log=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memproxy", description="OpenAI-compatible LLM proxy with memory")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", type=Path, default=default_config_path())
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=cmd_serve)
+
+    check = commands.add_parser("check-config", help="validate a config file and print what is wrong")
+    check.add_argument("config", type=Path)
+    check.set_defaults(run=cmd_check_config)
+
+    dev = commands.add_parser("dev", help="developer tools").add_subparsers(dest="tool", required=True)
+    backend = dev.add_parser("scripted-backend", help="run the scripted OpenAI-compatible test backend")
+    backend.add_argument("--host", default="127.0.0.1")
+    backend.add_argument("--port", type=int, default=18080)
+    backend.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    backend.add_argument("--chunk-interval", type=float, default=0.0, help="seconds between stream chunks")
+    backend.add_argument("--no-record", action="store_true", help="do not keep received requests (benchmarks)")
+    backend.set_defaults(run=cmd_scripted_backend)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""Every error a client sees, in OpenAI's shape, decided in this one place.
+
+    ProxyError                      {"error": {"message", "type", "param", "code"}}
+    ├── InvalidRequest          400 invalid_request_error
+    ├── AuthenticationFailed    401 authentication_error
+    ├── NotFound                404 invalid_request_error (code model_not_found / memory_not_found)
+    ├── PayloadTooLarge         413 invalid_request_error
+    ├── MemoryUnavailable       503 memory_unavailable (only with memory.fail_closed)
+    └── BackendError            502 upstream_error: the model backend failed
+        ├── BackendRejected     the upstream's own 4xx, status kept (bad key, bad params ...)
+        ├── BackendRateLimited  429 rate_limit_error
+        ├── BackendTimeout      504 timeout
+        ├── BackendUnreachable  502 upstream_unreachable
+        └── BackendUnavailable  503 (upstream 503)
+
+Errors of the layers below are translated where they are raised (litellm and httpx in the
+backends, ``memcubes`` errors here); after a stream has started an error is an SSE event
+(``sse_error``), never a status code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from memcubes.errors import CubeNotFound, InvalidMemoryInput, MemoryOSError
+
+log = logging.getLogger(__name__)
+
+
+class ProxyError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, type=self.type, param=self.param, code=self.code)
+
+
+class InvalidRequest(ProxyError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(ProxyError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFound(ProxyError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class PayloadTooLarge(ProxyError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class MemoryUnavailable(ProxyError):
+    status = 503
+    type = "memory_unavailable"
+
+
+class BackendError(ProxyError):
+    status = 502
+    type = "upstream_error"
+    retryable = True
+
+
+class BackendRejected(BackendError):
+    """The upstream refused the request itself; retrying or falling back will not help."""
+
+    type = "invalid_request_error"
+    retryable = False
+
+    def __init__(self, message: str, *, status: int, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, param=param, code=code)
+        self.status = status
+        if status == 401:
+            self.type = "authentication_error"
+        elif status == 403:
+            self.type = "permission_error"
+        elif status == 404:
+            self.type = "not_found_error"
+
+
+class BackendRateLimited(BackendError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class BackendTimeout(BackendError):
+    status = 504
+    type = "timeout"
+    code = "upstream_timeout"
+
+
+class BackendUnreachable(BackendError):
+    status = 502
+    code = "upstream_unreachable"
+
+
+class BackendUnavailable(BackendError):
+    status = 503
+    type = "service_unavailable"
+
+
+def error_body(message: str, *, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def sse_error(error: ProxyError) -> bytes:
+    """The event that ends a stream which failed after it started (then ``data: [DONE]``)."""
+    return b"data: " + json.dumps(error.body()).encode() + b"\n\n"
+
+
+def from_memory_error(exc: MemoryOSError) -> ProxyError:
+    if isinstance(exc, CubeNotFound):
+        return NotFound(str(exc), code="memory_not_found")
+    if isinstance(exc, InvalidMemoryInput):
+        return InvalidRequest(str(exc))
+    return MemoryUnavailable(f"memory store unavailable: {exc}")
+
+
+def _param(location: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in location if p != "body"]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    return text or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """The exception-handler table: each error type once, to one OpenAI-shaped response."""
+
+    async def proxy_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProxyError)
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    async def memory_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, MemoryOSError)
+        return await proxy_error(request, from_memory_error(exc))
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        location = tuple(first.get("loc", ()))
+        if first.get("type") == "json_invalid":
+            message = "We could not parse the JSON body of your request: " + str(first.get("ctx", {}).get("error", ""))
+            return JSONResponse(error_body(message.strip(": "), type="invalid_request_error"), status_code=400)
+        param = _param(location)
+        prefix = f"{param}: " if param else ""
+        message = f"{prefix}{first.get('msg', 'invalid value')}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        return JSONResponse(error_body(message, type="invalid_request_error", param=param), status_code=400)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        status = 400 if exc.status_code == 422 else exc.status_code
+        return JSONResponse(error_body(str(exc.detail), type=kind), status_code=status, headers=exc.headers)
+
+    async def recursion_error(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body("request JSON is nested too deeply", type="invalid_request_error"), 400)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal error in memproxy", type="server_error"), status_code=500)
+
+    app.add_exception_handler(ProxyError, proxy_error)
+    app.add_exception_handler(MemoryOSError, memory_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RecursionError, recursion_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,50 @@
+"""Request body size limit (``general_settings.max_request_size_mb``), as pure ASGI middleware.
+
+Checked on the declared Content-Length first and on the bytes actually received after, so a
+chunked upload cannot get around it; either way the answer is an OpenAI-shaped 413 and the
+oversized body is never buffered.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy.errors import PayloadTooLarge
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        error = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _reject(send, error)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise error
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _reject(send: Send, error: PayloadTooLarge) -> None:
+    body = json.dumps(error.body()).encode()
+    await send({"type": "http.response.start", "status": error.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})

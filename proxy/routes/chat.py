@@ -1,0 +1,23 @@
+"""``POST /v1/chat/completions``: validate, hand to the chat service, return its response."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from proxy.auth import require_key
+from proxy.protocol import ChatCompletionRequest, ErrorResponse
+
+router = APIRouter(dependencies=[Depends(require_key)], tags=["chat"])
+
+_ERRORS = {
+    status: {"model": ErrorResponse}
+    for status in (400, 401, 404, 413, 429, 502, 503, 504)
+}
+
+
+@router.post("/v1/chat/completions", responses=_ERRORS)  # type: ignore[arg-type]
+@router.post("/chat/completions", include_in_schema=False)
+async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+    response: Response = await request.app.state.chat.create(body, request.headers)
+    return response

@@ -1,0 +1,101 @@
+"""The memory API: add, search, list, get, edit, delete, history, forget a space."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from proxy.auth import require_key
+from proxy.errors import InvalidRequest
+from proxy.protocol import (
+    AddMemoriesRequest,
+    AddMemoriesResponse,
+    DeletedResponse,
+    ErrorResponse,
+    MemoryPage,
+    PatchMemoryRequest,
+    SearchRequest,
+    SearchResponse,
+)
+from proxy.serving.memories import MemoryService
+
+router = APIRouter(dependencies=[Depends(require_key)], tags=["memories"])
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 404, 503)}
+_STATES = ("active", "archived", "superseded", "deleted")
+
+
+def service(request: Request) -> MemoryService:
+    memories: MemoryService = request.app.state.memories
+    return memories
+
+
+Service = Annotated[MemoryService, Depends(service)]
+
+
+@router.post("/v1/memories", response_model=AddMemoriesResponse, responses=_ERRORS)
+async def add_memories(body: AddMemoriesRequest, request: Request, memories: Service) -> JSONResponse:
+    """Store memories distilled from messages (or given as facts); ``sync`` waits until searchable."""
+    result = await memories.add(body, request.headers)
+    return JSONResponse(result.model_dump(mode="json"), status_code=200 if result.status == "done" else 202)
+
+
+@router.post("/v1/memories/search", responses=_ERRORS)
+async def search_memories(body: SearchRequest, request: Request, memories: Service) -> SearchResponse:
+    """Exactly what the chat path would inject for ``query``, best first, within the budget."""
+    return await memories.search(body, request.headers)
+
+
+@router.get("/v1/memories", responses=_ERRORS)
+async def list_memories(
+    request: Request,
+    memories: Service,
+    user: Annotated[str | None, Query(max_length=256)] = None,
+    space: Annotated[str | None, Query(max_length=512)] = None,
+    state: Annotated[list[str] | None, Query()] = None,
+    tag: Annotated[str | None, Query(max_length=256)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> MemoryPage:
+    states = state or ["active"]
+    unknown = [s for s in states if s not in _STATES]
+    if unknown:
+        raise InvalidRequest(f"unknown state {unknown[0]!r}; use one of {', '.join(_STATES)}", param="state")
+    return await memories.list(
+        request.headers, user=user, space=space, state=states, tag=tag, since=since, until=until,
+        cursor=cursor, limit=limit,
+    )
+
+
+@router.get("/v1/memories/{memory_id}", responses=_ERRORS)
+async def get_memory(memory_id: str, memories: Service) -> dict[str, Any]:
+    return await memories.get(memory_id)
+
+
+@router.patch("/v1/memories/{memory_id}", responses=_ERRORS)
+async def edit_memory(memory_id: str, body: PatchMemoryRequest, memories: Service) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise InvalidRequest("nothing to change: give at least one field")
+    return await memories.edit(memory_id, changes)
+
+
+@router.delete("/v1/memories/{memory_id}", responses=_ERRORS)
+async def delete_memory(memory_id: str, memories: Service, purge: bool = False) -> DeletedResponse:
+    await memories.delete(memory_id, purge=purge)
+    return DeletedResponse(id=memory_id, purged=purge)
+
+
+@router.get("/v1/memories/{memory_id}/history", responses=_ERRORS)
+async def memory_history(memory_id: str, memories: Service) -> dict[str, Any]:
+    return {"object": "list", "data": await memories.history(memory_id)}
+
+
+@router.delete("/v1/spaces/{space:path}", responses=_ERRORS)
+async def forget_space(space: str, memories: Service) -> dict[str, Any]:
+    """Forget everything of one space (a user), in SQLite and in the vector index; nothing else."""
+    return {"space": space, "deleted": await memories.delete_space(space)}

@@ -1,0 +1,192 @@
+"""The chat path: plan memories, inject them, forward, relay the answer, journal the exchange.
+
+    scope ─▶ MemScheduler.plan ─▶ inject ─▶ router (retries, fallbacks) ─▶ relay ─▶ journal
+
+Memory never makes a request fail: if planning raises or exceeds its time budget the request is
+forwarded without memory and says so (``x-memory-status: degraded``), unless the operator chose
+``memory.fail_closed``. The exchange is journalled durably before the last byte of the answer goes
+out (so a crash after the client got its answer loses nothing); distillation happens later, in the
+write-back workers, and never delays the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from memcubes import layout
+from memcubes.cube import utcnow
+from memcubes.exchange import Exchange, Turn
+from memcubes.ids import new_id
+from memcubes.memory_os import MemoryOS
+from memcubes.scheduler import InjectionPlan
+from proxy.backends import ForwardContext, ModelRouter
+from proxy.backends.base import BackendResponse, StreamChunk, answer_text, chunk_text
+from proxy.config import Settings
+from proxy.errors import BackendError, MemoryUnavailable, sse_error
+from proxy.protocol import ChatCompletionRequest
+from proxy.scope import MemoryMode, Scope, resolve_scope
+from proxy.sse import DONE, sse
+
+log = logging.getLogger(__name__)
+
+_REMEMBERED_ROLES = ("user", "assistant")
+
+
+class ChatService:
+    def __init__(self, *, router: ModelRouter, memory: MemoryOS | None, settings: Settings) -> None:
+        self._router = router
+        self._memory = memory
+        self._settings = settings
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def create(self, request: ChatCompletionRequest, headers: Headers) -> Response:
+        scope = resolve_scope(headers, request.user)
+        self._router.check(request.model)
+        body = request.forward_body()
+        request_id = f"req_{new_id()}"
+        started = time.perf_counter()
+        plan, status = await self._plan(scope, body["messages"])
+        messages = body["messages"]
+        ctx = ForwardContext(
+            request_id=request_id,
+            kv_reuse=scope.kv_reuse,
+            prefix_messages=layout.stable_insert_index(messages) + (1 if plan.stable else 0),
+        )
+        if plan.items:
+            body["messages"] = layout.inject(messages, stable=plan.stable, volatile=plan.volatile)
+        memory_headers = {
+            "x-memory-status": status,
+            "x-memory-injected": str(len(plan.items)),
+            "x-memory-tokens": str(plan.tokens),
+            "x-memory-ids": ",".join(plan.cube_ids),
+            "x-memory-overhead-ms": f"{(time.perf_counter() - started) * 1000:.2f}",
+            "x-request-id": request_id,
+        }
+        if self._memory is not None and plan.cube_ids:
+            self._memory.record_hits(plan.cube_ids)
+        if request.stream:
+            return await self._stream(request.model, body, ctx, scope, messages, memory_headers)
+        response = await self._router.complete(request.model, body, ctx)
+        await self._journal(scope, request_id, request.model, messages, answer_text(response.data))
+        return self._complete_response(response, ctx, memory_headers)
+
+    async def _plan(self, scope: Scope, messages: list[dict[str, Any]]) -> tuple[InjectionPlan, str]:
+        if scope.user is None:
+            return InjectionPlan(), "no-user"
+        if scope.mode is MemoryMode.OFF:
+            return InjectionPlan(), "off"
+        if self._memory is None:
+            return self._degraded("memory layer is not available")
+        if not scope.reads:
+            return InjectionPlan(), "ok"
+        timeout = self._settings.memory.retrieval.timeout_ms / 1000
+        try:
+            plan = await asyncio.wait_for(self._memory.plan(scope.readable_spaces, messages), timeout)
+        except Exception as exc:  # memory trouble must never break a chat request
+            log.warning("memory planning failed, answering without memory: %r", exc)
+            return self._degraded(f"memory lookup failed: {exc!r}")
+        return plan, "ok"
+
+    def _degraded(self, reason: str) -> tuple[InjectionPlan, str]:
+        if self._settings.memory.fail_closed:
+            raise MemoryUnavailable(f"{reason}; memory.fail_closed is set, so the request is refused")
+        return InjectionPlan(), "degraded"
+
+    @staticmethod
+    def _complete_response(response: BackendResponse, ctx: ForwardContext, headers: dict[str, str]) -> Response:
+        if ctx.kv_reused_tokens is not None:
+            headers["x-memory-kv-reused-tokens"] = str(ctx.kv_reused_tokens)
+        if response.raw is not None:
+            return Response(response.raw, media_type="application/json", headers=headers)
+        return JSONResponse(response.data, headers=headers)
+
+    async def _stream(
+        self,
+        model: str,
+        body: dict[str, Any],
+        ctx: ForwardContext,
+        scope: Scope,
+        messages: list[dict[str, Any]],
+        headers: dict[str, str],
+    ) -> Response:
+        first, rest = await self._router.stream(model, body, ctx)
+        if ctx.kv_reused_tokens is not None:
+            headers["x-memory-kv-reused-tokens"] = str(ctx.kv_reused_tokens)
+
+        async def relay() -> AsyncIterator[bytes]:
+            parts: list[str] = []
+            complete = False
+            try:
+                if first is not None:
+                    parts.append(chunk_text(first.data))
+                    yield _event(first)
+                try:
+                    async for chunk in rest:
+                        parts.append(chunk_text(chunk.data))
+                        yield _event(chunk)
+                    complete = True
+                except BackendError as exc:
+                    yield sse_error(exc)
+                await self._journal(scope, ctx.request_id, model, messages, "".join(parts) if complete else None)
+                yield DONE
+            except (asyncio.CancelledError, GeneratorExit):
+                # The client went away: what it said is still worth remembering.
+                self._spawn(self._journal(scope, ctx.request_id, model, messages, None))
+                raise
+
+        return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+
+    async def _journal(
+        self, scope: Scope, request_id: str, model: str, messages: list[dict[str, Any]], answer: str | None
+    ) -> None:
+        """Journal the exchange; failures are logged, never raised (the answer is already out)."""
+        if self._memory is None or not scope.writes or scope.space is None:
+            return
+        now = utcnow()
+        turns = _turns(request_id, messages, now)
+        if answer:
+            turns.append(Turn(id=f"{request_id}-answer", role="assistant", content=answer, created_at=now))
+        if not turns:
+            return
+        exchange = Exchange(
+            id=request_id,
+            space=scope.space,
+            turns=turns,
+            mode=self._settings.memory.extraction.mode,
+            model=model,
+            session=scope.session,
+            skip_seen=True,
+        )
+        try:
+            await self._memory.record(exchange)
+        except Exception as exc:
+            log.warning("could not journal exchange %s: %r", request_id, exc)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _event(chunk: StreamChunk) -> bytes:
+    return chunk.raw if chunk.raw is not None else sse(chunk.data)
+
+
+def _turns(request_id: str, messages: list[dict[str, Any]], now: datetime) -> list[Turn]:
+    turns = []
+    for index, message in enumerate(messages):
+        if message.get("role") not in _REMEMBERED_ROLES:
+            continue
+        text = layout.message_text(message).strip()
+        if text:
+            name = message.get("name") if isinstance(message.get("name"), str) else None
+            turns.append(Turn(id=f"{request_id}-{index}", role=message["role"], content=text, name=name, created_at=now))
+    return turns

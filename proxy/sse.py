@@ -1,0 +1,34 @@
+"""Server-sent events: the one formatter for events memproxy emits, and a parser for upstreams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:
+    """Split a byte stream into events as they complete: ``(raw event bytes, data payload)``.
+
+    Events are relayed whole, never split across writes, so a client never sees half an event;
+    comment lines (keep-alives) and events without data are skipped."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk.replace(b"\r\n", b"\n")
+        while (end := buffer.find(b"\n\n")) >= 0:
+            event, buffer = buffer[: end + 2], buffer[end + 2 :]
+            data = b"\n".join(
+                line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
+            )
+            if data:
+                yield event, data
+    if buffer.strip():
+        data = b"\n".join(line[5:].lstrip(b" ") for line in buffer.split(b"\n") if line.startswith(b"data:"))
+        if data:
+            yield buffer + b"\n\n", data
