@@ -86,10 +86,10 @@ class _BatchingWorker:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
+            item = self._queue.get()
+            if item is None:
                 return
-            batch = [first]
+            batch = [item]
             while len(batch) < self._max_batch:
                 try:
                     item = self._queue.get_nowait()
@@ -99,6 +99,10 @@ class _BatchingWorker:
                     self._queue.put(None)
                     break
                 batch.append(item)
+            # A waiter that gave up (timeout, disconnect) cancelled its future: skip its text.
+            batch = [(text, future) for text, future in batch if future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
             try:
                 vectors = self._encode([text for text, _ in batch])
             except Exception as exc:  # every waiter must hear about the failure

@@ -29,27 +29,28 @@ class FactKey:
 
 # --- shared vocabulary ------------------------------------------------------------------------------
 _I, _I_AM, _I_HAVE = r"(?:i|we)", r"(?:i'm|we're)", r"(?:i've|we've)"
-_ADV = (r"(?:(?:just|recently|currently|now|still|actually|finally|also|already|officially|really|"
-        r"originally|happily|newly|mostly|basically)\s+)*")
-_REL = (r"(?:(?:best|older|younger|little|big|baby|twin|step|ex|eldest|oldest|youngest)[\s-]?)?"
-        r"(?:mom|mum|mother|dad|father|parents|sister|brother|sibling|wife|husband|partner|spouse|boyfriend|"
-        r"girlfriend|fianc[eé]e?|son|daughter|kid|child|baby|grandma|grandmother|grandpa|grandfather|aunt|"
-        r"uncle|cousin|niece|nephew|friend|boss|manager|colleague|co-?worker|roommate|flatmate|neighbou?r|"
-        r"dog|cat|puppy|kitten|pet|parrot|rabbit|hamster|horse)")
+_ADV = (r"(?:(?:just|recently|currently|now|still|actually|finally|also|already|officially|really|originally|"
+        r"happily|newly|mostly|basically)\s+)*")
+_REL = (r"(?:(?:best|older|younger|little|big|baby|twin|step|ex|eldest|oldest|youngest)[\s-]?)?(?:mom|mum|"
+        r"mother|dad|father|parents|sister|brother|sibling|wife|husband|partner|spouse|boyfriend|girlfriend|"
+        r"fianc[eé]e?|son|daughter|kid|child|baby|grandma|grandmother|grandpa|grandfather|aunt|uncle|cousin|"
+        r"niece|nephew|friend|boss|manager|colleague|co-?worker|roommate|flatmate|neighbou?r|dog|cat|puppy|"
+        r"kitten|pet|parrot|rabbit|hamster|horse)")
 # An appositive name ("my sister Anna lives ...") is accepted only when capitalised, so that
 # "my dog walker lives in Rome" is not read as the dog's address.
 _MY = rf"my\s+(?P<subj>{_REL})(?:\s+(?-i:[A-Z])[\w'-]*)?"
 _DIETS = r"(?:vegetarian|vegan|pescatarian|pescetarian|flexitarian|plant-based|keto|paleo|omnivore|carnivore)"
 _STATUS = r"(?:married|single|divorced|engaged|widowed|separated|in\s+a\s+relationship)"
 _FAVORITE = r"(?:absolute\s+|all-time\s+)?(?:favou?rite|fave?)\s+(?P<attr>[a-z][a-z ]{0,30}?)"
+_YEARS_OLD = r"(?:\s+(?:years?|yrs?)(?:\s+old)?|\s*y/?o)?"
 _NOT, _NOT_BE = r"(?:no\s+longer|don't|doesn't|no\s+more)", r"(?:no\s+longer|not)"
 # Where a value stops: punctuation, a time phrase, or a new clause ("Lisbon since 2019", "Google as
 # an engineer", "Porto 2 years ago"). "and" ends a value only before a new clause ("fish and chips").
-_END = (r"(?:\s*[,;:(!?]|\s+[-–—]\s|"
-        r"\s+(?:since|for|from|until|till|to|as|at|in|near|because|but|so|or|when|while|where|which|who|"
-        r"that|with|now|currently|anymore|any\s+more|any\s+longer|again|too|though|already|yet|soon|ago|"
-        r"yesterday|today|tonight|tomorrow|recently|lately|nowadays|these\s+days|right\s+now|last|next|this|"
-        r"every|around|after|before|during|like|btw|lol|haha|please|full[- ]time|part[- ]time|remotely)\b|"
+_END = (r"(?:\s*[,;:(!?]|\s+[-–—]\s|\s+(?:since|for|from|until|till|to|as|at|in|near|because|but|so|or|when|"
+        r"while|where|which|who|that|with|now|currently|anymore|any\s+more|any\s+longer|again|too|though|"
+        r"already|yet|soon|ago|yesterday|today|tonight|tomorrow|recently|lately|nowadays|these\s+days|"
+        r"right\s+now|last|next|this|every|around|after|before|during|like|btw|lol|haha|please|full[- ]time|"
+        r"part[- ]time|remotely)(?![\w&'-])|"
         r"\s+(?:\d+|an?|one|two|three|four|five|six|seven|eight|nine|ten|a\s+few|a\s+couple(?:\s+of)?|several)"
         r"\s+(?:years?|months?|weeks?|days?)\b|"
         r"\s+and\s+(?:i|i'm|i've|my|we|it|it's|also|then|now|have|love|work|live|am|an?)\b)")
@@ -72,10 +73,10 @@ _JOB_HEADS = _wordset(
     "bartender broker carpenter cashier chef cleaner clerk coach consultant cook counselor counsellor dancer "
     "dentist designer developer director doctor driver economist editor electrician entrepreneur farmer "
     "firefighter fisherman freelancer hairdresser illustrator instructor intern janitor journalist judge "
-    "lawyer lecturer librarian manager mechanic midwife musician nurse nutritionist officer painter paralegal "
-    "paramedic pharmacist pilot plumber policeman postdoc producer professor programmer realtor receptionist "
-    "recruiter researcher sailor salesman scientist secretary singer soldier student supervisor surgeon "
-    "tailor teacher therapist trader translator tutor vet veterinarian waiter waitress welder writer")
+    "lawyer lecturer librarian manager mechanic midwife musician nurse nutritionist officer painter "
+    "paralegal paramedic pharmacist pilot plumber policeman postdoc producer professor programmer realtor "
+    "receptionist recruiter researcher sailor salesman scientist secretary singer soldier student supervisor "
+    "surgeon tailor teacher therapist trader translator tutor vet veterinarian waiter waitress welder writer")
 _JOB_SUFFIXES = ("ologist", "ician", "ographer", "iatrist", "engineer")
 _NOT_JOB = _wordset(
     "big huge total real true good bad great terrible awful proud lazy former retired ex aspiring wannabe "
@@ -86,12 +87,8 @@ _NOT_A_PLACE = _wordset(
 _NOT_AN_EMPLOYER = _wordset("night nights weekends weekend living myself free fun hours moment")
 _NOT_A_NAME = _wordset("back crazy later anytime tomorrow whatever when if maybe sometime now please stupid "
                        "lazy out old-fashioned paranoid")
-_DETERMINER = re.compile(r"^(?:my|our|his|her|their|your|its?|this|that|these|those|some|me|him|them|us|"
-                         r"here|there|home|myself)\b")
-
-
-def _any_value(value: str) -> bool:
-    return True
+_DETERMINER = re.compile(r"^(?:my|our|his|her|their|your|its?|this|that|these|those|some|me|him|them|us|here|"
+                         r"there|home|myself)\b")
 
 
 def _is_place(value: str) -> bool:
@@ -128,15 +125,20 @@ def _is_favorite(value: str) -> bool:
 
 @dataclass(frozen=True)
 class _Rule:
-    """One recognisable phrasing; ``value`` is fixed when the words carry none ("I eat meat")."""
+    """One recognisable phrasing.
+
+    An open value ("Lisbon since 2019") is cut at the next clause and checked by ``accepts``; without
+    ``accepts`` the pattern itself spells out every value it allows ("vegan", "in a relationship"), and
+    ``value`` is fixed when the words carry none ("I eat meat").
+    """
 
     pattern: re.Pattern[str]
     attribute: str
-    accepts: Callable[[str], bool]
+    accepts: Callable[[str], bool] | None
     value: str | None
 
 
-def _rule(pattern: str, attribute: str, *, accepts: Callable[[str], bool] = _any_value,
+def _rule(pattern: str, attribute: str, *, accepts: Callable[[str], bool] | None = None,
           value: str | None = None) -> _Rule:
     return _Rule(re.compile("^" + pattern, re.I), attribute, accepts, value)
 
@@ -149,8 +151,8 @@ _FACT_RULES = (
           accepts=_is_place),
     _rule(r"my\s+(?:home|house|apartment|flat|place)\s+is\s+in\s+(?P<val>.+)", "residence",
           accepts=_is_place),
-    _rule(rf"{_MY}\s+{_ADV}(?:lives|resides|is\s+living|'s\s+living|is\s+based|'s\s+based)\s+in\s+(?P<val>.+)",
-          "residence", accepts=_is_place),
+    _rule(rf"{_MY}\s+{_ADV}(?:lives|resides|is\s+living|'s\s+living|is\s+based|'s\s+based)\s+in\s+"
+          r"(?P<val>.+)", "residence", accepts=_is_place),
     _rule(rf"{_MY}\s+{_ADV}(?:has\s+)?(?:moved|relocated)(?:\s+back)?\s+to\s+(?P<val>.+)", "residence",
           accepts=_is_place),
     _rule(rf"i(?:'m|\s+come|\s+came)\s+{_ADV}from\s+(?P<val>.+)", "origin", accepts=_is_place),
@@ -171,12 +173,12 @@ _FACT_RULES = (
           r"an?\s+(?P<val>.+)", "job", accepts=_is_job),
     _rule(rf"{_MY}\s+(?:is|'s)\s+{_ADV}an?\s+(?P<val>.+)", "job", accepts=_is_job),
     # age, name, favourites
-    _rule(rf"(?:i'm|i(?:'ve)?\s+{_ADV}turned)\s+(?P<val>\d{{1,3}})(?:\s+(?:years?|yrs?)(?:\s+old)?|\s*y/?o)?{_TAIL}",
-          "age", accepts=_is_age),
-    _rule(rf"{_MY}\s+(?:is|'s|just\s+turned|turned)\s+(?P<val>\d{{1,3}})(?:\s+(?:years?|yrs?)(?:\s+old)?)?{_TAIL}",
-          "age", accepts=_is_age),
-    _rule(r"(?:my\s+name\s+is|my\s+name's|call\s+me|i\s+go\s+by|i'm\s+called|(?:people|everyone|friends)\s+"
-          r"call\s+me)\s+(?P<val>.+)", "name", accepts=_is_name),
+    _rule(rf"(?:i'm|i(?:'ve)?\s+{_ADV}turned)\s+(?P<val>\d{{1,3}}){_YEARS_OLD}{_TAIL}", "age",
+          accepts=_is_age),
+    _rule(rf"{_MY}\s+(?:is|'s|just\s+turned|turned)\s+(?P<val>\d{{1,3}}){_YEARS_OLD}{_TAIL}", "age",
+          accepts=_is_age),
+    _rule(r"(?:my\s+name\s+is|my\s+name's|call\s+me|i\s+go\s+by|i'm\s+called|(?:people|everyone|"
+          r"friends)\s+call\s+me)\s+(?P<val>.+)", "name", accepts=_is_name),
     _rule(rf"{_MY}(?:'s\s+name\s+is|'s\s+name's|\s+is\s+called|\s+is\s+named|'s\s+called|\s+goes\s+by)\s+"
           r"(?P<val>.+)", "name", accepts=_is_name),
     _rule(rf"(?:{_I_HAVE}(?:\s+got)?|{_I}\s+{_ADV}(?:got|adopted|own))\s+an?\s+(?:new\s+)?(?P<subj>{_REL})\s+"
@@ -187,10 +189,9 @@ _FACT_RULES = (
           r"(?:\s+(?:of\s+all\s+time|ever|by\s+far|right\s+now|now))?$", "favorite", accepts=_is_favorite),
     # diet and relationship status
     _rule(rf"(?:{_I_AM}|{_I}\s+{_ADV}(?:became|went|turned|eat|follow|do)|{_I_HAVE}\s+{_ADV}(?:been|become|"
-          rf"gone))\s+{_ADV}(?:a\s+|an\s+)?(?:strict\s+|full\s+|fully\s+)?(?P<val>{_DIETS})(?:\s+diet)?{_TAIL}",
-          "diet"),
-    _rule(rf"(?:{_I}\s+{_ADV}(?:eat|started\s+eating)\s+(?:meat|everything)|{_I_AM}\s+{_ADV}eating\s+meat)"
-          rf"{_TAIL}", "diet", value="omnivore"),
+          rf"gone))\s+{_ADV}(?:an?\s+)?(?:strict\s+|fully\s+)?(?P<val>{_DIETS})(?:\s+diet)?{_TAIL}", "diet"),
+    _rule(rf"(?:{_I}\s+{_ADV}(?:eat|started\s+eating)\s+(?:meat|everything)|"
+          rf"{_I_AM}\s+{_ADV}eating\s+meat){_TAIL}", "diet", value="omnivore"),
     # "I'm engaged in a project" is not a status; "married with two kids" is.
     _rule(rf"(?:{_I_AM}|{_I}\s+{_ADV}(?:got|became)|{_I_HAVE}\s+{_ADV}(?:been|gotten|got))\s+{_ADV}"
           rf"(?P<val>{_STATUS})(?!\s+in\b)(?!\s+with\b(?!\s+(?:\w+\s+)?(?:kids|children))){_TAIL}",
@@ -212,14 +213,14 @@ _RETRACTION_RULES = (
           r"(?:\s+(?:at|with)\s+(?P<val>.+)|\s.*)?$", "employer", accepts=_is_employer),
     # "I quit smoking" / "I left my keys" retract nothing: a bare object must be a capitalised name.
     _rule(rf"i(?:'ve)?\s+{_ADV}(?:quit|left)\s+(?P<val>(?-i:[A-Z]).*)", "employer", accepts=_is_employer),
-    _rule(rf"i(?:'ve)?\s+{_ADV}(?:resigned|retired|(?:was|got|'ve\s+been|been)\s+(?:fired|laid\s+off|let\s+go|"
-          r"sacked))(?:\s+(?:from|at|by)\s+(?P<val>.+)|\s.*)?$", "employer", accepts=_is_employer),
+    _rule(rf"i(?:'ve)?\s+{_ADV}(?:resigned|retired|(?:was|got|'ve\s+been|been)\s+(?:fired|laid\s+off|"
+          r"let\s+go|sacked))(?:\s+(?:from|at|by)\s+(?P<val>.+)|\s.*)?$", "employer", accepts=_is_employer),
     _rule(rf"i\s+{_ADV}stopped\s+working\s+(?:at|for)\s+(?P<val>.+)", "employer", accepts=_is_employer),
     _rule(rf"{_MY}\s+{_NOT}\s+works?\s+(?:at|for)\s+(?P<val>.+)", "employer", accepts=_is_employer),
     _rule(rf"i'm\s+{_NOT_BE}\s+{_ADV}an?\s+(?P<val>.+)", "job", accepts=_is_job),
     _rule(rf"i\s+{_ADV}(?:stopped|quit)\s+(?:working\s+as|being)\s+an?\s+(?P<val>.+)", "job",
           accepts=_is_job),
-    _rule(rf"(?:i'm\s+{_NOT_BE}|i\s+{_ADV}(?:stopped|quit|gave\s+up)\s+being)\s+(?:a\s+|an\s+)?"
+    _rule(rf"(?:i'm\s+{_NOT_BE}|i\s+{_ADV}(?:stopped|quit|gave\s+up)\s+being)\s+(?:an?\s+)?"
           rf"(?P<val>{_DIETS}){_TAIL}", "diet"),
     _rule(rf"(?:i\s+{_NOT}\s+eat|i\s+{_ADV}(?:stopped|quit)\s+eating|i\s+{_ADV}gave\s+up)\s+meat{_TAIL}",
           "diet", value="omnivore"),
@@ -236,23 +237,24 @@ _CANONICAL = (
     (re.compile(r"\bdo\s*n[o']?t\b", re.I), "don't"),
     (re.compile(r"\bdoes\s*n[o']?t\b", re.I), "doesn't"),
 )
-_FILLERS = (r"well|oh|so|btw|by\s+the\s+way|actually|anyway|anyways|also|and|but|hey|hi|hello|um+|uh+|"
-            r"hmm+|ah|haha\w*|lol|honestly|basically|fyi|ok|okay|yeah|yes|yep|yup|no|nope|sure|cool|great|nice|right|"
-            r"correct|exactly|true|indeed|absolutely|thanks|thank\s+you|oh\s+and|just\s+so\s+you\s+know|"
-            r"for\s+the\s+record|for\s+context|fun\s+fact|to\s+be\s+honest|tbh|"
-            r"(?:please\s+|do\s+me\s+a\s+favou?r\s+and\s+|i(?:\s+want|\s+need|'d\s+like|\s+would\s+like)\s+you\s+to\s+)?"
-            r"(?:remember|note|know|keep\s+in\s+mind|don't\s+forget)(?:\s+that)?|"
-            r"i\s+(?:should|forgot\s+to)\s+mention(?:\s+that)?|i\s+wanted\s+to\s+(?:tell|let)\s+you(?:\s+know)?"
-            r"(?:\s+that)?|just\s+to\s+let\s+you\s+know(?:\s+that)?")
-# A filler goes when punctuation follows it, or when the speaker's own subject does ("so I moved").
-_LEAD_FILLER = re.compile(rf"^(?:(?:{_FILLERS})(?:\s*[,:;!.\-]+\s*|\s+(?=(?:i|my|we|our)\b)))+", re.I)
+_FILLERS = (r"well|oh|wow|ugh|oops|sorry|yay|omg|so|btw|by\s+the\s+way|actually|anyway|anyways|also|and|but|"
+            r"hey|hi|hello|um+|uh+|hmm+|ah|haha\w*|lol|honestly|basically|fyi|ok|okay|yeah|yes|yep|yup|no|nope|"
+            r"sure|cool|great|nice|right|correct|exactly|true|indeed|absolutely|thanks|thank\s+you|oh\s+and|"
+            r"just\s+so\s+you\s+know|for\s+the\s+record|for\s+context|fun\s+fact|to\s+be\s+honest|tbh|"
+            r"(?:please\s+)?(?:remember|note|keep\s+in\s+mind|don't\s+forget)(?:\s+that)?|"
+            r"(?:do\s+me\s+a\s+favou?r\s+and\s+remember|i(?:\s+want|\s+need|'d\s+like|\s+would\s+like)\s+you\s+to\s+"
+            r"(?:remember|know))(?:\s+that)?|i\s+(?:should|forgot\s+to)\s+mention(?:\s+that)?|"
+            r"i\s+wanted\s+to\s+(?:tell|let)\s+you(?:\s+know)?(?:\s+that)?|just\s+to\s+let\s+you\s+know(?:\s+that)?")
+# A filler goes when punctuation, another filler or the speaker's own subject follows it ("oh btw, I ...").
+_LEAD_FILLER = re.compile(
+    rf"^[\s,;:.!?~\-–—]*(?:(?:{_FILLERS})(?:\s*[,:;!.\-]+\s*|\s+(?=(?:i|my|we|our|{_FILLERS})\b)))*", re.I)
 _TRAILER = re.compile(r"(?:[\s,]+(?:btw|by\s+the\s+way|lol|haha\w*|fyi|tbh|though|honestly|i\s+guess|"
                       r"i\s+think|you\s+know))*[\s.!?,;:~\-]*$", re.I)
 _LEAD_TIME = re.compile(r"^(?:yesterday|today|tonight|recently|lately|nowadays|currently|now|finally|"
                         r"(?:last|this|next)\s+\w+|(?:back\s+)?in\s+\d{4}|since\s+\d{4}|"
                         r"as\s+of\s+\w+(?:\s+\d{4})?|(?:\d+|an?|one|two|three|a\s+few|a\s+couple\s+of|several)"
                         r"\s+\w+\s+ago)\s*,?\s+", re.I)
-_EMOJI = re.compile(r"[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]+|"
+_EMOJI = re.compile(r"[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200B-\u200D\u2060\uFEFF]+|"
                     r"(?:[:;=]-?[()\[\]DPpOo3|*]+|<3|\^_\^)(?!\w)")
 
 
@@ -271,10 +273,14 @@ def _prepare(statement: str) -> str:
     return _strip_filler(_LEAD_TIME.sub("", _strip_filler(_canonical(text)), count=1))
 
 
+_INITIALISM = re.compile(r"\b(?:[a-z]\.)+[a-z]\b\.?")  # "the U.S." and "the US" are one place
+
+
 def _cut_value(raw: str) -> str:
     end = _VALUE_END.search(" " + raw)
     value = raw[: max(end.start() - 1, 0)] if end else raw
-    return " ".join(value.strip(" \"'.").casefold().split())
+    value = _INITIALISM.sub(lambda initials: initials.group().replace(".", ""), value.casefold())
+    return " ".join(value.strip(" \"'.").split())
 
 
 def _canon_words(text: str) -> str:
@@ -282,14 +288,26 @@ def _canon_words(text: str) -> str:
 
 
 def _match(rules: tuple[_Rule, ...], statement: str, *, retraction: bool) -> FactKey | None:
+    """The first rule that matches and whose value passes its check wins.
+
+    A rejected value falls through to later phrasings ("I'm a vegetarian" is no job, but it is a diet).
+    """
     text = _prepare(statement)
     for rule in rules:
         found = rule.pattern.match(text)
         if found is None:
             continue
         groups = found.groupdict()
-        value = rule.value if rule.value is not None else _cut_value(groups.get("val") or "")
-        if (not value and not retraction) or (value and not rule.accepts(value)):
+        raw = groups.get("val") or ""
+        if rule.value is not None:
+            value = rule.value
+        elif rule.accepts is None:
+            value = " ".join(raw.casefold().split())
+        else:
+            value = _cut_value(raw)
+            if value and not rule.accepts(value):
+                continue
+        if not value and not retraction:
             continue
         attribute = rule.attribute
         if groups.get("attr"):
@@ -331,52 +349,57 @@ _DECIMAL = re.compile(r"(?<=\d)\.(?=\d)")
 _BULLET = re.compile(r"^\s*(?:[-*•·‣▪◦–—>]+|\d{1,2}[.)])\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _CLAUSE = r"(?:^|[,;:]\s*(?:(?:and|but|so|or|now|then)\s+)?|\s+(?:and|but|so|or)\s+)"
-_QUESTION = (r"(?:what|what's|whats|which|who|who's|whom|whose|why|how|how's|where|where's|when|"
-             r"(?:is|are|am|was|were|do|does|did|can|could|would|will|should|shall|may|might|have|has|isn't|"
-             r"aren't|don't|doesn't|didn't|can't|won't|wouldn't|shouldn't)\s+(?:you|it|there|i|we|they|he|she|"
-             r"that|this|these|those|my|your|the|a|an|any|anyone|someone|anybody|somebody))\b")
+_QUESTION = (r"(?:what|what's|whats|which|who|who's|whom|whose|why|how|how's|where|where's|when|(?:is|are|am|"
+             r"was|were|do|does|did|can|could|would|will|should|shall|may|might|have|has|isn't|aren't|don't|"
+             r"doesn't|didn't|can't|won't|wouldn't|shouldn't)\s+(?:you|it|there|i|we|they|he|she|that|this|"
+             r"these|those|my|your|the|a|an|any|anyone|someone|anybody|somebody))\b")
 _QUESTION_CUT = re.compile(_CLAUSE + _QUESTION, re.I)
 _QUESTION_START = re.compile(rf"^(?!when\b){_QUESTION}", re.I)
 # Polite requests may follow any clause; a bare imperative only starts a clause ("..., write me a poem"),
 # since after "and" it usually shares the speaker's subject ("I love hiking and plan to ...").
 _REQUEST_CUT = re.compile(
     _CLAUSE + r"(?:please|pls|plz|(?:can|could|would|will)\s+you|i(?:\s+want|\s+need|\s+would\s+like|"
-    r"'d\s+like)\s+you\s+to|let\s+me\s+know|tell\s+me|give\s+me|show\s+me|help\s+me|let's)\b|"
-    r"(?:^|[,;:]\s*(?:(?:and|so|now|then)\s+)?)(?:write|rewrite|summari[sz]e|translate|explain|list|describe|draft|compose|generate|create|suggest|"
-    r"recommend|fix|rephrase|proofread|correct|calculate|convert|compare|define|outline|make|find|check|remind|"
-    r"give|tell|show|provide|send|search|look\s+up|plan|book|help|imagine|pretend|act\s+as|draw|debug|implement|"
-    r"continue|answer|edit|improve|shorten|expand|analy[sz]e|review|estimate|teach)\b", re.I)
+    r"'d\s+like)\s+you\s+to|let\s+me\s+know|tell\s+me|give\s+me|show\s+me|help\s+me|let's)\b|(?:^|"
+    r"[,;:]\s*(?:(?:and|so|now|then)\s+)?)(?:write|rewrite|summari[sz]e|translate|explain|list|describe|"
+    r"draft|compose|generate|create|suggest|recommend|fix|rephrase|proofread|correct|calculate|convert|"
+    r"compare|define|outline|make|find|check|remind|give|tell|show|provide|send|search|look\s+up|plan|book|"
+    r"help|imagine|pretend|act\s+as|draw|debug|implement|continue|answer|edit|improve|shorten|expand|"
+    r"analy[sz]e|review|estimate|teach)\b", re.I)
 _SUBORDINATE = re.compile(r"^(?:since|because|as|given\s+that|considering)\s+", re.I)
 _ACK = (r"hi|hello|hey|yo|hiya|howdy|good\s+(?:morning|afternoon|evening|night)|bye|goodbye|"
-        r"see\s+you(?:\s+later)?|cheers|take\s+care|thanks|thank\s+you|thx|ty|much\s+appreciated|ok|okay|k|kk|cool|great|nice|awesome|"
-        r"sure|yes|no|yeah|yep|yup|nope|nah|got\s+it|sounds\s+good|perfect|alright|fine|right|lol|haha\w*|hmm+|"
-        r"wow|exactly|indeed|of\s+course|no\s+problem|never\s+mind|nvm|makes\s+sense|fair\s+enough|good\s+point|"
-        r"interesting|me\s+too|same\s+here|not\s+bad|oh\s+my\s+(?:god|gosh)|omg|so\s+much|a\s+lot|again|too|now|"
-        r"then|as\s+well|though|and\s+you|man|dude|i\s+(?:think|guess|hope|suppose|believe)\s+(?:so|not)|"
-        r"i\s+(?:see|know|guess|agree|understand|get\s+it|dunno|don't\s+know|suppose)|i'm\s+(?:fine|good|ok|okay|"
-        r"great|alright|well|not\s+sure|doing\s+\w+|back|here|done|ready|tired|busy|bored|hungry|in\s+a\s+hurry)|"
-        r"i\s+(?:love|like|hate|loved|liked|enjoyed)\s+(?:it|this|that|them|these|those)|"
-        r"i'll\s+(?:try|do|check)\s+(?:it|that|this)(?:\s+out)?|i'll\s+(?:think\s+about\s+it|let\s+you\s+know)")
+        r"see\s+you(?:\s+later)?|cheers|take\s+care|thanks|thank\s+you|thx|ty|much\s+appreciated|ok|okay|k|"
+        r"kk|cool|great|nice|awesome|sure|yes|no|yeah|yep|yup|nope|nah|got\s+it|sounds\s+good|perfect|"
+        r"alright|fine|right|lol|haha\w*|hmm+|wow|exactly|indeed|of\s+course|no\s+problem|never\s+mind|nvm|"
+        r"makes\s+sense|fair\s+enough|good\s+point|interesting|me\s+too|same\s+here|not\s+bad|"
+        r"oh\s+my\s+(?:god|gosh)|omg|so\s+much|a\s+lot|again|too|now|then|as\s+well|though|and\s+you|man|"
+        r"dude|i\s+(?:think|guess|hope|suppose|believe)\s+(?:so|not)|i\s+(?:see|know|guess|agree|understand|"
+        r"get\s+it|dunno|don't\s+know|suppose)|i'm\s+(?:fine|good|ok|okay|great|alright|well|not\s+sure|"
+        r"doing\s+\w+|back|here|done|ready|tired|busy|bored|hungry|in\s+a\s+hurry)|i\s+(?:love|like|hate|"
+        r"loved|liked|enjoyed)\s+(?:it|this|that|them|these|those)|i'll\s+(?:try|do|check)\s+(?:it|that|"
+        r"this)(?:\s+out)?|i'll\s+(?:think\s+about\s+it|let\s+you\s+know)")
 _CHITCHAT = re.compile(rf"^(?:{_ACK})(?:[\s,!.]+(?:{_ACK}))*$", re.I)
 _CHITCHAT_START = re.compile(
-    r"^(?:i\s+(?:(?:really|just|totally|do|also|completely)\s+)?(?:appreciate|agree|disagree|wonder|mean\b|"
-    r"was\s+(?:wondering|just|joking|kidding)|have\s+(?:a|another|one\s+more)\s+question|need\s+(?:your\s+)?help|"
-    r"(?:want|need|would\s+like)\s+to\s+(?:know|ask|understand)|think\s+(?:you|that's|this|it's|so)|"
-    r"hope\s+(?:you|this|that)|didn't\s+know\s+that|don't\s+(?:know|understand|get)\s+(?:what|how|why|if|"
-    r"whether|where|when|who|which|it|that))|i'd\s+like\s+to\s+(?:know|ask)|i'm\s+(?:not\s+sure|curious|"
-    r"confused|sorry|glad\s+(?:you|to\s+hear|that|it)|just\s+(?:kidding|joking|asking)|happy\s+to\s+hear))",
-    re.I)
+    r"^(?:i\s+(?:(?:really|just|totally|do|also|completely)\s+)?(?:appreciate|agree|disagree|wonder|mean\b|meant\b|"
+    r"was\s+(?:wondering|just|joking|kidding)|have\s+(?:a|another|one\s+more)\s+question|"
+    r"need\s+(?:your\s+)?help|(?:want|need|would\s+like)\s+to\s+(?:know|ask|understand)|think\s+(?:you|"
+    r"that's|this|it's|so)|hope\s+(?:you|this|that)|didn't\s+know\s+that|don't\s+(?:know|understand|"
+    r"get)\s+(?:what|how|why|if|whether|where|when|who|which|it|that))|i'd\s+like\s+to\s+(?:know|ask)|"
+    r"i'm\s+(?:not\s+sure|curious|confused|sorry|glad\s+(?:you|to\s+hear|that|it)|just\s+(?:kidding|joking|"
+    r"asking)|happy\s+to\s+hear))", re.I)
 _HYPOTHETICAL = re.compile(r"^(?:if|imagine|suppose|supposing|assuming|pretend|what\s+if|let's\s+say|"
-                           r"hypothetically)\b|\bif\s+(?:i|we)\s+(?:were|was|had|could|won|did|didn't|would)\b|"
-                           r"\b(?:i|we)\s+wish\b|\b(?:i|we)(?:'d|\s+would)\s+have\b", re.I)
+                           r"hypothetically)\b|\bif\s+(?:i|we)\s+(?:were|was|had|could|won|did|didn't|"
+                           r"would)\b|\b(?:i|we)\s+wish\b|\b(?:i|we)(?:'d|\s+would)\s+have\b", re.I)
 # The speaker must be the subject within the first few words ("Last summer, my wife and I ...").
 _FIRST_PERSON = re.compile(
     r"^(?!(?:that|this|these|those|you|your)\b)(?:\S+\s+){0,3}?(?:i|my|we|our|me\s+and)\b", re.I)
 # Two-word statements are chit-chat ("I'm tired") unless they state a lasting trait or a proper noun.
 _TRAIT = re.compile(r"^i'm\s+(?:retired|unemployed|self-employed|pregnant|diabetic|asthmatic|epileptic|"
-                    r"celiac|coeliac|deaf|blind|colou?rblind|left-handed|right-handed|autistic|bilingual|trilingual|"
-                    r"introverted|extroverted|sober|atheist|agnostic|religious|gay|lesbian|bisexual|transgender|"
-                    r"nonbinary|non-binary|disabled|(?-i:[A-Z])[\w-]+)$", re.I)
+                    r"celiac|coeliac|deaf|blind|colou?rblind|left-handed|right-handed|autistic|bilingual|"
+                    r"trilingual|introverted|extroverted|sober|atheist|agnostic|religious|gay|lesbian|"
+                    r"bisexual|transgender|nonbinary|non-binary|disabled|(?-i:[A-Z])[\w-]+)$", re.I)
+# A sentence that stops on a preposition or determiner was cut short ("My name is", "I live in").
+_DANGLING = re.compile(r"\b(?:in|at|to|for|of|from|with|by|my|our|the|a|an|is|are|was|and|but|or|because)$",
+                       re.I)
 _LONE_I = re.compile(r"(?<![\w.'])i(?=\s|'|$)")
 
 
@@ -428,7 +451,8 @@ def _is_fact(statement: str) -> bool:
         return False
     words = len(text.split())
     long_enough = words >= 3 or _TRAIT.match(text) is not None
-    return long_enough and words <= 60 and _FIRST_PERSON.match(text) is not None
+    complete = words <= 60 and _DANGLING.search(text) is None
+    return long_enough and complete and _FIRST_PERSON.match(text) is not None
 
 
 def extract_facts(text: str) -> list[str]:

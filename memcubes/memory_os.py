@@ -139,14 +139,20 @@ class MemoryOS:
 
     # -- writing ------------------------------------------------------------------------------
 
+    async def journal_counts(self) -> dict[str, int]:
+        """Exchanges per journal state (pending, done, failed), plus those queued in this process."""
+        counts = await asyncio.to_thread(self.store.journal_counts)
+        counts["queued"] = self.writeback.queued
+        return counts
+
     async def record(self, exchange: Exchange) -> bool:
         """Journal an exchange for background distillation (the chat path)."""
         return await self.writeback.submit(exchange)
 
     async def add(self, exchange: Exchange, *, sync: bool) -> list[MemoryChange] | None:
         """Add memories from explicit messages; with ``sync`` wait until they are searchable."""
-        if not exchange.turns:
-            raise InvalidMemoryInput("nothing to add: no messages")
+        if not exchange.turns and not exchange.facts:
+            raise InvalidMemoryInput("nothing to add: no messages or facts")
         if sync:
             return await self.writeback.run_now(exchange)
         await self.writeback.submit(exchange)

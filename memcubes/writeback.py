@@ -155,6 +155,10 @@ class WriteBack:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
+
     async def wait_idle(self) -> None:
         """Return once nothing is queued or being processed (tests and graceful shutdown)."""
         while self._queued:

@@ -151,12 +151,13 @@ class Settings(_Strict):
         problems: list[str] = []
         resolved = _interpolate(dict(data), environ, "", problems)
         _apply_overrides(resolved, environ)
+        try:
+            settings = cls.model_validate(resolved)
+        except ValidationError as exc:
+            problems += [_describe(error) for error in exc.errors()]
         if problems:
             raise ConfigError(source, problems)
-        try:
-            return cls.model_validate(resolved)
-        except ValidationError as exc:
-            raise ConfigError(source, [_describe(error) for error in exc.errors()]) from None
+        return settings
 
 
 def _interpolate(value: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:

@@ -139,8 +139,12 @@ def from_memory_error(exc: MemoryOSError) -> ProxyError:
     return MemoryUnavailable(f"memory store unavailable: {exc}")
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "json-or-python"})
+
+
 def _param(location: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in location if p != "body"]
+    """``messages[0].content`` from pydantic's location, without the union-member tags it adds."""
+    parts = [str(p) for p in location[1:] if not (isinstance(p, str) and ("[" in p or p in _TYPE_TAGS))]
     text = ""
     for part in parts:
         text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
@@ -161,7 +165,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        # The deepest location is the most specific complaint (a union reports every member).
+        first = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {"loc": (), "msg": "invalid request"}
         location = tuple(first.get("loc", ()))
         if first.get("type") == "json_invalid":
             message = "We could not parse the JSON body of your request: " + str(first.get("ctx", {}).get("error", ""))

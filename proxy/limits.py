@@ -1,8 +1,8 @@
 """Request body size limit (``general_settings.max_request_size_mb``), as pure ASGI middleware.
 
 Checked on the declared Content-Length first and on the bytes actually received after, so a
-chunked upload cannot get around it; either way the answer is an OpenAI-shaped 413 and the
-oversized body is never buffered.
+chunked upload cannot get around it; either way the answer is an OpenAI-shaped 413 and no more
+than the limit is ever held in memory.
 """
 
 from __future__ import annotations
@@ -28,18 +28,31 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await _reject(send, error)
             return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
+        # Read the body here (never more than the limit) so an oversized one is answered before
+        # the app sees it; the app then gets the buffered body as one message.
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise error
-            return message
+            if message["type"] != "http.request":
+                await self.app(scope, _replay(message, receive), send)
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await _reject(send, error)
+                return
+            if not message.get("more_body", False):
+                break
+        buffered: Message = {"type": "http.request", "body": bytes(body), "more_body": False}
+        await self.app(scope, _replay(buffered, receive), send)
 
-        await self.app(scope, limited, send)
+
+def _replay(first: Message, receive: Receive) -> Receive:
+    pending = [first]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 async def _reject(send: Send, error: PayloadTooLarge) -> None:

@@ -1,0 +1,136 @@
+"""Shared fixtures: a real scripted backend over HTTP and real proxies on real sockets.
+
+The embedding model is loaded once per test session and shared by every proxy through
+``build_app``'s ``embedder`` seam (loading it costs seconds; it is stateless apart from its cache).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from memcubes.config import EmbedderSettings
+from memcubes.embedder import Embedder, SentenceTransformerEmbedder
+from proxy import Settings, build_app
+from proxy.dev.scripted_backend import BackendScript, build_scripted_backend
+from proxy.dev.serve_thread import ServerThread
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Iterator[Embedder]:
+    model = SentenceTransformerEmbedder(EmbedderSettings())
+    yield model
+    model.close()
+
+
+@dataclass
+class Backend:
+    url: str
+    script: BackendScript
+
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        return self.script.received
+
+    def last_body(self) -> dict[str, Any]:
+        return self.script.received[-1]["body"]
+
+    def queue(self, *steps: dict[str, Any]) -> None:
+        self.script.steps.extend(steps)
+
+
+@pytest.fixture(scope="session")
+def _backend_server() -> Iterator[tuple[ServerThread, BackendScript]]:
+    script = BackendScript()
+    with ServerThread(build_scripted_backend(script)) as server:
+        yield server, script
+
+
+@pytest.fixture
+def backend(_backend_server: tuple[ServerThread, BackendScript]) -> Backend:
+    server, script = _backend_server
+    script.steps.clear()
+    script.received.clear()
+    script.latency = 0.0
+    script.chunk_interval = 0.0
+    return Backend(url=server.url, script=script)
+
+
+@dataclass
+class Proxy:
+    server: ServerThread
+    settings: Settings
+    api_key: str = "sk-test"
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def openai(self, **kwargs: Any) -> OpenAI:
+        kwargs.setdefault("api_key", self.api_key)
+        return OpenAI(base_url=f"{self.url}/v1", max_retries=0, **kwargs)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {self.api_key}"}, timeout=60)
+
+    def wait_writeback(self, timeout: float = 30.0) -> None:
+        """Until the journal holds no pending work (the exchange was distilled and stored)."""
+        deadline = time.monotonic() + timeout
+        with self.http() as http:
+            while time.monotonic() < deadline:
+                journal = http.get("/readyz").json()["checks"].get("journal", {})
+                if not journal.get("pending") and not journal.get("queued"):
+                    return
+                time.sleep(0.05)
+        raise TimeoutError(f"write-back still pending after {timeout}s: {journal}")
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def proxy_settings(backend_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    """A config pointing one model, ``fake``, at the scripted backend."""
+    data: dict[str, Any] = {
+        "model_list": [
+            {
+                "model_name": "fake",
+                "litellm_params": {"model": "openai/fake", "api_base": f"{backend_url}/v1", "api_key": "x"},
+            }
+        ],
+        "memory": {"data_dir": str(data_dir)},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return Settings.from_mapping(data, env={})
+
+
+@pytest.fixture
+def start_proxy(embedder: Embedder, tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
+    started: list[Proxy] = []
+
+    def start(settings: Settings) -> Proxy:
+        proxy = Proxy(ServerThread(build_app(settings, embedder=embedder)).start(), settings)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def proxy(backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path) -> Proxy:
+    return start_proxy(proxy_settings(backend.url, tmp_path / "data"))
