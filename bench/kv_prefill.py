@@ -38,9 +38,7 @@ def _messages(words: int) -> list[dict[str, Any]]:
     return [{"role": "system", "content": memory}, {"role": "user", "content": _TURN}]
 
 
-def _prompt_with_prefix(
-    engine: LocalEngine, prefix_tokens: int
-) -> tuple[list[dict[str, Any]], EncodedPrompt]:
+def _prompt_with_prefix(engine: LocalEngine, prefix_tokens: int) -> tuple[list[dict[str, Any]], EncodedPrompt]:
     """The messages whose system prefix is closest to ``prefix_tokens`` tokens (from below)."""
     low, high = 1, prefix_tokens
     while low < high:
@@ -67,9 +65,7 @@ def _median(run: Callable[[], tuple[float, int]], repeats: int) -> tuple[float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--heads", type=int, default=8)

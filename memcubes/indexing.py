@@ -57,7 +57,7 @@ class IndexSync:
         gone = [i for i in cube_ids if i not in cubes or not cubes[i].is_live()]
         await self._index.delete(space, gone)
         missing = [cube for cube in live if cube.id not in known]
-        fresh = await self._embedder.embed([cube.content for cube in missing]) if missing else []
+        fresh: Vectors | list[Vectors] = await self._embedder.embed([cube.content for cube in missing], urgent=False) if missing else []
         vectors = {cube.id: vector for cube, vector in zip(missing, fresh, strict=True)}
         vectors.update({cube.id: known[cube.id] for cube in live if cube.id in known})
         if live:
@@ -73,7 +73,7 @@ class IndexSync:
                 cubes = await asyncio.to_thread(self._store.live_cubes, name)
                 for start in range(0, len(cubes), batch):
                     chunk = cubes[start : start + batch]
-                    vectors = await self._embedder.embed([cube.content for cube in chunk])
+                    vectors = await self._embedder.embed([cube.content for cube in chunk], urgent=False)
                     await self._index.upsert(name, [cube.id for cube in chunk], vectors)
                 total += len(cubes)
                 log.info("reindexed %d cubes of %s", len(cubes), name)

@@ -31,9 +31,7 @@ from memcubes.vectors import VectorIndex
 
 # Attributes that hold one value at a time: a new value replaces the old one. Others ("likes")
 # accumulate, so they are never updated by rule.
-SINGLE_VALUED = frozenset(
-    {"residence", "employer", "job", "age", "name", "diet", "relationship status", "school"}
-)
+SINGLE_VALUED = frozenset({"residence", "employer", "job", "age", "name", "diet", "relationship status", "school"})
 _NEIGHBOURS = 5
 
 
@@ -72,9 +70,7 @@ class Lifecycle:
         self._index = index
         self._threshold = dedupe_threshold
 
-    async def reconcile(
-        self, space: str, candidates: Sequence[Candidate], vectors: Vectors
-    ) -> list[Resolution]:
+    async def reconcile(self, space: str, candidates: Sequence[Candidate], vectors: Vectors) -> list[Resolution]:
         """One resolution per candidate, in order."""
         resolutions: list[Resolution] = []
         batch_hashes: set[str] = set()
@@ -108,12 +104,12 @@ class Lifecycle:
             near = await asyncio.to_thread(self._store.get, hits[0][0])
             if near is not None and near.is_live():
                 return Resolution(Decision.NOOP, candidate, near, f"near duplicate ({hits[0][1]:.3f})")
-        slot = fact_slot(candidate.content)
-        if slot is not None and retracted is None:
+        own_slot = fact_slot(candidate.content)
+        if own_slot is not None and retracted is None:
             new_value = heuristics.fact_key(statement)
-            for cube in await asyncio.to_thread(self._store.by_slot, space, slot):
+            for cube in await asyncio.to_thread(self._store.by_slot, space, own_slot):
                 old_value = heuristics.fact_key(_statement(cube.content))
                 if old_value is not None and new_value is not None and old_value.value == new_value.value:
-                    return Resolution(Decision.NOOP, candidate, cube, f"same value for {slot}")
-                return Resolution(Decision.UPDATE, candidate, cube, f"new value for {slot}")
+                    return Resolution(Decision.NOOP, candidate, cube, f"same value for {own_slot}")
+                return Resolution(Decision.UPDATE, candidate, cube, f"new value for {own_slot}")
         return Resolution(Decision.ADD, candidate, None, "new")

@@ -53,9 +53,7 @@ class MemoryOS:
         self.retriever = Retriever(store=store, index=index, embedder=embedder, settings=settings.retrieval)
         self.scheduler = MemScheduler(retriever=self.retriever, store=store)
         self.index_sync = IndexSync(store=store, index=index, embedder=embedder)
-        self.lifecycle = Lifecycle(
-            store=store, index=index, dedupe_threshold=settings.extraction.dedupe_threshold
-        )
+        self.lifecycle = Lifecycle(store=store, index=index, dedupe_threshold=settings.extraction.dedupe_threshold)
         self.writeback = WriteBack(
             store=store,
             embedder=embedder,
@@ -63,6 +61,7 @@ class MemoryOS:
             index_sync=self.index_sync,
             readers=build_readers(settings.extraction, llm),
             settings=settings.writeback,
+            on_commit=self.scheduler.invalidate,
         )
         self._hits: Counter[str] = Counter()
         self._heat_task: asyncio.Task[None] | None = None
@@ -80,8 +79,11 @@ class MemoryOS:
         data_dir = settings.data_dir
         store = await asyncio.to_thread(Store.open, data_dir / "memproxy.db")
         owns = embedder is None
-        embedder = embedder or await asyncio.to_thread(build_embedder, settings.embedder)
-        index = index or await asyncio.to_thread(build_index, settings.vector_index, data_dir)
+        if embedder is None:
+            embedder = await asyncio.to_thread(build_embedder, settings.embedder, cache_dir=data_dir / "models")
+            await embedder.embed(["warm-up"])  # the first forward pass is several times slower
+        if index is None:
+            index = await asyncio.to_thread(build_index, settings.vector_index, data_dir)
         return cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
 
     async def start(self) -> None:
@@ -166,7 +168,7 @@ class MemoryOS:
             raise CubeNotFound(f"no memory with id {cube_id}")
         return cube
 
-    async def list(self, query: CubeFilter) -> list[MemCube]:
+    async def list_memories(self, query: CubeFilter) -> list[MemCube]:
         return await asyncio.to_thread(self.store.list_cubes, query)
 
     async def history(self, cube_id: str, *, spaces: Sequence[str] | None = None) -> list[HistoryRecord]:
@@ -178,12 +180,14 @@ class MemoryOS:
         cube = await self.get(cube_id, spaces=spaces)
         if purge:
             await asyncio.to_thread(self.store.purge, cube_id)
+            self.scheduler.invalidate(cube.space)
         elif cube.state is not CubeState.DELETED:
             cube.state = CubeState.DELETED
             cube.updated_at = utcnow()
             await asyncio.to_thread(
                 self.store.apply, ChangeSet(cubes=[cube], events=[HistoryEvent(cube, "DELETE", "api")])
             )
+            self.scheduler.invalidate(cube.space)
         await self.index_sync.drain()
 
     async def edit(self, cube_id: str, changes: dict[str, Any], *, spaces: Sequence[str] | None = None) -> MemCube:
@@ -197,18 +201,20 @@ class MemoryOS:
         updated.updated_at = utcnow()
         if "content" in changes:
             slot = fact_slot(updated.content)
-            updated.meta = {**updated.meta, "slot": slot} if slot else {
-                k: v for k, v in updated.meta.items() if k != "slot"
-            }
+            updated.meta = (
+                {**updated.meta, "slot": slot} if slot else {k: v for k, v in updated.meta.items() if k != "slot"}
+            )
         await asyncio.to_thread(
             self.store.apply, ChangeSet(cubes=[updated], events=[HistoryEvent(updated, "UPDATE", "edit")])
         )
+        self.scheduler.invalidate(updated.space)
         await self.index_sync.drain()
         return updated
 
     async def delete_space(self, space: str) -> int:
         """Forget everything of one space, in SQLite and in the vector index; nothing else."""
         count = await asyncio.to_thread(self.store.delete_space, space)
+        self.scheduler.invalidate(space)
         await self.index_sync.drain()
         return count
 

@@ -29,8 +29,8 @@ _STOPWORDS = frozenset(
     me more most my myself no nor not now of off on once only or other our ours ourselves out over
     own same she should so some such than that the their theirs them themselves then there these
     they this those through to too under until up very was we were what when where which while who
-    whom why will with would you your yours yourself yourselves ever also tell know did does i'm
-    i've it's that's what's""".split()
+    whom why will with would you your yours yourself yourselves ever also tell know i'm i've it's
+    that's what's""".split()
 )
 
 
@@ -91,13 +91,15 @@ def fuse(rankings: Iterable[Sequence[str]], *, k: int) -> dict[str, float]:
     return scores
 
 
-def pack(items: Iterable[RetrievedItem], *, top_k: int, token_budget: int) -> list[RetrievedItem]:
-    """Best first; an item that does not fit is skipped so a shorter one behind it still can."""
+def pack(ranked: Iterable[tuple[MemCube, float]], *, top_k: int, token_budget: int) -> list[RetrievedItem]:
+    """Best first; an item that does not fit is skipped so a shorter one behind it still can.
+    Items are rendered and counted only as they are considered (counting is the costly part)."""
     packed: list[RetrievedItem] = []
     used = 0
-    for item in items:
-        if len(packed) >= top_k:
+    for cube, score in ranked:
+        if len(packed) >= top_k or used >= token_budget:
             break
+        item = item_of(cube, score)
         if used + item.tokens > token_budget:
             continue
         packed.append(item)
@@ -106,9 +108,7 @@ def pack(items: Iterable[RetrievedItem], *, top_k: int, token_budget: int) -> li
 
 
 class Retriever:
-    def __init__(
-        self, *, store: Store, index: VectorIndex, embedder: Embedder, settings: RetrievalSettings
-    ) -> None:
+    def __init__(self, *, store: Store, index: VectorIndex, embedder: Embedder, settings: RetrievalSettings) -> None:
         self._store = store
         self._index = index
         self._embedder = embedder
@@ -143,28 +143,34 @@ class Retriever:
         lexical_rankings: list[list[str]] = results[: len(spaces)]  # type: ignore[assignment]
         dense_hits: list[list[tuple[str, float]]] = results[len(spaces) :]  # type: ignore[assignment]
         dense_rankings = [
-            [cube_id for cube_id, similarity in hits if similarity >= settings.min_similarity]
-            for hits in dense_hits
+            [cube_id for cube_id, similarity in hits if similarity >= settings.min_similarity] for hits in dense_hits
         ]
         scores = fuse([*lexical_rankings, *dense_rankings], k=settings.rrf_k)
         excluded = set(exclude)
         ranked = sorted((cid for cid in scores if cid not in excluded), key=lambda cid: -scores[cid])
-        cubes = await asyncio.to_thread(self._store.get_many, ranked)
+        limit = top_k if top_k is not None else settings.top_k
+        candidates: list[tuple[MemCube, float]] = []
         seen_hashes: set[str] = set()
-        items: list[RetrievedItem] = []
-        for cube_id in ranked:
-            cube = cubes.get(cube_id)
-            if cube is None or not cube.is_live() or cube.space not in spaces:
-                continue
-            digest = content_hash(cube.content)
-            if digest in seen_hashes:
-                continue
-            seen_hashes.add(digest)
-            items.append(item_of(cube, scores[cube_id]))
+        # Cubes are loaded in rank order, a chunk at a time, until enough live ones are found:
+        # most requests need only the first chunk of the fused list.
+        chunk = max(2 * limit, 24)
+        for start in range(0, len(ranked), chunk):
+            ids = ranked[start : start + chunk]
+            cubes = await asyncio.to_thread(self._store.get_many, ids)
+            for cube_id in ids:
+                cube = cubes.get(cube_id)
+                if cube is None or not cube.is_live() or cube.space not in spaces:
+                    continue
+                digest = content_hash(cube.content)
+                if digest not in seen_hashes:
+                    seen_hashes.add(digest)
+                    candidates.append((cube, scores[cube_id]))
+            if len(candidates) > limit:
+                break
         return RetrievalResult(
             pack(
-                items,
-                top_k=top_k if top_k is not None else settings.top_k,
+                candidates,
+                top_k=limit,
                 token_budget=token_budget if token_budget is not None else settings.token_budget,
             )
         )

@@ -8,15 +8,20 @@ query, minus what the stable block already holds), both within one token budget.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from memcubes.cube import MemCube
 from memcubes.layout import message_text
-from memcubes.retrieval import RetrievedItem, Retriever, item_of, pack
+from memcubes.retrieval import RetrievedItem, Retriever, pack
 from memcubes.store import Store
 
 _SHORT_QUERY_WORDS = 6
+_STABLE_TTL = 5.0
+_STABLE_SPACES = 10_000
 
 
 @dataclass(frozen=True)
@@ -55,14 +60,30 @@ class MemScheduler:
         self._retriever = retriever
         self._store = store
         self._stable_limit = stable_limit
+        # Stable candidates per space, kept until a write to the space invalidates them (and at
+        # most _STABLE_TTL seconds, in case another process wrote to the same store).
+        self._stable: OrderedDict[str, tuple[float, list[MemCube]]] = OrderedDict()
 
-    async def stable_items(self, spaces: Sequence[str]) -> list[RetrievedItem]:
+    def invalidate(self, space: str) -> None:
+        """A cube of ``space`` changed: its stable block must be recomputed."""
+        self._stable.pop(space, None)
+
+    async def _space_stable(self, space: str) -> list[MemCube]:
+        cached = self._stable.get(space)
+        if cached is not None and time.monotonic() - cached[0] < _STABLE_TTL:
+            self._stable.move_to_end(space)
+            return cached[1]
+        cubes = await asyncio.to_thread(self._store.pinned, space, limit=self._stable_limit)
+        self._stable[space] = (time.monotonic(), cubes)
+        while len(self._stable) > _STABLE_SPACES:
+            self._stable.popitem(last=False)
+        return cubes
+
+    async def stable_cubes(self, spaces: Sequence[str]) -> list[MemCube]:
         """Pinned cubes in a deterministic order (oldest first): the cacheable part of the prompt."""
-        cubes = []
-        for space in spaces:
-            cubes.extend(await asyncio.to_thread(self._store.pinned, space, limit=self._stable_limit))
+        cubes = [cube for space in spaces for cube in await self._space_stable(space)]
         cubes.sort(key=lambda cube: cube.id)
-        return [item_of(cube, 1.0) for cube in cubes if cube.is_live()]
+        return [cube for cube in cubes if cube.is_live()]
 
     async def plan(
         self,
@@ -75,7 +96,7 @@ class MemScheduler:
         settings = self._retriever.settings
         budget = settings.token_budget if token_budget is None else token_budget
         limit = settings.top_k if top_k is None else top_k
-        stable = pack(await self.stable_items(spaces), top_k=limit, token_budget=budget)
+        stable = pack(((cube, 1.0) for cube in await self.stable_cubes(spaces)), top_k=limit, token_budget=budget)
         used = sum(item.tokens for item in stable)
         query = query_from(messages)
         volatile: list[RetrievedItem] = []

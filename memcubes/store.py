@@ -175,9 +175,7 @@ class Store:
         with store._translate():
             conn = store._conn()
             conn.executescript(_SCHEMA)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         return store
 
     def close(self) -> None:
@@ -320,9 +318,7 @@ class Store:
         words = [t.replace('"', "") for t in terms if t.replace('"', "")]
         if not words:
             return []
-        match = f'space_key : "{space_key(space)}" AND content : (' + " OR ".join(
-            f'"{w}"' for w in words
-        ) + ")"
+        match = f'space_key : "{space_key(space)}" AND content : (' + " OR ".join(f'"{w}"' for w in words) + ")"
         rows = self._read(
             "SELECT c.id AS id, bm25(cubes_fts, 0.0, 1.0) AS rank FROM cubes_fts "
             "JOIN cubes c ON c.rid = cubes_fts.rowid WHERE cubes_fts MATCH ? ORDER BY rank LIMIT ?",
@@ -445,9 +441,7 @@ class Store:
             conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (row["rid"],))
             conn.execute("DELETE FROM cubes WHERE rid = ?", (row["rid"],))
             conn.execute("DELETE FROM history WHERE cube_id = ?", (cube_id,))
-            conn.execute(
-                "INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)", (row["space"], cube_id, OP_DELETE)
-            )
+            conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)", (row["space"], cube_id, OP_DELETE))
             return True
 
     def delete_space(self, space: str) -> int:

@@ -16,23 +16,24 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from memcubes.config import WritebackSettings
 from memcubes.cube import CubeState, MemCube, Source, utcnow
 from memcubes.embedder import Embedder, Vectors
-from memcubes.errors import MemoryOSError
+from memcubes.errors import AlreadyApplied, MemoryOSError
 from memcubes.exchange import Exchange
 from memcubes.indexing import IndexSync
 from memcubes.lifecycle import Decision, Lifecycle, Resolution, fact_slot
 from memcubes.reader import Candidate, Reader
-from memcubes.store import AlreadyApplied, ChangeSet, HistoryEvent, Store
+from memcubes.store import ChangeSet, HistoryEvent, Store
 
 log = logging.getLogger(__name__)
 
 _LOCK_STRIPES = 64
+_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,11 @@ def plan_changes(
             changes.cubes.append(cube)
             changes.events.append(HistoryEvent(cube, resolution.decision.value, resolution.reason, now))
             new_positions[cube.id] = position
-            report.append(MemoryChange(cube.id, resolution.decision.value, cube.content, cube.sources,
-                                       target.id if target else None))
+            report.append(
+                MemoryChange(
+                    cube.id, resolution.decision.value, cube.content, cube.sources, target.id if target else None
+                )
+            )
         elif resolution.decision is Decision.DELETE and target is not None:
             gone = target.model_copy(deep=True)
             gone.state = CubeState.DELETED
@@ -128,7 +132,9 @@ class WriteBack:
         index_sync: IndexSync,
         readers: Mapping[str, Reader],
         settings: WritebackSettings,
+        on_commit: Callable[[str], None] = lambda space: None,
     ) -> None:
+        self._on_commit = on_commit
         self._store = store
         self._embedder = embedder
         self._lifecycle = lifecycle
@@ -139,10 +145,11 @@ class WriteBack:
         self._queued: set[str] = set()
         self._locks = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
         self._tasks: list[asyncio.Task[None]] = []
+        self._known: dict[str, Vectors] = {}  # vectors of committed cubes not yet in the index
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    async def start(self, *, workers: int = 2) -> None:
+    async def start(self, *, workers: int = 1) -> None:
         self._tasks = [asyncio.create_task(self._work(), name=f"writeback-{i}") for i in range(workers)]
         self._tasks.append(asyncio.create_task(self._sweep(), name="writeback-sweeper"))
 
@@ -177,10 +184,8 @@ class WriteBack:
 
     async def run_now(self, exchange: Exchange) -> list[MemoryChange]:
         """Journal and process in the caller's task (``sync: true``); still exactly once."""
-        await asyncio.to_thread(
-            self._store.journal_put, exchange.id, exchange.space, exchange.model_dump(mode="json")
-        )
-        return await self.process(exchange.id)
+        await asyncio.to_thread(self._store.journal_put, exchange.id, exchange.space, exchange.model_dump(mode="json"))
+        return await self.process(exchange.id, urgent=True)
 
     def _enqueue(self, exchange_id: str) -> None:
         if exchange_id in self._queued:
@@ -193,7 +198,9 @@ class WriteBack:
 
     # -- processing ---------------------------------------------------------------------------
 
-    async def process(self, exchange_id: str) -> list[MemoryChange]:
+    async def process(self, exchange_id: str, *, urgent: bool = False, drain: bool = True) -> list[MemoryChange]:
+        """Distil one journalled exchange (exactly once). ``urgent`` when a caller waits for it;
+        ``drain=False`` leaves the index writes to the caller (one drain for a batch)."""
         entry = await asyncio.to_thread(self._store.journal_get, exchange_id)
         if entry is None:
             raise MemoryOSError(f"exchange {exchange_id} is not in the journal")
@@ -205,16 +212,12 @@ class WriteBack:
             exchange = Exchange.model_validate(entry.payload)
             turns = exchange.turns
             if exchange.skip_seen:
-                unseen = await asyncio.to_thread(
-                    self._store.unseen, exchange.space, [turn.digest() for turn in turns]
-                )
+                unseen = await asyncio.to_thread(self._store.unseen, exchange.space, [turn.digest() for turn in turns])
                 turns = [turn for turn in turns if turn.digest() in unseen]
             reader = self._readers.get(exchange.mode) or self._readers["heuristic"]
             candidates = await reader.distill(turns)
-            candidates += [
-                Candidate(fact.strip(), (), exchange.created_at) for fact in exchange.facts if fact.strip()
-            ]
-            vectors: Vectors = await self._embedder.embed([c.content for c in candidates])
+            candidates += [Candidate(fact.strip(), (), exchange.created_at) for fact in exchange.facts if fact.strip()]
+            vectors: Vectors = await self._embedder.embed([c.content for c in candidates], urgent=urgent)
             resolutions = await self._lifecycle.reconcile(exchange.space, candidates, vectors)
             changes, report, positions = plan_changes(exchange, resolutions, reader=reader.mode)
             changes.seen = [(exchange.space, turn.digest()) for turn in turns] if exchange.skip_seen else []
@@ -223,24 +226,44 @@ class WriteBack:
             try:
                 await asyncio.to_thread(self._store.apply, changes)
             except AlreadyApplied:
-                return await self.process(exchange_id)
-        await self._index_sync.drain(known)
+                return await self.process(exchange_id, urgent=urgent, drain=drain)
+            if changes.cubes:
+                self._on_commit(exchange.space)
+        self._known.update(known)
+        if drain:
+            await self._drain()
         return report
 
+    async def _drain(self) -> None:
+        known, self._known = self._known, {}
+        await self._index_sync.drain(known)
+
     async def _work(self) -> None:
+        """Take every exchange waiting (up to a batch), distil them concurrently (their embeddings
+        share forward passes), then write the index once for all of them."""
         while True:
-            exchange_id = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < _BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await self.process(exchange_id)
+                await asyncio.gather(*(self._process_logged(exchange_id) for exchange_id in batch))
+                await self._drain()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                log.warning("write-back of %s failed (will retry): %s", exchange_id, exc)
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self._store.journal_failed, exchange_id, str(exc))
+            except Exception as exc:  # the outbox keeps the index writes; the sweeper retries
+                log.warning("vector index write failed (will retry): %s", exc)
             finally:
-                self._queued.discard(exchange_id)
-                self._queue.task_done()
+                for exchange_id in batch:
+                    self._queued.discard(exchange_id)
+                    self._queue.task_done()
+
+    async def _process_logged(self, exchange_id: str) -> None:
+        try:
+            await self.process(exchange_id, drain=False)
+        except Exception as exc:
+            log.warning("write-back of %s failed (will retry): %s", exchange_id, exc)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._store.journal_failed, exchange_id, str(exc))
 
     async def _sweep(self) -> None:
         """Re-queue journalled work: after a restart, a full queue or a failed attempt."""
@@ -259,4 +282,3 @@ class WriteBack:
             except Exception as exc:
                 log.warning("write-back sweep failed (store down?): %s", exc)
             await asyncio.sleep(self._settings.retry_seconds)
-

@@ -42,8 +42,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     names = ", ".join(entry.model_name for entry in settings.model_list) or "none"
-    print(f"{args.config}: OK (models: {names}; data_dir: {settings.memory.data_dir}; "
-          f"extraction: {settings.memory.extraction.mode})")
+    print(
+        f"{args.config}: OK (models: {names}; data_dir: {settings.memory.data_dir}; "
+        f"extraction: {settings.memory.extraction.mode})"
+    )
     return 0
 
 
@@ -53,8 +55,15 @@ def cmd_scripted_backend(args: argparse.Namespace) -> int:
     from proxy.dev.scripted_backend import BackendScript, build_scripted_backend
 
     script = BackendScript(latency=args.latency, chunk_interval=args.chunk_interval, record=not args.no_record)
-    uvicorn.run(build_scripted_backend(script), host=args.host, port=args.port, log_level="warning",
-                loop="uvloop", http="httptools", access_log=False)
+    uvicorn.run(
+        build_scripted_backend(script),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
     return 0
 
 

@@ -179,9 +179,7 @@ def _interpolate(value: Any, env: Mapping[str, str], path: str, problems: list[s
             return env[name]
         if default is not None:
             return default
-        problems.append(
-            f"{path}: environment variable {name} is not set (write ${{{name}:-}} to make it optional)"
-        )
+        problems.append(f"{path}: environment variable {name} is not set (write ${{{name}:-}} to make it optional)")
         return ""
 
     replaced = _VAR.sub(substitute, value)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -164,9 +164,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        errors = exc.errors()
         # The deepest location is the most specific complaint (a union reports every member).
-        first = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {"loc": (), "msg": "invalid request"}
+        errors = cast(list[dict[str, Any]], list(exc.errors()))
+        fallback: dict[str, Any] = {"loc": (), "msg": "invalid request"}
+        first = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else fallback
         location = tuple(first.get("loc", ()))
         if first.get("type") == "json_invalid":
             message = "We could not parse the JSON body of your request: " + str(first.get("ctx", {}).get("error", ""))

@@ -23,9 +23,7 @@ async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes,
         buffer += chunk.replace(b"\r\n", b"\n")
         while (end := buffer.find(b"\n\n")) >= 0:
             event, buffer = buffer[: end + 2], buffer[end + 2 :]
-            data = b"\n".join(
-                line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
-            )
+            data = b"\n".join(line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
             if data:
                 yield event, data
     if buffer.strip():

@@ -18,7 +18,7 @@ import pytest
 from openai import OpenAI
 
 from memcubes.config import EmbedderSettings
-from memcubes.embedder import Embedder, SentenceTransformerEmbedder
+from memcubes.embedder import Embedder, build_embedder
 from proxy import Settings, build_app
 from proxy.dev.scripted_backend import BackendScript, build_scripted_backend
 from proxy.dev.serve_thread import ServerThread
@@ -27,8 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
-def embedder() -> Iterator[Embedder]:
-    model = SentenceTransformerEmbedder(EmbedderSettings())
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedder]:
+    model = build_embedder(EmbedderSettings(), cache_dir=tmp_path_factory.mktemp("models"))
     yield model
     model.close()
 

@@ -337,8 +337,7 @@ def test_concurrent_generations_match_sequential_ones(engine: LocalEngine) -> No
     prompts = [engine.encode(conversation(memory, 2), prefix_messages=1) for memory in MEMORY_BLOCKS[:2]]
     settings: list[dict[str, Any]] = [{"temperature": 0.0}, {"temperature": 0.9, "top_p": 0.9, "seed": 11}]
     expected = [
-        run(engine, p, reuse=False, max_new_tokens=32, **s)[1].token_ids
-        for p, s in zip(prompts, settings, strict=True)
+        run(engine, p, reuse=False, max_new_tokens=32, **s)[1].token_ids for p, s in zip(prompts, settings, strict=True)
     ]
 
     results: dict[int, Sequence[int]] = {}

@@ -155,14 +155,25 @@ def test_stream_is_relayed_chunk_by_chunk_not_buffered(proxy: Proxy, backend: Ba
 
 
 def test_everything_is_passed_through_untouched(proxy: Proxy, backend: Backend) -> None:
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
-                                               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     messages = [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [
-            {"type": "text", "text": "What is in this picture?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
-        ]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in this picture?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
+            ],
+        },
     ]
     backend.queue({"tool_calls": [{"name": "get_weather", "arguments": {"city": "Lisbon"}}]})
     response = proxy.openai().chat.completions.create(
@@ -184,7 +195,13 @@ def test_everything_is_passed_through_untouched(proxy: Proxy, backend: Backend) 
     assert sent["tools"] == tools and sent["tool_choice"] == "auto"
     assert sent["response_format"] == {"type": "json_object"}
     assert (sent["temperature"], sent["top_p"], sent["n"], sent["stop"], sent["seed"], sent["max_tokens"]) == (
-        0.3, 0.9, 2, ["END"], 7, 50)
+        0.3,
+        0.9,
+        2,
+        ["END"],
+        7,
+        50,
+    )
     assert sent["logit_bias"] == {"50256": -100} and sent["vendor_specific"] == {"a": [1, 2]}
     assert response.id.startswith("chatcmpl-scripted-")
     assert response.system_fingerprint == "fp_scripted"
@@ -197,7 +214,9 @@ def test_everything_is_passed_through_untouched(proxy: Proxy, backend: Backend) 
 
 def test_stream_with_usage_and_tool_calls_is_passed_back(proxy: Proxy, backend: Backend) -> None:
     stream = proxy.openai().chat.completions.create(
-        model="fake", messages=[{"role": "user", "content": "hello there"}], stream=True,
+        model="fake",
+        messages=[{"role": "user", "content": "hello there"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -206,7 +225,9 @@ def test_stream_with_usage_and_tool_calls_is_passed_back(proxy: Proxy, backend: 
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     backend.queue({"tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}]})
     stream = proxy.openai().chat.completions.create(
-        model="fake", messages=[{"role": "user", "content": "call a tool"}], stream=True,
+        model="fake",
+        messages=[{"role": "user", "content": "call a tool"}],
+        stream=True,
         tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
     )
     calls = [c.choices[0].delta.tool_calls for c in stream if c.choices and c.choices[0].delta.tool_calls]
@@ -235,8 +256,10 @@ def test_fail_closed_refuses_instead(backend: Backend, start_proxy: Callable[...
         proxy_settings(backend.url, tmp_path / "d", memory={"retrieval": {"timeout_ms": 1}, "fail_closed": True})
     )
     with proxy.http() as http:
-        response = http.post("/v1/chat/completions", json={
-            "model": "fake", "user": "h", "messages": [{"role": "user", "content": "hi " * 3000}]})
+        response = http.post(
+            "/v1/chat/completions",
+            json={"model": "fake", "user": "h", "messages": [{"role": "user", "content": "hi " * 3000}]},
+        )
     assert response.status_code == 503
     assert response.json()["error"]["type"] == "memory_unavailable"
 
@@ -257,8 +280,10 @@ def test_history_resent_by_the_client_is_distilled_once(proxy: Proxy, backend: B
     client = proxy.openai()
     history = [{"role": "user", "content": "I live in Oslo."}]
     reply = client.chat.completions.create(model="fake", messages=history, user="judy")
-    history += [{"role": "assistant", "content": reply.choices[0].message.content},
-                {"role": "user", "content": "I have a sister named Ana."}]
+    history += [
+        {"role": "assistant", "content": reply.choices[0].message.content},
+        {"role": "user", "content": "I have a sister named Ana."},
+    ]
     client.chat.completions.create(model="fake", messages=history, user="judy")
     proxy.wait_writeback()
     with proxy.http() as http:
@@ -267,8 +292,9 @@ def test_history_resent_by_the_client_is_distilled_once(proxy: Proxy, backend: B
 
 
 def test_raw_http_without_sdk(proxy: Proxy) -> None:
-    response = httpx.post(f"{proxy.url}/v1/chat/completions", json={
-        "model": "fake", "messages": [{"role": "user", "content": "hi"}]})
+    response = httpx.post(
+        f"{proxy.url}/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert response.status_code == 200
     assert response.json()["object"] == "chat.completion"
 
@@ -276,7 +302,10 @@ def test_raw_http_without_sdk(proxy: Proxy) -> None:
 @pytest.mark.parametrize("mode", ["sometimes", "x"])
 def test_bad_memory_mode_is_a_400(proxy: Proxy, mode: str) -> None:
     with proxy.http() as http:
-        response = http.post("/v1/chat/completions", headers={"X-Memory-Mode": mode}, json={
-            "model": "fake", "messages": [{"role": "user", "content": "hi"}]})
+        response = http.post(
+            "/v1/chat/completions",
+            headers={"X-Memory-Mode": mode},
+            json={"model": "fake", "messages": [{"role": "user", "content": "hi"}]},
+        )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "X-Memory-Mode"

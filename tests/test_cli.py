@@ -18,8 +18,9 @@ ROOT = Path(__file__).parent.parent
 
 
 def memproxy(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "proxy.cli", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
 
 
 def write_config(path: Path, backend_url: str, data_dir: Path) -> Path:
@@ -67,7 +68,9 @@ def test_serve_refuses_an_invalid_config_with_the_same_message(tmp_path: Path) -
 def start_server(config: Path, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

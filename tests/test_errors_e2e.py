@@ -41,8 +41,7 @@ def sse_events(response: httpx.Response) -> list[str]:
         (b'{"model": "fake", "messages": []}', "messages"),
         (b'{"model": "fake", "messages": [{"role": "wizard", "content": "hi"}]}', "messages[0].role"),
         (b'{"model": "fake", "messages": [{"role": "user", "content": [1]}]}', "messages[0].content"),
-        (b'{"model": "fake", "messages": [{"role": "user", "content": [{"text": "no type"}]}]}',
-         "messages[0].content"),
+        (b'{"model": "fake", "messages": [{"role": "user", "content": [{"text": "no type"}]}]}', "messages[0].content"),
         (b'{"model": "fake", "messages": "hello"}', "messages"),
         (b"[" * 100_000, None),
         (b'{"model": "fake", "messages": [{"role": "user", "content": "\xff\xfe"}]}', None),
@@ -70,8 +69,11 @@ def test_master_key_is_required_when_set(backend: Backend, start_proxy: Callable
     settings = proxy_settings(backend.url, tmp_path / "d", general_settings={"master_key": "sk-master"})
     proxy = start_proxy(settings)
     for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic sk-master"}):
-        for method, path, body in (("POST", "/v1/chat/completions", CHAT), ("GET", "/v1/models", None),
-                                   ("POST", "/v1/memories/search", {"user": "u", "query": "q"})):
+        for method, path, body in (
+            ("POST", "/v1/chat/completions", CHAT),
+            ("GET", "/v1/models", None),
+            ("POST", "/v1/memories/search", {"user": "u", "query": "q"}),
+        ):
             response = httpx.request(method, proxy.url + path, json=body, headers=headers)
             assert_error(response, 401, "authentication_error")
     with pytest.raises(openai.AuthenticationError):
@@ -138,8 +140,9 @@ def test_oversized_body_is_413(backend: Backend, start_proxy: Callable[..., Prox
             for start in range(0, len(data), 4096):
                 yield data[start : start + 4096]
 
-        assert_error(http.post("/v1/chat/completions", content=chunks(),
-                               headers={"content-type": "application/json"}), 413)
+        assert_error(
+            http.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}), 413
+        )
         assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
 
 

@@ -42,8 +42,7 @@ KEEP = [
     ("i live in lisbon", ["I live in lisbon."]),
     ("When I was a kid I lived in Rome.", ["When I was a kid I lived in Rome."]),
     ("I love hiking and plan to climb Kilimanjaro.", ["I love hiking and plan to climb Kilimanjaro."]),
-    ("I'm learning Japanese, and I want to visit Kyoto.",
-     ["I'm learning Japanese, and I want to visit Kyoto."]),
+    ("I'm learning Japanese, and I want to visit Kyoto.", ["I'm learning Japanese, and I want to visit Kyoto."]),
     # retractions are kept: the reconciler needs them for DELETE/UPDATE
     ("I no longer eat meat", ["I no longer eat meat."]),
     ("I don't live in Lisbon anymore.", ["I don't live in Lisbon anymore."]),
@@ -58,8 +57,7 @@ MIXED = [
     ("So, I'm a nurse lol", ["I'm a nurse."]),
     ("Actually, I don't live in Lisbon anymore.", ["I don't live in Lisbon anymore."]),
     ("i work at google btw", ["I work at google."]),
-    ("Hi! I'm Sam and I work at Google. Can you help me write a cover letter?",
-     ["I'm Sam and I work at Google."]),
+    ("Hi! I'm Sam and I work at Google. Can you help me write a cover letter?", ["I'm Sam and I work at Google."]),
     ("Thanks! I moved to Berlin last week :)", ["I moved to Berlin last week."]),
     # a question or request clause is cut off, the statement before it stays
     ("I'm vegetarian, what should I cook tonight?", ["I'm vegetarian."]),
@@ -79,20 +77,23 @@ MIXED = [
     ("I'm allergic to peanuts, please remember that.", ["I'm allergic to peanuts."]),
     ("Do me a favor and remember I'm vegan.", ["I'm vegan."]),
     # several sentences, bullets and numbered lists
-    ("I live in Lisbon. I have two cats! I love jazz.",
-     ["I live in Lisbon.", "I have two cats.", "I love jazz."]),
-    ("About me:\n- I live in Lisbon\n- I have two cats\n* I love jazz",
-     ["I live in Lisbon.", "I have two cats.", "I love jazz."]),
-    ("1. I live in Lisbon\n2. I work at Google\n3) I like cats",
-     ["I live in Lisbon.", "I work at Google.", "I like cats."]),
-    ("• I'm allergic to shellfish\n• I prefer window seats",
-     ["I'm allergic to shellfish.", "I prefer window seats."]),
+    ("I live in Lisbon. I have two cats! I love jazz.", ["I live in Lisbon.", "I have two cats.", "I love jazz."]),
+    (
+        "About me:\n- I live in Lisbon\n- I have two cats\n* I love jazz",
+        ["I live in Lisbon.", "I have two cats.", "I love jazz."],
+    ),
+    (
+        "1. I live in Lisbon\n2. I work at Google\n3) I like cats",
+        ["I live in Lisbon.", "I work at Google.", "I like cats."],
+    ),
+    ("• I'm allergic to shellfish\n• I prefer window seats", ["I'm allergic to shellfish.", "I prefer window seats."]),
     ("I live in Lisbon; my sister lives in Porto.", ["I live in Lisbon; my sister lives in Porto."]),
     # no split on abbreviations, decimals or times
-    ("I see Dr. Smith every Tuesday. I have a bad back.",
-     ["I see Dr. Smith every Tuesday.", "I have a bad back."]),
-    ("I work until 5 p.m. on weekdays. I ran 3.5 km this morning!",
-     ["I work until 5 p.m. on weekdays.", "I ran 3.5 km this morning."]),
+    ("I see Dr. Smith every Tuesday. I have a bad back.", ["I see Dr. Smith every Tuesday.", "I have a bad back."]),
+    (
+        "I work until 5 p.m. on weekdays. I ran 3.5 km this morning!",
+        ["I work until 5 p.m. on weekdays.", "I ran 3.5 km this morning."],
+    ),
     ("I use tools e.g. Vim and Git every day.", ["I use tools e.g. Vim and Git every day."]),
     ("I moved to the U.S. in 2020 and I love it.", ["I moved to the U.S. in 2020 and I love it."]),
     # duplicates inside one message collapse, order is kept
@@ -108,21 +109,67 @@ MIXED = [
 ]
 
 DROP = [
-    "hi", "Hello there!", "thanks!", "Thank you so much for your help!", "ok cool", "haha", "sounds good",
-    "lol that's funny", "yes please", "k", "hmm ok", "no", "Good morning!",
-    "I think so", "I see", "I know", "I guess", "I'm fine", "I'm good, thanks", "i'm ok", "I'm not sure",
-    "I appreciate it", "I love it!", "I hope you're well", "I think you're right", "I'm tired",
-    "What's the weather?", "what's the weather", "can you help me?", "Do you know where I can buy shoes?",
-    "Why do I always feel tired?", "Is it true that I can eat 3.5 kg of pasta?", "I live in Lisbon?",
+    "hi",
+    "Hello there!",
+    "thanks!",
+    "Thank you so much for your help!",
+    "ok cool",
+    "haha",
+    "sounds good",
+    "lol that's funny",
+    "yes please",
+    "k",
+    "hmm ok",
+    "no",
+    "Good morning!",
+    "I think so",
+    "I see",
+    "I know",
+    "I guess",
+    "I'm fine",
+    "I'm good, thanks",
+    "i'm ok",
+    "I'm not sure",
+    "I appreciate it",
+    "I love it!",
+    "I hope you're well",
+    "I think you're right",
+    "I'm tired",
+    "What's the weather?",
+    "what's the weather",
+    "can you help me?",
+    "Do you know where I can buy shoes?",
+    "Why do I always feel tired?",
+    "Is it true that I can eat 3.5 kg of pasta?",
+    "I live in Lisbon?",
     "What do you think about my plan to move to Berlin?",
-    "write me a poem", "Please summarize this.", "translate the following", "Tell me a joke",
-    "Let's talk about movies", "Please write me a poem about my dog Rex.", "I need help with my resume",
-    "I was wondering if you could help", "I wonder if it will rain",
-    "The sky is blue.", "Python is a programming language.", "That's my favorite.", "You are great",
-    "If I were rich, I would buy a boat.", "I'd buy a house if I had the money.",
-    "I wish I could travel more.", "Imagine I lived on Mars.", "I'm in a hurry, can you be quick?",
-    "Wow, I didn't know that!", "Sorry, I meant Porto, not Lisbon.", "Remind me to call my mom tomorrow.",
-    "My name is", "I live in", "", "   ", "!!!", "ok.",
+    "write me a poem",
+    "Please summarize this.",
+    "translate the following",
+    "Tell me a joke",
+    "Let's talk about movies",
+    "Please write me a poem about my dog Rex.",
+    "I need help with my resume",
+    "I was wondering if you could help",
+    "I wonder if it will rain",
+    "The sky is blue.",
+    "Python is a programming language.",
+    "That's my favorite.",
+    "You are great",
+    "If I were rich, I would buy a boat.",
+    "I'd buy a house if I had the money.",
+    "I wish I could travel more.",
+    "Imagine I lived on Mars.",
+    "I'm in a hurry, can you be quick?",
+    "Wow, I didn't know that!",
+    "Sorry, I meant Porto, not Lisbon.",
+    "Remind me to call my mom tomorrow.",
+    "My name is",
+    "I live in",
+    "",
+    "   ",
+    "!!!",
+    "ok.",
 ]
 
 
@@ -248,18 +295,45 @@ FACT_KEYS = [
 ]
 
 NOT_FACT_KEYS = [
-    "I'm a big fan of jazz", "I live for the weekends", "I'm in a hurry", "I'm a huge coffee drinker",
-    "I'm a quick learner", "I'm a morning person", "I'm a former nurse", "I'm a retired teacher",
-    "I'm 34 weeks pregnant", "I'm 5 minutes away", "I'm engaged in a new project",
-    "I'm single-handedly doing it", "I joined a gym", "I work from home", "I work at home",
-    "I work at night", "I work for myself",
-    "I live in a small flat", "I live in fear", "I live in the city", "I moved to a new apartment",
-    "I'm moving to Berlin next week", "I lived in Rome as a kid", "My favorite band was Muse",
-    "That is my favorite", "Call me back later", "Call me crazy, but I like it",
+    "I'm a big fan of jazz",
+    "I live for the weekends",
+    "I'm in a hurry",
+    "I'm a huge coffee drinker",
+    "I'm a quick learner",
+    "I'm a morning person",
+    "I'm a former nurse",
+    "I'm a retired teacher",
+    "I'm 34 weeks pregnant",
+    "I'm 5 minutes away",
+    "I'm engaged in a new project",
+    "I'm single-handedly doing it",
+    "I joined a gym",
+    "I work from home",
+    "I work at home",
+    "I work at night",
+    "I work for myself",
+    "I live in a small flat",
+    "I live in fear",
+    "I live in the city",
+    "I moved to a new apartment",
+    "I'm moving to Berlin next week",
+    "I lived in Rome as a kid",
+    "My favorite band was Muse",
+    "That is my favorite",
+    "Call me back later",
+    "Call me crazy, but I like it",
     "My dog walker lives in Rome",
-    "my sister anna lives in berlin", "The sky is blue", "I love hiking", "I don't like cilantro",
-    "I no longer live in Lisbon", "I'm not vegetarian", "I quit my job", "If I lived in Lisbon",
-    "I'd be 34", "", "hello",
+    "my sister anna lives in berlin",
+    "The sky is blue",
+    "I love hiking",
+    "I don't like cilantro",
+    "I no longer live in Lisbon",
+    "I'm not vegetarian",
+    "I quit my job",
+    "If I lived in Lisbon",
+    "I'd be 34",
+    "",
+    "hello",
 ]
 
 
@@ -313,10 +387,23 @@ RETRACTIONS = [
 ]
 
 NOT_RETRACTIONS = [
-    "I don't like cilantro", "I no longer like jazz", "I quit smoking", "I left my keys at home",
-    "I stopped running", "I live in Lisbon", "I work at Google", "I'm vegetarian", "I moved to Porto",
-    "I left early", "I'm not sure", "I don't know", "I'm not a big fan of jazz", "I don't live in fear",
-    "I never eat sugar", "", "thanks",
+    "I don't like cilantro",
+    "I no longer like jazz",
+    "I quit smoking",
+    "I left my keys at home",
+    "I stopped running",
+    "I live in Lisbon",
+    "I work at Google",
+    "I'm vegetarian",
+    "I moved to Porto",
+    "I left early",
+    "I'm not sure",
+    "I don't know",
+    "I'm not a big fan of jazz",
+    "I don't live in fear",
+    "I never eat sugar",
+    "",
+    "thanks",
 ]
 
 
@@ -347,25 +434,32 @@ def test_extract_facts_keeps_every_keyed_statement(statement: str, expected: tup
 
 # --- normalize ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("left", "right"), [
-    ("I live in Lisbon!", "i live in lisbon."),
-    ("I live in Lisbon", "  I   live\tin\nLisbon  "),
-    ("I’m a nurse", "I'm a nurse"),
-    ("I'm a nurse.", "Im a nurse"),
-    ("My favourite band: Muse!", "my favourite band muse"),
-    ("ＩＴ’S FULL-WIDTH", "it's full width"),
-    ("Café au lait", "CAFÉ AU LAIT!!"),
-    ("...I love jazz...", "I love jazz"),
-])
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        ("I live in Lisbon!", "i live in lisbon."),
+        ("I live in Lisbon", "  I   live\tin\nLisbon  "),
+        ("I’m a nurse", "I'm a nurse"),
+        ("I'm a nurse.", "Im a nurse"),
+        ("My favourite band: Muse!", "my favourite band muse"),
+        ("ＩＴ’S FULL-WIDTH", "it's full width"),
+        ("Café au lait", "CAFÉ AU LAIT!!"),
+        ("...I love jazz...", "I love jazz"),
+    ],
+)
 def test_normalize_folds_case_whitespace_and_punctuation(left: str, right: str) -> None:
     assert normalize(left) == normalize(right)
 
 
-@pytest.mark.parametrize(("left", "right"), [
-    ("I live in Lisbon", "I live in Porto"),
-    ("I love jazz", "I don't love jazz"),
-    ("I have 3 kids", "I have 2 kids"),
-])
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        ("I live in Lisbon", "I live in Porto"),
+        ("I love jazz", "I don't love jazz"),
+        ("I have 3 kids", "I have 2 kids"),
+    ],
+)
 def test_normalize_keeps_different_statements_apart(left: str, right: str) -> None:
     assert normalize(left) != normalize(right)
 
@@ -391,7 +485,12 @@ def test_results_are_deterministic_across_calls_and_hash_seeds() -> None:
     first = repr([(extract_facts(m), fact_key(m), negation_of(m), normalize(m)) for m in CORPUS])
     assert repr([(extract_facts(m), fact_key(m), negation_of(m), normalize(m)) for m in CORPUS]) == first
     for seed in ("0", "12345"):
-        done = subprocess.run([sys.executable, "-c", SNAPSHOT], input=json.dumps(CORPUS), capture_output=True,
-                              text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        done = subprocess.run(
+            [sys.executable, "-c", SNAPSHOT],
+            input=json.dumps(CORPUS),
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
         assert done.stdout.strip() == first
-

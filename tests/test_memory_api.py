@@ -7,11 +7,21 @@ import httpx
 from tests.conftest import Proxy
 
 TURNS = [
-    {"role": "user", "content": "I adopted a puppy named Biscuit.", "id": "m1", "name": "Alice",
-     "created_at": "2023-05-08T13:56:00Z"},
+    {
+        "role": "user",
+        "content": "I adopted a puppy named Biscuit.",
+        "id": "m1",
+        "name": "Alice",
+        "created_at": "2023-05-08T13:56:00Z",
+    },
     {"role": "assistant", "content": "Congratulations!", "id": "m2", "created_at": "2023-05-08T13:57:00Z"},
-    {"role": "user", "content": "Next month I am running the Lisbon half marathon.", "id": "m3", "name": "Alice",
-     "created_at": "2023-06-01T09:00:00+01:00"},
+    {
+        "role": "user",
+        "content": "Next month I am running the Lisbon half marathon.",
+        "id": "m3",
+        "name": "Alice",
+        "created_at": "2023-06-01T09:00:00+01:00",
+    },
 ]
 
 
@@ -68,12 +78,17 @@ def test_search_is_cut_to_the_token_budget(proxy: Proxy) -> None:
         facts = [f"Fact number {i}: the user likes colour {i} and fruit {i}." for i in range(30)]
         add(http, facts=facts, sync=True)
         wide = http.post("/v1/memories/search", json={"user": "alice", "query": "colour", "top_k": 30}).json()
-        narrow = http.post("/v1/memories/search",
-                           json={"user": "alice", "query": "colour", "top_k": 30, "token_budget": 60}).json()
+        narrow = http.post(
+            "/v1/memories/search", json={"user": "alice", "query": "colour", "top_k": 30, "token_budget": 60}
+        ).json()
         assert narrow["tokens"] <= 60 < wide["tokens"]
         assert len(narrow["results"]) < len(wide["results"])
-        assert http.post("/v1/memories/search", json={"user": "alice", "query": "colour", "top_k": 3}).json()[
-            "results"].__len__() == 3
+        assert (
+            http.post("/v1/memories/search", json={"user": "alice", "query": "colour", "top_k": 3})
+            .json()["results"]
+            .__len__()
+            == 3
+        )
 
 
 def test_list_pages_with_a_cursor_and_delete(proxy: Proxy) -> None:
@@ -90,8 +105,11 @@ def test_list_pages_with_a_cursor_and_delete(proxy: Proxy) -> None:
                 break
         assert sorted(seen) == sorted(f"Fact {i}" for i in range(7)) and len(seen) == 7
         victim = http.get("/v1/memories", params={"user": "alice", "limit": 1}).json()["data"][0]
-        assert http.delete(f"/v1/memories/{victim['id']}").json() == {"id": victim["id"], "deleted": True,
-                                                                      "purged": False}
+        assert http.delete(f"/v1/memories/{victim['id']}").json() == {
+            "id": victim["id"],
+            "deleted": True,
+            "purged": False,
+        }
         assert http.get(f"/v1/memories/{victim['id']}").json()["state"] == "deleted"
         remaining = http.get("/v1/memories", params={"user": "alice", "limit": 50}).json()["data"]
         assert victim["id"] not in [m["id"] for m in remaining] and len(remaining) == 6

@@ -373,9 +373,7 @@ def _snapshot(cache: DynamicCache, token_count: int) -> _LayerTensors:
     layers: list[tuple[torch.Tensor, torch.Tensor]] = []
     for i, layer in enumerate(cache.layers):
         if type(layer) is not DynamicLayer:
-            raise UnsupportedCache(
-                f"layer {i} is a {type(layer).__name__}; only full-attention caches are stored"
-            )
+            raise UnsupportedCache(f"layer {i} is a {type(layer).__name__}; only full-attention caches are stored")
         keys, values = layer.keys, layer.values
         if keys is None or values is None or keys.ndim != 4:
             raise UnsupportedCache(f"layer {i} holds no key/value tensors")

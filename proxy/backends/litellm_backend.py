@@ -24,16 +24,16 @@ from proxy.errors import (
 
 
 def translate(exc: Exception, model_name: str) -> BackendError:
-    import litellm
+    from litellm import exceptions as litellm_errors
 
     message = f"backend for {model_name!r} failed: {getattr(exc, 'message', None) or exc}"
-    if isinstance(exc, litellm.Timeout):
+    if isinstance(exc, litellm_errors.Timeout):
         return BackendTimeout(message)
-    if isinstance(exc, litellm.RateLimitError):
+    if isinstance(exc, litellm_errors.RateLimitError):
         return BackendRateLimited(message)
-    if isinstance(exc, litellm.APIConnectionError):
+    if isinstance(exc, litellm_errors.APIConnectionError):
         return BackendUnreachable(message)
-    if isinstance(exc, litellm.ServiceUnavailableError):
+    if isinstance(exc, litellm_errors.ServiceUnavailableError):
         return BackendUnavailable(message)
     status = getattr(exc, "status_code", None)
     if isinstance(status, int) and 400 <= status < 500:

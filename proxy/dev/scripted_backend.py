@@ -171,8 +171,12 @@ def build_scripted_backend(script: BackendScript | None = None) -> Starlette:
             await asyncio.sleep(delay)
         completion_id = f"chatcmpl-scripted-{next(counter)}"
         if "status" in step:
-            error = {"message": step.get("message", "scripted error"), "type": "scripted_error",
-                     "param": None, "code": str(step["status"])}
+            error = {
+                "message": step.get("message", "scripted error"),
+                "type": "scripted_error",
+                "param": None,
+                "code": str(step["status"]),
+            }
             return JSONResponse({"error": error}, status_code=int(step["status"]))
         if step.get("invalid_json"):
             return Response(b"{not json", media_type="application/json")
@@ -183,8 +187,9 @@ def build_scripted_backend(script: BackendScript | None = None) -> Starlette:
         return JSONResponse(_completion(body, step, completion_id))
 
     async def models(request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model",
-                                                          "created": 0, "owned_by": "memproxy"}]})
+        return JSONResponse(
+            {"object": "list", "data": [{"id": "scripted", "object": "model", "created": 0, "owned_by": "memproxy"}]}
+        )
 
     async def push_script(request: Request) -> Response:
         state.steps.extend(await request.json())

@@ -10,10 +10,7 @@ from proxy.protocol import ChatCompletionRequest, ErrorResponse
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["chat"])
 
-_ERRORS = {
-    status: {"model": ErrorResponse}
-    for status in (400, 401, 404, 413, 429, 502, 503, 504)
-}
+_ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 502, 503, 504)}
 
 
 @router.post("/v1/chat/completions", responses=_ERRORS)  # type: ignore[arg-type]

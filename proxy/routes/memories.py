@@ -65,9 +65,16 @@ async def list_memories(
     unknown = [s for s in states if s not in _STATES]
     if unknown:
         raise InvalidRequest(f"unknown state {unknown[0]!r}; use one of {', '.join(_STATES)}", param="state")
-    return await memories.list(
-        request.headers, user=user, space=space, state=states, tag=tag, since=since, until=until,
-        cursor=cursor, limit=limit,
+    return await memories.page(
+        request.headers,
+        user=user,
+        space=space,
+        state=states,
+        tag=tag,
+        since=since,
+        until=until,
+        cursor=cursor,
+        limit=limit,
     )
 
 

@@ -188,5 +188,7 @@ def _turns(request_id: str, messages: list[dict[str, Any]], now: datetime) -> li
         text = layout.message_text(message).strip()
         if text:
             name = message.get("name") if isinstance(message.get("name"), str) else None
-            turns.append(Turn(id=f"{request_id}-{index}", role=message["role"], content=text, name=name, created_at=now))
+            turns.append(
+                Turn(id=f"{request_id}-{index}", role=message["role"], content=text, name=name, created_at=now)
+            )
     return turns

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from starlette.datastructures import Headers
 
@@ -12,6 +12,8 @@ from memcubes.cube import MemCube
 from memcubes.exchange import Exchange, Turn
 from memcubes.ids import new_id
 from memcubes.memory_os import MemoryOS
+from memcubes.retrieval import RetrievedItem
+from memcubes.scheduler import InjectionPlan
 from memcubes.store import CubeFilter, HistoryRecord
 from proxy.config import Settings
 from proxy.errors import InvalidRequest, MemoryUnavailable
@@ -28,6 +30,10 @@ from proxy.protocol import (
 from proxy.scope import user_space
 
 
+def _blocks(plan: InjectionPlan) -> list[tuple[Literal["stable", "volatile"], list[RetrievedItem]]]:
+    return [("stable", plan.stable), ("volatile", plan.volatile)]
+
+
 def cube_json(cube: MemCube) -> dict[str, Any]:
     data = cube.model_dump(mode="json")
     data["sources"] = cube.sources
@@ -35,8 +41,13 @@ def cube_json(cube: MemCube) -> dict[str, Any]:
 
 
 def history_json(record: HistoryRecord) -> dict[str, Any]:
-    return {"seq": record.seq, "event": record.event, "at": record.at, "reason": record.reason,
-            "memory": cube_json(record.cube)}
+    return {
+        "seq": record.seq,
+        "event": record.event,
+        "at": record.at,
+        "reason": record.reason,
+        "memory": cube_json(record.cube),
+    }
 
 
 class MemoryService:
@@ -95,9 +106,7 @@ class MemoryService:
 
     async def search(self, request: SearchRequest, headers: Headers) -> SearchResponse:
         space = self.space_of(request, headers)
-        plan = await self.memory.search(
-            [space], request.query, top_k=request.top_k, token_budget=request.token_budget
-        )
+        plan = await self.memory.search([space], request.query, top_k=request.top_k, token_budget=request.token_budget)
         results = [
             SearchResult(
                 id=item.cube_ids[0],
@@ -110,12 +119,12 @@ class MemoryService:
                 pinned=item.pinned,
                 block=block,
             )
-            for block, items in (("stable", plan.stable), ("volatile", plan.volatile))
+            for block, items in _blocks(plan)
             for item in items
         ]
         return SearchResponse(results=results, tokens=plan.tokens)
 
-    async def list(
+    async def page(
         self,
         headers: Headers,
         *,
@@ -137,7 +146,7 @@ class MemoryService:
             cursor=cursor,
             limit=limit + 1,
         )
-        cubes = await self.memory.list(query)
+        cubes = await self.memory.list_memories(query)
         page = cubes[:limit]
         has_more = len(cubes) > limit
         return MemoryPage(
