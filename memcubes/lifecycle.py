@@ -10,12 +10,18 @@ candidate is compared with the space's similar and same-subject cubes and gets o
   ``deleted``; its history is kept;
 - NOOP: an exact or near duplicate; the existing cube only gains the new message ids as sources.
 
-The rules are deterministic given the inputs (the candidates, their vectors and the store).
+In ``heuristic`` mode rules decide (near duplicate → NOOP; same speaker, subject and attribute with
+a new value → UPDATE; explicit retraction → DELETE); in ``llm`` mode a judge model decides, shown
+the similar memories under small integer ids, and the rules decide whenever its answer is unusable;
+``raw`` memories are kept verbatim. Decisions are deterministic given the inputs (the candidates,
+their vectors, the store, and the judge's answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,7 +31,7 @@ import numpy as np
 from memcubes import heuristics
 from memcubes.cube import MemCube
 from memcubes.embedder import Vectors
-from memcubes.reader import Candidate
+from memcubes.reader import Candidate, LLMComplete
 from memcubes.store import Store, content_hash
 from memcubes.vectors import VectorIndex
 
@@ -33,6 +39,7 @@ from memcubes.vectors import VectorIndex
 # accumulate, so they are never updated by rule.
 SINGLE_VALUED = frozenset({"residence", "employer", "job", "age", "name", "diet", "relationship status", "school"})
 _NEIGHBOURS = 5
+log = logging.getLogger(__name__)
 
 
 class Decision(StrEnum):
@@ -48,14 +55,17 @@ class Resolution:
     candidate: Candidate
     target: MemCube | None = None
     reason: str = ""
+    replaces: int | None = None  # UPDATE of a cube added earlier in the same exchange (its position)
 
 
 def fact_slot(text: str) -> str | None:
-    """``subject|attribute`` of a single-valued fact, the key two versions of a fact share."""
+    """``speaker|subject|attribute`` of a single-valued fact: the key two versions of a fact share.
+    The speaker matters: in a conversation between Alice and Bob, Bob's "I live in Oslo" says
+    nothing about where Alice lives."""
     key = heuristics.fact_key(_statement(text))
     if key is None or not (key.attribute in SINGLE_VALUED or key.attribute.startswith("favorite")):
         return None
-    return f"{key.subject}|{key.attribute}"
+    return _slot_of(text, key)
 
 
 def _statement(text: str) -> str:
@@ -64,42 +74,83 @@ def _statement(text: str) -> str:
     return rest if sep and len(head.split()) <= 3 else text
 
 
+RECONCILE_PROMPT = """You maintain a user's long-term memory. Decide how one NEW fact changes the
+EXISTING memories, which are numbered. Answer with JSON only:
+{"event": "ADD" | "UPDATE" | "DELETE" | "NOOP", "id": <number of the existing memory concerned, or null>}
+- ADD: the new fact is new information.
+- UPDATE: the new fact replaces existing memory <id> (same subject and attribute, changed value).
+- DELETE: the new fact says existing memory <id> is no longer true, and states nothing else.
+- NOOP: the new fact is already known (existing memory <id> says the same)."""
+
+
 class Lifecycle:
-    def __init__(self, *, store: Store, index: VectorIndex, dedupe_threshold: float) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        index: VectorIndex,
+        dedupe_threshold: float,
+        judge: LLMComplete | None = None,
+    ) -> None:
         self._store = store
         self._index = index
         self._threshold = dedupe_threshold
+        self._judge = judge
 
-    async def reconcile(self, space: str, candidates: Sequence[Candidate], vectors: Vectors) -> list[Resolution]:
-        """One resolution per candidate, in order."""
+    async def reconcile(
+        self, space: str, candidates: Sequence[Candidate], vectors: Vectors, *, mode: str
+    ) -> list[Resolution]:
+        """One resolution per candidate, in order. ``raw`` memories are kept verbatim (only exact
+        duplicates merge); ``llm`` asks the judge model and falls back to the rules."""
         resolutions: list[Resolution] = []
         batch_hashes: set[str] = set()
+        batch_slots: dict[str, int] = {}
         for position, (candidate, vector) in enumerate(zip(candidates, vectors, strict=True)):
             digest = content_hash(candidate.content)
             if digest in batch_hashes:
                 resolutions.append(Resolution(Decision.NOOP, candidate, None, "duplicate within the exchange"))
                 continue
             batch_hashes.add(digest)
-            resolutions.append(await self._decide(space, candidate, vector, digest, vectors[:position]))
+            if mode == "raw":
+                existing = await asyncio.to_thread(self._store.find_by_hash, space, digest)
+                decision = Decision.NOOP if existing is not None else Decision.ADD
+                resolutions.append(Resolution(decision, candidate, existing, "raw"))
+                continue
+            resolution = await self._decide(space, candidate, vector, digest, vectors[:position], mode=mode)
+            slot = fact_slot(candidate.content)
+            if resolution.decision is Decision.ADD and slot is not None and slot in batch_slots:
+                # The same exchange states a fact twice with different values: the later one wins.
+                resolution = Resolution(Decision.UPDATE, candidate, None, f"new value for {slot}",
+                                        replaces=batch_slots[slot])
+            if resolution.decision in (Decision.ADD, Decision.UPDATE) and slot is not None:
+                batch_slots[slot] = position
+            resolutions.append(resolution)
         return resolutions
 
     async def _decide(
-        self, space: str, candidate: Candidate, vector: Vectors, digest: str, earlier: Vectors
+        self, space: str, candidate: Candidate, vector: Vectors, digest: str, earlier: Vectors, *, mode: str
     ) -> Resolution:
         existing = await asyncio.to_thread(self._store.find_by_hash, space, digest)
         if existing is not None:
             return Resolution(Decision.NOOP, candidate, existing, "exact duplicate")
         if len(earlier) and float(np.max(earlier @ vector)) >= self._threshold:
             return Resolution(Decision.NOOP, candidate, None, "near duplicate within the exchange")
+        hits = await self._index.query(space, vector, limit=_NEIGHBOURS)
+        if mode == "llm" and self._judge is not None:
+            judged = await self._ask(space, candidate, hits)
+            if judged is not None:
+                return judged
+        return await self._by_rules(space, candidate, hits)
+
+    async def _by_rules(self, space: str, candidate: Candidate, hits: list[tuple[str, float]]) -> Resolution:
         statement = _statement(candidate.content)
         retracted = heuristics.negation_of(statement)
         if retracted is not None:
-            slot = f"{retracted.subject}|{retracted.attribute}"
+            slot = _slot_of(candidate.content, retracted)
             for cube in await asyncio.to_thread(self._store.by_slot, space, slot):
                 value = heuristics.fact_key(_statement(cube.content))
                 if not retracted.value or (value is not None and value.value == retracted.value):
                     return Resolution(Decision.DELETE, candidate, cube, f"retracted {slot}")
-        hits = await self._index.query(space, vector, limit=_NEIGHBOURS)
         if hits and hits[0][1] >= self._threshold:
             near = await asyncio.to_thread(self._store.get, hits[0][0])
             if near is not None and near.is_live():
@@ -113,3 +164,46 @@ class Lifecycle:
                     return Resolution(Decision.NOOP, candidate, cube, f"same value for {own_slot}")
                 return Resolution(Decision.UPDATE, candidate, cube, f"new value for {own_slot}")
         return Resolution(Decision.ADD, candidate, None, "new")
+
+    async def _ask(self, space: str, candidate: Candidate, hits: list[tuple[str, float]]) -> Resolution | None:
+        """Let the judge model decide. It sees existing memories as small integers, never raw ids,
+        so it cannot name a memory that does not exist; an unusable answer means "use the rules"."""
+        assert self._judge is not None
+        cubes = await asyncio.to_thread(self._store.get_many, [cube_id for cube_id, _ in hits])
+        shown = [cubes[cube_id] for cube_id, _ in hits if cube_id in cubes and cubes[cube_id].is_live()]
+        slot = fact_slot(candidate.content)
+        if slot is not None:
+            same = await asyncio.to_thread(self._store.by_slot, space, slot)
+            shown += [cube for cube in same if cube.id not in {c.id for c in shown}]
+        if not shown:
+            return Resolution(Decision.ADD, candidate, None, "llm: nothing similar")
+        listing = "\n".join(f"[{number}] {cube.content}" for number, cube in enumerate(shown))
+        prompt = [
+            {"role": "system", "content": RECONCILE_PROMPT},
+            {"role": "user", "content": f"EXISTING memories:\n{listing}\n\nNEW fact: {candidate.content}"},
+        ]
+        try:
+            answer = json.loads(_strip_fence(await self._judge(prompt)))
+            event = Decision(str(answer["event"]).upper())
+            number = answer.get("id")
+        except Exception as exc:  # model or network trouble: the rules decide instead
+            log.warning("llm reconcile unusable (%s); using rules", exc)
+            return None
+        if event is Decision.ADD:
+            return Resolution(Decision.ADD, candidate, None, "llm")
+        if not isinstance(number, int) or not 0 <= number < len(shown):
+            return None if event is not Decision.NOOP else Resolution(Decision.NOOP, candidate, None, "llm")
+        return Resolution(event, candidate, shown[number], "llm")
+
+
+def _slot_of(text: str, key: heuristics.FactKey) -> str:
+    return f"{_speaker(text)}|{key.subject}|{key.attribute}"
+
+
+def _speaker(text: str) -> str:
+    head, sep, _ = text.partition(": ")
+    return head.lower() if sep and len(head.split()) <= 3 else ""
+
+
+def _strip_fence(text: str) -> str:
+    return text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()

@@ -53,7 +53,9 @@ class MemoryOS:
         self.retriever = Retriever(store=store, index=index, embedder=embedder, settings=settings.retrieval)
         self.scheduler = MemScheduler(retriever=self.retriever, store=store)
         self.index_sync = IndexSync(store=store, index=index, embedder=embedder)
-        self.lifecycle = Lifecycle(store=store, index=index, dedupe_threshold=settings.extraction.dedupe_threshold)
+        self.lifecycle = Lifecycle(
+            store=store, index=index, dedupe_threshold=settings.extraction.dedupe_threshold, judge=llm
+        )
         self.writeback = WriteBack(
             store=store,
             embedder=embedder,

@@ -81,9 +81,12 @@ def plan_changes(
     changes = ChangeSet()
     report: list[MemoryChange] = []
     new_positions: dict[str, int] = {}
+    created: dict[int, MemCube] = {}  # position → cube added by this change set
     now = utcnow()
     for position, resolution in enumerate(resolutions):
         target = resolution.target
+        if resolution.replaces is not None:
+            target = created.get(resolution.replaces)
         message_ids = [turn.id for turn in resolution.candidate.turns]
         if resolution.decision in (Decision.ADD, Decision.UPDATE):
             cube = _new_cube(exchange, resolution, reader)
@@ -95,8 +98,10 @@ def plan_changes(
                 old.superseded_by = cube.id
                 old.valid_to = cube.valid_from
                 old.updated_at = now
+                changes.cubes = [c for c in changes.cubes if c.id != old.id]
                 changes.cubes.append(old)
                 changes.events.append(HistoryEvent(old, "SUPERSEDE", resolution.reason, now))
+            created[position] = cube
             changes.cubes.append(cube)
             changes.events.append(HistoryEvent(cube, resolution.decision.value, resolution.reason, now))
             new_positions[cube.id] = position
@@ -218,7 +223,7 @@ class WriteBack:
             candidates = await reader.distill(turns)
             candidates += [Candidate(fact.strip(), (), exchange.created_at) for fact in exchange.facts if fact.strip()]
             vectors: Vectors = await self._embedder.embed([c.content for c in candidates], urgent=urgent)
-            resolutions = await self._lifecycle.reconcile(exchange.space, candidates, vectors)
+            resolutions = await self._lifecycle.reconcile(exchange.space, candidates, vectors, mode=reader.mode)
             changes, report, positions = plan_changes(exchange, resolutions, reader=reader.mode)
             changes.seen = [(exchange.space, turn.digest()) for turn in turns] if exchange.skip_seen else []
             changes.journal_done = (exchange.id, {"changes": [change.to_dict() for change in report]})

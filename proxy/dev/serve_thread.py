@@ -33,6 +33,10 @@ class ServerThread:
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     @property
+    def app(self) -> Any:
+        return self._server.config.app
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
