@@ -48,10 +48,14 @@ class Source(BaseModel):
 
 
 class Access(BaseModel):
-    """The scheduler's heat: how often and how recently a cube was injected or returned."""
+    """The scheduler's view of a cube: how often and how recently it was retrieved as relevant
+    (``heat`` is that count decayed with a half-life, as of ``last_hit_at``), and since when it
+    belongs to its space's stable block (``None``: it does not)."""
 
     hits: int = 0
     last_hit_at: datetime | None = None
+    heat: float = 0.0
+    stable_since: datetime | None = None
 
 
 class MemCube(BaseModel):

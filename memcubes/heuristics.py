@@ -15,6 +15,8 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from memcubes.sentences import split_sentences
+
 __all__ = ["FactKey", "extract_facts", "fact_key", "negation_of", "normalize"]
 
 
@@ -462,14 +464,8 @@ def normalize(text: str) -> str:
 
 
 # --- sentence splitting and the keep/drop judgement -----------------------------------------------------
-_DOT = "\x00"  # stands in for a full stop that does not end a sentence while splitting
 _CODE_BLOCK = re.compile(r"```.*?(?:```|\Z)", re.S)
-_ABBREVIATION = re.compile(r"\b(?:dr|mr|mrs|ms|prof|st|mt|jr|sr|vs|approx|cf|e\.g|i\.e)\.", re.I)
-_INITIALS = re.compile(r"\b(?:[a-z]\.){2,}", re.I)
-_CAPITAL_NEXT = re.compile(r"\s+[A-Z]")
-_DECIMAL = re.compile(r"(?<=\d)\.(?=\d)")
 _BULLET = re.compile(r"^\s*(?:[-*•·‣▪◦–—>]+|\d{1,2}[.)])\s+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _CLAUSE = r"(?:^|[,;:]\s*(?:(?:and|but|so|or|now|then)\s+)?|\s+(?:and|but|so|or)\s+)"
 _QUESTION = (
     r"(?:what|what's|whats|which|who|who's|whom|whose|why|how|how's|where|where's|when|(?:is|are|am|"
@@ -537,24 +533,10 @@ _DANGLING = re.compile(r"\b(?:in|at|to|for|of|from|with|by|my|our|the|a|an|is|ar
 _LONE_I = re.compile(r"(?<![\w.'])i(?=\s|'|$)")
 
 
-def _protect(match: re.Match[str]) -> str:
-    return match.group().replace(".", _DOT)
-
-
-def _protect_initials(match: re.Match[str]) -> str:
-    # "the U.S. in 2020" continues the sentence; "5 p.m. Then ..." ends it.
-    ends = _CAPITAL_NEXT.match(match.string, match.end()) is not None
-    return match.group()[:-1].replace(".", _DOT) + ("." if ends else _DOT)
-
-
 def _sentences(text: str) -> Iterator[str]:
     text = _EMOJI.sub(" ", unicodedata.normalize("NFKC", _CODE_BLOCK.sub("\n", text)))
-    text = _DECIMAL.sub(_DOT, _INITIALS.sub(_protect_initials, _ABBREVIATION.sub(_protect, text)))
     for line in text.splitlines():
-        for sentence in _SENTENCE_END.split(_BULLET.sub("", line, count=1)):
-            sentence = sentence.replace(_DOT, ".").strip()
-            if sentence:
-                yield sentence
+        yield from split_sentences(_BULLET.sub("", line, count=1))
 
 
 def _statement_part(sentence: str, *, asks: bool) -> str:

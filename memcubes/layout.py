@@ -17,6 +17,7 @@ the prompt is byte-identical from turn to turn. So:
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -80,6 +81,21 @@ def _prepend(message: dict[str, Any], block: str) -> dict[str, Any]:
     return updated
 
 
+def stable_block_message(items: Sequence[RetrievedItem], *, cache_hint: bool = False) -> dict[str, Any]:
+    """The system message holding the stable block. ``cache_hint`` marks it with Anthropic's
+    ``cache_control`` (litellm passes it on), so Anthropic caches the prompt up to its end."""
+    block = render_block(items, heading=STABLE_HEADING)
+    if cache_hint:
+        return {"role": "system", "content": [{"type": "text", "text": block, "cache_control": {"type": "ephemeral"}}]}
+    return {"role": "system", "content": block}
+
+
+def prompt_cache_key(space: str) -> str:
+    """OpenAI's ``prompt_cache_key``: routes a space's requests to the same prefix cache without
+    telling OpenAI who the user is (a one-way digest of the space)."""
+    return "mp-" + hashlib.sha256(space.encode()).hexdigest()[:32]
+
+
 def inject(
     messages: Sequence[dict[str, Any]],
     *,
@@ -89,14 +105,13 @@ def inject(
 ) -> list[dict[str, Any]]:
     """A new message list with the blocks in place; the input list and its messages are untouched.
 
-    ``stable_message`` lets a backend pass a pre-shaped system message (e.g. with Anthropic's
-    ``cache_control``); by default the stable block is a plain system message."""
+    ``stable_message`` is the shaped system message for the stable block (``stable_block_message``);
+    by default a plain one."""
     result = list(messages)
     if volatile:
         target = last_user_index(result)
         if target is not None:
             result[target] = _prepend(result[target], render_block(volatile, heading=VOLATILE_HEADING))
     if stable:
-        message = stable_message or {"role": "system", "content": render_block(stable, heading=STABLE_HEADING)}
-        result.insert(stable_insert_index(result), message)
+        result.insert(stable_insert_index(result), stable_message or stable_block_message(stable))
     return result

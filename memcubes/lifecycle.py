@@ -32,6 +32,7 @@ from memcubes import heuristics
 from memcubes.cube import MemCube
 from memcubes.embedder import Vectors
 from memcubes.reader import Candidate, LLMComplete
+from memcubes.sentences import split_speaker
 from memcubes.store import Store, content_hash
 from memcubes.vectors import VectorIndex
 
@@ -70,8 +71,7 @@ def fact_slot(text: str) -> str | None:
 
 def _statement(text: str) -> str:
     """Drop a "Speaker: " prefix added by readers for named turns."""
-    head, sep, rest = text.partition(": ")
-    return rest if sep and len(head.split()) <= 3 else text
+    return split_speaker(text)[1]
 
 
 RECONCILE_PROMPT = """You maintain a user's long-term memory. Decide how one NEW fact changes the
@@ -120,8 +120,9 @@ class Lifecycle:
             slot = fact_slot(candidate.content)
             if resolution.decision is Decision.ADD and slot is not None and slot in batch_slots:
                 # The same exchange states a fact twice with different values: the later one wins.
-                resolution = Resolution(Decision.UPDATE, candidate, None, f"new value for {slot}",
-                                        replaces=batch_slots[slot])
+                resolution = Resolution(
+                    Decision.UPDATE, candidate, None, f"new value for {slot}", replaces=batch_slots[slot]
+                )
             if resolution.decision in (Decision.ADD, Decision.UPDATE) and slot is not None:
                 batch_slots[slot] = position
             resolutions.append(resolution)
@@ -201,8 +202,7 @@ def _slot_of(text: str, key: heuristics.FactKey) -> str:
 
 
 def _speaker(text: str) -> str:
-    head, sep, _ = text.partition(": ")
-    return head.lower() if sep and len(head.split()) <= 3 else ""
+    return (split_speaker(text)[0] or "").lower()
 
 
 def _strip_fence(text: str) -> str:

@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
+from memcubes import bundle, importers
 from memcubes.config import MemorySettings
 from memcubes.cube import CubeState, MemCube, utcnow
 from memcubes.embedder import Embedder, build_embedder
 from memcubes.errors import CubeNotFound, InvalidMemoryInput
 from memcubes.exchange import Exchange
+from memcubes.hot_vectors import HotVectors
 from memcubes.indexing import IndexSync
 from memcubes.lifecycle import Lifecycle, fact_slot
 from memcubes.reader import LLMComplete, build_readers
@@ -50,9 +51,16 @@ class MemoryOS:
         self.embedder = embedder
         self.index = index
         self._owns_embedder = owns_embedder
-        self.retriever = Retriever(store=store, index=index, embedder=embedder, settings=settings.retrieval)
-        self.scheduler = MemScheduler(retriever=self.retriever, store=store)
-        self.index_sync = IndexSync(store=store, index=index, embedder=embedder)
+        self.hot = HotVectors(
+            index, dimension=embedder.dimension, budget_bytes=settings.retrieval.hot_vectors_mb * 1024 * 1024
+        )
+        self.retriever = Retriever(
+            store=store, index=index, embedder=embedder, settings=settings.retrieval, hot=self.hot
+        )
+        self.scheduler = MemScheduler(
+            retriever=self.retriever, store=store, settings=settings.scheduler, retrieval=settings.retrieval
+        )
+        self.index_sync = IndexSync(store=store, index=index, embedder=embedder, hot=self.hot)
         self.lifecycle = Lifecycle(
             store=store, index=index, dedupe_threshold=settings.extraction.dedupe_threshold, judge=llm
         )
@@ -63,9 +71,10 @@ class MemoryOS:
             index_sync=self.index_sync,
             readers=build_readers(settings.extraction, llm),
             settings=settings.writeback,
-            on_commit=self.scheduler.invalidate,
+            on_commit=self._changed,
         )
-        self._hits: Counter[str] = Counter()
+        self._hits: dict[str, tuple[int, float]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._heat_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -113,10 +122,11 @@ class MemoryOS:
         spaces: Sequence[str],
         messages: Sequence[dict[str, Any]],
         *,
+        session: str | None = None,
         top_k: int | None = None,
         token_budget: int | None = None,
     ) -> InjectionPlan:
-        return await self.scheduler.plan(spaces, messages, top_k=top_k, token_budget=token_budget)
+        return await self.scheduler.plan(spaces, messages, session=session, top_k=top_k, token_budget=token_budget)
 
     async def search(
         self, spaces: Sequence[str], query: str, *, top_k: int | None = None, token_budget: int | None = None
@@ -124,14 +134,31 @@ class MemoryOS:
         """Exactly what the chat path would inject for a user message equal to ``query``."""
         return await self.plan(spaces, [{"role": "user", "content": query}], top_k=top_k, token_budget=token_budget)
 
-    def record_hits(self, cube_ids: Sequence[str]) -> None:
-        """Count injections towards heat; flushed to the store in the background, in batches."""
-        self._hits.update(cube_ids)
+    def record_hits(self, ranked_ids: Sequence[str]) -> None:
+        """Credit heat to cubes retrieved as relevant, weighted by rank (1, 1/2, 1/3 ...) so that
+        in a small space, where everything is retrieved, only what ranks high gets hot. Flushed
+        to the store in the background, in batches."""
+        for rank, cube_id in enumerate(ranked_ids):
+            count, weight = self._hits.get(cube_id, (0, 0.0))
+            self._hits[cube_id] = (count + 1, weight + 1.0 / (rank + 1))
 
     async def _flush_heat(self) -> None:
+        """Write heat, then let the scheduler promote and demote in the spaces that got hits."""
         if self._hits:
-            hits, self._hits = self._hits, Counter()
-            await asyncio.to_thread(self.store.touch, dict(hits))
+            hits, self._hits = self._hits, {}
+            half_life = self.settings.scheduler.heat_half_life_hours * 3600
+            spaces = await asyncio.to_thread(self.store.touch, dict(hits), half_life=half_life)
+            for space in spaces:
+                await self.scheduler.rebalance(space)
+
+    def _changed(self, space: str) -> None:
+        """A write to ``space`` committed: re-read its stable block, and let listeners rebuild
+        what depends on it (in the background: callers are write paths)."""
+        self.scheduler.invalidate(space)
+        self.retriever.invalidate(space)
+        task = asyncio.get_running_loop().create_task(self.scheduler.announce(space))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _flush_heat_forever(self) -> None:
         while True:
@@ -182,20 +209,20 @@ class MemoryOS:
         cube = await self.get(cube_id, spaces=spaces)
         if purge:
             await asyncio.to_thread(self.store.purge, cube_id)
-            self.scheduler.invalidate(cube.space)
+            self._changed(cube.space)
         elif cube.state is not CubeState.DELETED:
             cube.state = CubeState.DELETED
             cube.updated_at = utcnow()
             await asyncio.to_thread(
                 self.store.apply, ChangeSet(cubes=[cube], events=[HistoryEvent(cube, "DELETE", "api")])
             )
-            self.scheduler.invalidate(cube.space)
+            self._changed(cube.space)
         await self.index_sync.drain()
 
     async def edit(self, cube_id: str, changes: dict[str, Any], *, spaces: Sequence[str] | None = None) -> MemCube:
         """An edit is a new version of the same cube; the previous one stays in its history."""
         cube = await self.get(cube_id, spaces=spaces)
-        if cube.state is not CubeState.ACTIVE and "state" not in changes:
+        if cube.state is not CubeState.ACTIVE:
             raise InvalidMemoryInput(f"memory {cube_id} is {cube.state.value}; only active memories can be edited")
         updated = cube.model_copy(update=changes, deep=True)
         updated = MemCube.model_validate(updated.model_dump())
@@ -209,16 +236,48 @@ class MemoryOS:
         await asyncio.to_thread(
             self.store.apply, ChangeSet(cubes=[updated], events=[HistoryEvent(updated, "UPDATE", "edit")])
         )
-        self.scheduler.invalidate(updated.space)
+        if updated.pinned != cube.pinned:  # a pin joins (or leaves) the end of the stable block
+            await asyncio.to_thread(self.store.set_stable, {cube.id: utcnow() if updated.pinned else None})
+        self._changed(updated.space)
         await self.index_sync.drain()
         return updated
 
     async def delete_space(self, space: str) -> int:
         """Forget everything of one space, in SQLite and in the vector index; nothing else."""
         count = await asyncio.to_thread(self.store.delete_space, space)
-        self.scheduler.invalidate(space)
+        self._changed(space)
         await self.index_sync.drain()
         return count
+
+    # -- portable bundles ---------------------------------------------------------------------
+
+    async def export_space(self, space: str, target: IO[bytes]) -> bundle.Manifest:
+        """Write ``space`` (every state, its history, its vectors) to ``target`` as a bundle zip."""
+        return await bundle.export_space(
+            store=self.store, index=self.index, embedder=self.embedder, space=space, target=target
+        )
+
+    async def import_bundle(
+        self,
+        data: bytes,
+        *,
+        space: str | None = None,
+        on_conflict: bundle.OnConflict = "skip",
+        format: importers.ImportFormat = "auto",
+    ) -> bundle.ImportReport:
+        """Import a memcube bundle, mem0 export or MemOS dump: everything is validated before one
+        atomic write, so a bad upload changes nothing."""
+        contents = await asyncio.to_thread(importers.load, data, format=format, space=space)
+        report = await bundle.import_contents(
+            store=self.store,
+            index_sync=self.index_sync,
+            embedder=self.embedder,
+            contents=contents,
+            space=space,
+            on_conflict=on_conflict,
+        )
+        self._changed(report.space)
+        return report
 
 
 def parse_time(value: str | datetime | None) -> datetime | None:

@@ -1,8 +1,21 @@
 """The MemScheduler: decides, per request, which memories enter the prompt and where.
 
-It returns an ``InjectionPlan``: a stable block (pinned cubes of the space, deterministic order,
-so the prompt prefix stays byte-identical across turns) and a volatile block (retrieved for this
-query, minus what the stable block already holds), both within one token budget.
+Memory is scheduled like an OS resource (MemOS's idea), in three tiers:
+
+- the **stable block**: pinned memories and the space's hottest ones, in the order they joined,
+  placed right after the application's system messages. It changes only when its members change,
+  so the prompt up to its end is byte-identical from turn to turn: provider prefix caches and the
+  local activation (KV) cache hit. Membership moves with *heat* (relevance hits, decayed with a
+  half-life) and hysteresis: a memory joins at ``promote_heat`` and leaves below ``demote_heat``.
+  Rebalancing runs in the background (after heat is flushed and after write-back), never on the
+  request path, and listeners (local backends) are told when a block changed so they can rebuild
+  its activation cache ahead of the next request.
+- the **volatile block**: retrieved for this query, minus what the stable block holds.
+- **working memory** per session: what was injected in recent turns stays (its score decaying
+  each turn) unless displaced by something more relevant, so a conversation keeps its context
+  when a follow-up question is vague.
+
+One token budget covers both blocks; the stable block may use at most ``stable_share`` of it.
 """
 
 from __future__ import annotations
@@ -10,24 +23,29 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from memcubes.cube import MemCube
+from memcubes.config import RetrievalSettings, SchedulerSettings
+from memcubes.cube import MemCube, utcnow
 from memcubes.layout import message_text
-from memcubes.retrieval import RetrievedItem, Retriever, pack
-from memcubes.store import Store
+from memcubes.retrieval import RetrievedItem, Retriever, fit, item_of, pack
+from memcubes.store import Store, decayed
 
 _SHORT_QUERY_WORDS = 6
 _STABLE_TTL = 5.0
 _STABLE_SPACES = 10_000
+
+StableListener = Callable[[str, list[RetrievedItem]], None]
+"""Called with a space and its new stable block whenever the block's members change."""
 
 
 @dataclass(frozen=True)
 class InjectionPlan:
     stable: list[RetrievedItem] = field(default_factory=list)
     volatile: list[RetrievedItem] = field(default_factory=list)
+    relevant: list[str] = field(default_factory=list)  # ids retrieved as relevant (heat credit)
 
     @property
     def items(self) -> list[RetrievedItem]:
@@ -55,58 +73,154 @@ def query_from(messages: Sequence[dict[str, Any]]) -> str:
     return query
 
 
+@dataclass
+class _Remembered:
+    item: RetrievedItem
+    score: float
+    turns_left: int
+
+
 class MemScheduler:
-    def __init__(self, *, retriever: Retriever, store: Store, stable_limit: int = 32) -> None:
+    def __init__(
+        self, *, retriever: Retriever, store: Store, settings: SchedulerSettings, retrieval: RetrievalSettings
+    ) -> None:
         self._retriever = retriever
         self._store = store
-        self._stable_limit = stable_limit
-        # Stable candidates per space, kept until a write to the space invalidates them (and at
-        # most _STABLE_TTL seconds, in case another process wrote to the same store).
+        self.settings = settings
+        self._retrieval = retrieval
+        self._half_life = settings.heat_half_life_hours * 3600
+        # Stable members per space, kept until a write to the space invalidates them (and at most
+        # _STABLE_TTL seconds, in case another process wrote to the same store).
         self._stable: OrderedDict[str, tuple[float, list[MemCube]]] = OrderedDict()
+        self._working: OrderedDict[tuple[tuple[str, ...], str], dict[str, _Remembered]] = OrderedDict()
+        self._listeners: list[StableListener] = []
+
+    # -- the stable block ---------------------------------------------------------------------
+
+    def on_stable_change(self, listener: StableListener) -> None:
+        self._listeners.append(listener)
 
     def invalidate(self, space: str) -> None:
-        """A cube of ``space`` changed: its stable block must be recomputed."""
+        """A cube of ``space`` changed: its stable block must be read again."""
         self._stable.pop(space, None)
 
-    async def _space_stable(self, space: str) -> list[MemCube]:
+    async def _members(self, space: str) -> list[MemCube]:
         cached = self._stable.get(space)
         if cached is not None and time.monotonic() - cached[0] < _STABLE_TTL:
             self._stable.move_to_end(space)
             return cached[1]
-        cubes = await asyncio.to_thread(self._store.pinned, space, limit=self._stable_limit)
+        cubes = await asyncio.to_thread(self._store.stable_members, space)
         self._stable[space] = (time.monotonic(), cubes)
         while len(self._stable) > _STABLE_SPACES:
             self._stable.popitem(last=False)
         return cubes
 
-    async def stable_cubes(self, spaces: Sequence[str]) -> list[MemCube]:
-        """Pinned cubes in a deterministic order (oldest first): the cacheable part of the prompt."""
-        cubes = [cube for space in spaces for cube in await self._space_stable(space)]
-        cubes.sort(key=lambda cube: cube.id)
-        return [cube for cube in cubes if cube.is_live()]
+    async def stable_block(self, spaces: Sequence[str], *, token_budget: int) -> list[RetrievedItem]:
+        """Pinned first, then promoted members, each in joining order, within the token budget."""
+        cubes = [cube for space in spaces for cube in await self._members(space) if cube.is_live()]
+        cubes.sort(key=lambda cube: not cube.pinned)  # stable sort: joining order within each group
+        return pack(((cube, 1.0) for cube in cubes), top_k=len(cubes), token_budget=token_budget)
+
+    async def rebalance(self, space: str) -> bool:
+        """Promote hot memories and demote cooled ones (with hysteresis); tell listeners when the
+        block changed. Runs in the background; returns whether membership changed."""
+        settings = self.settings
+        now = utcnow()
+        members = await asyncio.to_thread(self._store.stable_members, space)
+        hot = await asyncio.to_thread(self._store.hottest, space, limit=4 * max(settings.stable_max, 1))
+
+        def heat(cube: MemCube) -> float:
+            return decayed(cube.access.heat, cube.access.last_hit_at, now, half_life=self._half_life)
+
+        promoted = [c for c in members if not c.pinned and c.access.stable_since is not None]
+        keep = sorted((c for c in promoted if heat(c) >= settings.demote_heat), key=heat, reverse=True)
+        kept_ids = {c.id for c in keep}
+        joining = [c for c in hot if c.id not in kept_ids and not c.pinned and heat(c) >= settings.promote_heat]
+        chosen = (keep + joining)[: settings.stable_max]
+        chosen_ids = {c.id for c in chosen}
+        changes: dict[str, Any] = {c.id: None for c in promoted if c.id not in chosen_ids}
+        changes.update({c.id: now for c in joining if c.id in chosen_ids})
+        if not changes:
+            return False
+        await asyncio.to_thread(self._store.set_stable, changes)
+        self.invalidate(space)
+        await self.announce(space)
+        return True
+
+    async def announce(self, space: str) -> None:
+        """Tell listeners what the space's stable block is now (after pins, edits, promotions)."""
+        if not self._listeners:
+            return
+        budget = int(self._retrieval.token_budget * self.settings.stable_share)
+        block = await self.stable_block([space], token_budget=budget)
+        for listener in self._listeners:
+            listener(space, block)
+
+    # -- per request --------------------------------------------------------------------------
 
     async def plan(
         self,
         spaces: Sequence[str],
         messages: Sequence[dict[str, Any]],
         *,
+        session: str | None = None,
         top_k: int | None = None,
         token_budget: int | None = None,
     ) -> InjectionPlan:
-        settings = self._retriever.settings
-        budget = settings.token_budget if token_budget is None else token_budget
-        limit = settings.top_k if top_k is None else top_k
-        stable = pack(((cube, 1.0) for cube in await self.stable_cubes(spaces)), top_k=limit, token_budget=budget)
-        used = sum(item.tokens for item in stable)
+        budget = self._retrieval.token_budget if token_budget is None else token_budget
+        limit = self._retrieval.top_k if top_k is None else top_k
+        stable = await self.stable_block(spaces, token_budget=int(budget * self.settings.stable_share))
+        stable = stable[:limit]
+        stable_ids = {cube_id for item in stable for cube_id in item.cube_ids}
+        room = budget - sum(item.tokens for item in stable)
         query = query_from(messages)
-        volatile: list[RetrievedItem] = []
-        if query and budget - used > 0 and limit - len(stable) > 0:
-            result = await self._retriever.search(
-                spaces,
-                query,
-                top_k=limit - len(stable),
-                token_budget=budget - used,
-                exclude=[cube_id for item in stable for cube_id in item.cube_ids],
-            )
-            volatile = result.items
-        return InjectionPlan(stable=stable, volatile=volatile)
+        if not query or room <= 0 or len(stable) >= limit:
+            return InjectionPlan(stable=stable)
+        # Stable members are not excluded from retrieval: being retrieved is what keeps them hot.
+        result = await self._retriever.search(spaces, query, top_k=limit + len(stable_ids), token_budget=budget)
+        relevant = [item for item in result.items if not stable_ids.intersection(item.cube_ids)]
+        scored = [(item, item.score) for item in relevant]
+        key = (tuple(spaces), session) if session else None
+        if key is not None:
+            scored = await self._with_working_memory(key, scored, exclude=stable_ids)
+        volatile = fit((item for item, _ in scored), top_k=limit - len(stable), token_budget=room)
+        if key is not None:
+            self._remember(key, volatile, scored)
+        return InjectionPlan(stable=stable, volatile=volatile, relevant=result.cube_ids)
+
+    async def _with_working_memory(
+        self, key: tuple[tuple[str, ...], str], scored: list[tuple[RetrievedItem, float]], *, exclude: set[str]
+    ) -> list[tuple[RetrievedItem, float]]:
+        """Fresh results plus what this session was shown recently (score decayed per turn),
+        re-read from the store so nothing deleted or superseded since comes back."""
+        remembered = self._working.get(key, {})
+        fresh_ids = {cube_id for item, _ in scored for cube_id in item.cube_ids}
+        carried = [r for cube_id, r in remembered.items() if cube_id not in fresh_ids and cube_id not in exclude]
+        if not carried:
+            return scored
+        cubes = await asyncio.to_thread(self._store.get_many, [r.item.cube_ids[0] for r in carried])
+        decay = self.settings.working_memory_decay
+        merged = list(scored)
+        for entry in carried:
+            cube = cubes.get(entry.item.cube_ids[0])
+            if cube is not None and cube.is_live():
+                merged.append((item_of(cube, entry.score * decay), entry.score * decay))
+        return sorted(merged, key=lambda pair: -pair[1])
+
+    def _remember(
+        self, key: tuple[tuple[str, ...], str], injected: list[RetrievedItem], scored: list[tuple[RetrievedItem, float]]
+    ) -> None:
+        previous = self._working.pop(key, {})
+        fresh_ids = {cube_id for item, _ in scored for cube_id in item.cube_ids}
+        turns = self.settings.working_memory_turns
+        current: dict[str, _Remembered] = {}
+        for item in injected:
+            cube_id = item.cube_ids[0]
+            old = previous.get(cube_id)
+            left = turns if cube_id in fresh_ids or old is None else old.turns_left - 1
+            if left > 0:
+                current[cube_id] = _Remembered(item, item.score, left)
+        if current:
+            self._working[key] = current
+            while len(self._working) > self.settings.sessions:
+                self._working.popitem(last=False)

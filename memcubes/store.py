@@ -44,11 +44,14 @@ CREATE TABLE IF NOT EXISTS cubes (
     slot TEXT,
     hits INTEGER NOT NULL DEFAULT 0,
     last_hit_at TEXT,
+    heat REAL NOT NULL DEFAULT 0,
+    stable_since TEXT,
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cubes_by_space ON cubes (space, state, id);
 CREATE INDEX IF NOT EXISTS cubes_by_hash ON cubes (space, content_hash);
 CREATE INDEX IF NOT EXISTS cubes_by_slot ON cubes (space, slot) WHERE slot IS NOT NULL;
+CREATE INDEX IF NOT EXISTS cubes_by_heat ON cubes (space, heat) WHERE heat > 0;
 CREATE VIRTUAL TABLE IF NOT EXISTS cubes_fts USING fts5 (
     space_key, content, tokenize = 'porter unicode61 remove_diacritics 2'
 );
@@ -238,8 +241,12 @@ class Store:
     @staticmethod
     def _cube(row: sqlite3.Row) -> MemCube:
         cube = MemCube.model_validate_json(row["doc"])
-        last = row["last_hit_at"]
-        cube.access = Access(hits=row["hits"], last_hit_at=datetime.fromisoformat(last) if last else None)
+        cube.access = Access(
+            hits=row["hits"],
+            last_hit_at=_time(row["last_hit_at"]),
+            heat=row["heat"],
+            stable_since=_time(row["stable_since"]),
+        )
         return cube
 
     def get(self, cube_id: str) -> MemCube | None:
@@ -283,20 +290,21 @@ class Store:
         rows = self._read("SELECT * FROM cubes WHERE space = ? AND state = 'active' ORDER BY id", (space,))
         return [self._cube(row) for row in rows]
 
-    def pinned(self, space: str, *, limit: int) -> list[MemCube]:
-        """Pinned active cubes, oldest first: always candidates for injection."""
-        rows = self._read(
-            "SELECT * FROM cubes WHERE space = ? AND state = 'active' AND pinned = 1 ORDER BY id LIMIT ?",
-            (space, limit),
-        )
-        return [self._cube(row) for row in rows]
-
     def find_by_hash(self, space: str, content_hash: str) -> MemCube | None:
         rows = self._read(
             "SELECT * FROM cubes WHERE space = ? AND content_hash = ? AND state = 'active' LIMIT 1",
             (space, content_hash),
         )
         return self._cube(rows[0]) if rows else None
+
+    def speakers(self, space: str) -> set[str]:
+        """Names of the speakers whose messages the space's live memories come from."""
+        rows = self._read(
+            "SELECT DISTINCT names.value AS name FROM cubes, json_each(cubes.doc, '$.source.names') AS names "
+            "WHERE cubes.space = ? AND cubes.state = 'active'",
+            (space,),
+        )
+        return {str(row["name"]) for row in rows}
 
     def by_slot(self, space: str, slot: str) -> list[MemCube]:
         """Live cubes stating the same single-valued fact (``subject|attribute``), newest first."""
@@ -326,15 +334,53 @@ class Store:
         )
         return [(row["id"], -float(row["rank"])) for row in rows]
 
-    def touch(self, hits: Mapping[str, int], *, at: datetime | None = None) -> None:
-        """Record how often cubes were served since the last call (the scheduler's heat)."""
+    def touch(self, hits: Mapping[str, tuple[int, float]], *, half_life: float, at: datetime | None = None) -> set[str]:
+        """Record relevance hits since the last call, as (count, heat weight) per cube: ``heat``
+        decays with ``half_life`` seconds, then grows by the weight. Returns the spaces touched."""
         if not hits:
-            return
-        moment = _iso(at or utcnow())
+            return set()
+        now = at or utcnow()
+        spaces: set[str] = set()
+        with self._write() as conn:
+            ids = list(hits)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT id, space, heat, last_hit_at FROM cubes WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                updates = []
+                for row in rows:
+                    spaces.add(row["space"])
+                    heat = decayed(row["heat"], _time(row["last_hit_at"]), now, half_life=half_life)
+                    count, weight = hits[row["id"]]
+                    updates.append((count, heat + weight, _iso(now), row["id"]))
+                conn.executemany("UPDATE cubes SET hits = hits + ?, heat = ?, last_hit_at = ? WHERE id = ?", updates)
+        return spaces
+
+    def stable_members(self, space: str) -> list[MemCube]:
+        """The space's stable block as it stands: pinned cubes and promoted ones, in the order
+        they joined (appending keeps the older block a prefix of the newer one)."""
+        rows = self._read(
+            "SELECT * FROM cubes WHERE space = ? AND state = 'active' AND (pinned = 1 OR stable_since IS NOT NULL) "
+            "ORDER BY COALESCE(stable_since, created_at), id",
+            (space,),
+        )
+        return [self._cube(row) for row in rows]
+
+    def hottest(self, space: str, *, limit: int) -> list[MemCube]:
+        rows = self._read(
+            "SELECT * FROM cubes WHERE space = ? AND state = 'active' AND heat > 0 ORDER BY heat DESC, id LIMIT ?",
+            (space, limit),
+        )
+        return [self._cube(row) for row in rows]
+
+    def set_stable(self, changes: Mapping[str, datetime | None]) -> None:
+        """Promote (a time) or demote (``None``) cubes in their space's stable block."""
         with self._write() as conn:
             conn.executemany(
-                "UPDATE cubes SET hits = hits + ?, last_hit_at = ? WHERE id = ?",
-                [(count, moment, cube_id) for cube_id, count in hits.items()],
+                "UPDATE cubes SET stable_since = ? WHERE id = ?",
+                [(_iso(moment), cube_id) for cube_id, moment in changes.items()],
             )
 
     # -- the one write path ---------------------------------------------------------------------
@@ -378,10 +424,11 @@ class Store:
             doc,
         )
         if row is None:
+            access = cube.access
             cursor = conn.execute(
                 "INSERT INTO cubes (id, space, state, content_hash, created_at, expires_at, pinned, slot, doc, "
-                "hits, last_hit_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (cube.id, *values, cube.access.hits, _iso(cube.access.last_hit_at)),
+                "hits, last_hit_at, heat, stable_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (cube.id, *values, access.hits, _iso(access.last_hit_at), access.heat, _iso(access.stable_since)),
             )
             rid = cursor.lastrowid
         else:
@@ -524,6 +571,17 @@ class Store:
             return
         with self._write() as conn:
             conn.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def decayed(heat: float, since: datetime | None, now: datetime, *, half_life: float) -> float:
+    """Heat as of ``now``: halves every ``half_life`` seconds after the last hit."""
+    if since is None or heat <= 0:
+        return 0.0
+    return float(heat * 0.5 ** (max(0.0, (now - since).total_seconds()) / half_life))
 
 
 def content_hash(text: str) -> str:

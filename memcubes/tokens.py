@@ -15,5 +15,7 @@ def _encoding() -> tiktoken.Encoding:
     return tiktoken.get_encoding("cl100k_base")
 
 
+@functools.lru_cache(maxsize=65536)
 def count_tokens(text: str) -> int:
+    """Cached: search renders the same memories again and again."""
     return len(_encoding().encode(text, disallowed_special=()))

@@ -5,6 +5,11 @@ the architecture, a filtered query in a shared 100k collection took 47 ms agains
 and forgetting a user becomes dropping one collection. Collection names are the space's opaque
 key (Chroma restricts names; user ids must not leak into them).
 
+Each cube has one entry for its whole text (id = the cube id) and, when it has several
+sentences, one per sentence (``<cube id>#<n>``): a long message about many things is found by
+the one sentence that matters, and rendered by it (see ``memcubes.retrieval``). Every entry
+carries its cube id in its metadata, so a cube's entries are deleted together.
+
 Chroma calls block, so every method here runs in a worker thread.
 """
 
@@ -14,6 +19,7 @@ import asyncio
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +30,48 @@ from memcubes.embedder import Vectors
 from memcubes.errors import IndexUnavailable
 from memcubes.store import space_key
 
+WHOLE = -1  # the sentence number of a cube's whole-text entry
+
+
+@dataclass(frozen=True)
+class VectorEntry:
+    cube_id: str
+    sentence: int
+    vector: Vectors
+
+    @property
+    def id(self) -> str:
+        return self.cube_id if self.sentence == WHOLE else f"{self.cube_id}#{self.sentence}"
+
 
 class VectorIndex(ABC):
-    """Nearest-neighbour search over the cubes of a space; ids are cube ids."""
+    """Nearest-neighbour search over the cubes of a space."""
 
     @abstractmethod
-    async def upsert(self, space: str, ids: Sequence[str], vectors: Vectors) -> None: ...
+    async def upsert(self, space: str, entries: Sequence[VectorEntry]) -> None: ...
 
     @abstractmethod
-    async def delete(self, space: str, ids: Sequence[str]) -> None: ...
+    async def delete_cubes(self, space: str, cube_ids: Sequence[str]) -> None:
+        """Remove every entry (whole text and sentences) of these cubes."""
 
     @abstractmethod
     async def drop_space(self, space: str) -> None: ...
 
     @abstractmethod
     async def query(self, space: str, vector: Vectors, *, limit: int) -> list[tuple[str, float]]:
-        """(cube id, cosine similarity) pairs, most similar first."""
+        """(cube id, cosine similarity) of whole-text entries, most similar first."""
 
     @abstractmethod
-    async def get_vectors(self, space: str, ids: Sequence[str]) -> dict[str, Vectors]: ...
+    async def entries(self, space: str) -> list[VectorEntry]:
+        """Every entry of a space (to load it into memory for exact search)."""
 
     @abstractmethod
-    async def count(self, space: str) -> int: ...
+    async def get_vectors(self, space: str, cube_ids: Sequence[str]) -> dict[str, Vectors]:
+        """Whole-text vectors of these cubes."""
+
+    @abstractmethod
+    async def count(self, space: str) -> int:
+        """Cubes (not entries) in the space's index."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients; the default holds nothing."""
@@ -96,25 +122,29 @@ class ChromaIndex(VectorIndex):
         except Exception as exc:
             raise IndexUnavailable(f"Chroma failed: {exc}") from exc
 
-    async def upsert(self, space: str, ids: Sequence[str], vectors: Vectors) -> None:
-        if not ids:
+    async def upsert(self, space: str, entries: Sequence[VectorEntry]) -> None:
+        if not entries:
             return
 
         def run() -> None:
             collection = self._collection(space, create=True)
             assert collection is not None
-            collection.upsert(ids=list(ids), embeddings=np.asarray(vectors, dtype=np.float32))
+            collection.upsert(
+                ids=[entry.id for entry in entries],
+                embeddings=np.stack([np.asarray(entry.vector, dtype=np.float32) for entry in entries]),
+                metadatas=[{"cube": entry.cube_id, "sentence": entry.sentence} for entry in entries],
+            )
 
         await self._call(run)
 
-    async def delete(self, space: str, ids: Sequence[str]) -> None:
-        if not ids:
+    async def delete_cubes(self, space: str, cube_ids: Sequence[str]) -> None:
+        if not cube_ids:
             return
 
         def run() -> None:
             collection = self._collection(space, create=False)
             if collection is not None:
-                collection.delete(ids=list(ids))
+                collection.delete(where={"cube": {"$in": list(cube_ids)}})
 
         await self._call(run)
 
@@ -140,6 +170,7 @@ class ChromaIndex(VectorIndex):
             result = collection.query(
                 query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
                 n_results=limit,
+                where={"sentence": WHOLE},
                 include=["distances"],
             )
             ids = result["ids"][0]
@@ -149,12 +180,26 @@ class ChromaIndex(VectorIndex):
         result: list[tuple[str, float]] = await self._call(run)
         return result
 
-    async def get_vectors(self, space: str, ids: Sequence[str]) -> dict[str, Vectors]:
+    async def entries(self, space: str) -> list[VectorEntry]:
+        def run() -> list[VectorEntry]:
+            collection = self._collection(space, create=False)
+            if collection is None:
+                return []
+            got = collection.get(include=["embeddings", "metadatas"])
+            return [
+                VectorEntry(str(meta["cube"]), int(meta["sentence"]), np.asarray(vector, dtype=np.float32))
+                for meta, vector in zip(got["metadatas"], got["embeddings"], strict=True)
+            ]
+
+        result: list[VectorEntry] = await self._call(run)
+        return result
+
+    async def get_vectors(self, space: str, cube_ids: Sequence[str]) -> dict[str, Vectors]:
         def run() -> dict[str, Vectors]:
             collection = self._collection(space, create=False)
-            if collection is None or not ids:
+            if collection is None or not cube_ids:
                 return {}
-            got = collection.get(ids=list(ids), include=["embeddings"])
+            got = collection.get(ids=list(cube_ids), include=["embeddings"])
             return {
                 cube_id: np.asarray(vector, dtype=np.float32)
                 for cube_id, vector in zip(got["ids"], got["embeddings"], strict=True)
@@ -166,7 +211,9 @@ class ChromaIndex(VectorIndex):
     async def count(self, space: str) -> int:
         def run() -> int:
             collection = self._collection(space, create=False)
-            return 0 if collection is None else int(collection.count())
+            if collection is None:
+                return 0
+            return len(collection.get(where={"sentence": WHOLE}, include=[])["ids"])
 
         result: int = await self._call(run)
         return result

@@ -236,12 +236,12 @@ class WriteBack:
                 self._on_commit(exchange.space)
         self._known.update(known)
         if drain:
-            await self._drain()
+            await self._drain(urgent=urgent)
         return report
 
-    async def _drain(self) -> None:
+    async def _drain(self, *, urgent: bool = False) -> None:
         known, self._known = self._known, {}
-        await self._index_sync.drain(known)
+        await self._index_sync.drain(known, urgent=urgent)
 
     async def _work(self) -> None:
         """Take every exchange waiting (up to a batch), distil them concurrently (their embeddings

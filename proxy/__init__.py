@@ -4,7 +4,17 @@ from memcubes.environment import apply_offline_defaults
 
 apply_offline_defaults()
 
-from proxy.app import build_app  # noqa: E402 - the offline defaults must precede library imports
-from proxy.config import ConfigError, Settings  # noqa: E402
+from typing import Any  # noqa: E402
+
+from proxy.config import ConfigError, Settings  # noqa: E402 - the offline defaults come first
 
 __all__ = ["ConfigError", "Settings", "build_app"]
+
+
+def __getattr__(name: str) -> Any:
+    """``build_app`` imports the whole stack (torch among it); the CLI's light commands need not."""
+    if name == "build_app":
+        from proxy.app import build_app
+
+        return build_app
+    raise AttributeError(name)

@@ -11,15 +11,18 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from memcubes import layout
 from memcubes.embedder import Embedder
 from memcubes.memory_os import MemoryOS
 from memcubes.reader import LLMComplete
+from memcubes.retrieval import RetrievedItem
+from memcubes.scheduler import StableListener
 from proxy.backends import ForwardContext, ModelRouter, build_router
 from proxy.backends.base import answer_text
 from proxy.config import Settings
 from proxy.errors import install_error_handlers
 from proxy.limits import BodySizeLimit
-from proxy.routes import chat, health, memories, models
+from proxy.routes import bundles, chat, health, memories, models
 from proxy.serving.chat import ChatService
 from proxy.serving.memories import MemoryService
 
@@ -42,6 +45,18 @@ def extraction_llm(settings: Settings, router: ModelRouter) -> LLMComplete | Non
     return complete
 
 
+def rebuild_activation_caches(router: ModelRouter) -> StableListener:
+    """When a space's stable block changes, local models prefill the new prompt prefix in the
+    background, so the next request of that space reuses it instead of paying for it."""
+
+    def listener(space: str, stable: list[RetrievedItem]) -> None:
+        message = layout.stable_block_message(stable) if stable else None
+        for backend in router.backends():
+            backend.stable_changed(space, message, covers=[cube_id for item in stable for cube_id in item.cube_ids])
+
+    return listener
+
+
 def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAPI:
     """The ASGI app. ``embedder`` lets tests and benchmarks share one loaded model."""
 
@@ -56,6 +71,7 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
         memory: MemoryOS | None = None
         try:
             memory = await MemoryOS.open(settings.memory, embedder=embedder, llm=extraction_llm(settings, router))
+            memory.scheduler.on_stable_change(rebuild_activation_caches(router))
             await memory.start()
         except Exception:
             log.exception("memory layer failed to start; chat is served without memory (degraded)")
@@ -76,7 +92,12 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
     app = FastAPI(title="memproxy", version=VERSION, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=int(settings.general_settings.max_request_size_mb * 1024 * 1024))
-    for module in (chat, models, memories, health):
+    limits = settings.general_settings
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=int(limits.max_request_size_mb * 1024 * 1024),
+        path_limits={bundles.IMPORT_PATH: int(limits.max_import_size_mb * 1024 * 1024)},
+    )
+    for module in (chat, models, memories, bundles, health):
         app.include_router(module.router)
     return app

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from proxy.commands import bundles, memories
+from proxy.commands import eval as eval_command
 from proxy.config import ConfigError, Settings, default_config_path
 
 
@@ -67,6 +69,14 @@ def cmd_scripted_backend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from memcubes.activation import write_tiny_model
+
+    path = write_tiny_model(args.path, layers=args.layers, hidden=args.hidden, heads=args.heads, seed=args.seed)
+    print(f"wrote a random {args.layers}-layer, {args.hidden}-wide Llama and its tokenizer to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memproxy", description="OpenAI-compatible LLM proxy with memory")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     backend.add_argument("--chunk-interval", type=float, default=0.0, help="seconds between stream chunks")
     backend.add_argument("--no-record", action="store_true", help="do not keep received requests (benchmarks)")
     backend.set_defaults(run=cmd_scripted_backend)
+
+    tiny = dev.add_parser("tiny-model", help="write a small random Llama + tokenizer (no download)")
+    tiny.add_argument("path", type=Path)
+    tiny.add_argument("--layers", type=int, default=8)
+    tiny.add_argument("--hidden", type=int, default=512)
+    tiny.add_argument("--heads", type=int, default=8)
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(run=cmd_tiny_model)
+    eval_command.register(commands)
+    memories.register(commands)
+    bundles.register(commands)
     return parser
 
 

@@ -29,7 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from memcubes.errors import CubeNotFound, InvalidMemoryInput, MemoryOSError
+from memcubes.errors import BundleError, CubeNotFound, InvalidMemoryInput, MemoryOSError
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,8 @@ def from_memory_error(exc: MemoryOSError) -> ProxyError:
         return NotFound(str(exc), code="memory_not_found")
     if isinstance(exc, InvalidMemoryInput):
         return InvalidRequest(str(exc))
+    if isinstance(exc, BundleError):
+        return InvalidRequest(str(exc), code="invalid_bundle")
     return MemoryUnavailable(f"memory store unavailable: {exc}")
 
 

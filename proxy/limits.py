@@ -8,6 +8,7 @@ than the limit is ever held in memory.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,17 +16,21 @@ from proxy.errors import PayloadTooLarge
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    """``path_limits`` gives some paths their own limit (bundle imports are far larger than chat)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, path_limits: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        error = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
+        max_bytes = self.path_limits.get(scope["path"], self.max_bytes)
+        error = PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             await _reject(send, error)
             return
         # Read the body here (never more than the limit) so an oversized one is answered before
@@ -37,7 +42,7 @@ class BodySizeLimit:
                 await self.app(scope, _replay(message, receive), send)
                 return
             body += message.get("body", b"")
-            if len(body) > self.max_bytes:
+            if len(body) > max_bytes:
                 await _reject(send, error)
                 return
             if not message.get("more_body", False):

@@ -26,6 +26,7 @@ from memcubes.activation import (
     EncodedPrompt,
     GenerationEnd,
     LocalEngine,
+    Prefilled,
     TextDelta,
     activation_key,
     build_tiny_tokenizer,
@@ -81,19 +82,22 @@ def run(
     temperature: float = 0.0,
     **kwargs: Any,
 ) -> tuple[str, GenerationEnd]:
-    """Drain one generation: its text and its final event."""
+    """Drain one generation: its text and its final event (checking the event order)."""
     text: list[str] = []
     end: GenerationEnd | None = None
-    events = engine.generate(
-        prompt, max_new_tokens=max_new_tokens, temperature=temperature, reuse_cache=reuse, **kwargs
+    events = list(
+        engine.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, reuse_cache=reuse, **kwargs)
     )
+    first = events.pop(0)
+    assert isinstance(first, Prefilled) and first.prompt_tokens == len(prompt.token_ids)
     for event in events:
         if isinstance(event, TextDelta):
             assert end is None
             text.append(event.text)
         else:
+            assert isinstance(event, GenerationEnd)
             end = event
-    assert end is not None
+    assert end is not None and end.reused_tokens == first.reused_tokens
     return "".join(text), end
 
 

@@ -42,7 +42,7 @@ def test_sync_add_keeps_sources_and_times_and_is_searchable_at_once(proxy: Proxy
         top = found["results"][0]
         assert top["sources"] == ["m1"]
         assert top["created_at"].startswith("2023-05-08T13:56")
-        assert top["text"] == "[2023-05-08] Alice: I adopted a puppy named Biscuit."
+        assert top["text"] == "[8 May 2023] Alice: I adopted a puppy named Biscuit."
         assert found["tokens"] == sum(r["tokens"] for r in found["results"])
         cube = http.get(f"/v1/memories/{top['id']}").json()
         assert cube["valid_from"].startswith("2023-05-08") and cube["source"]["names"] == ["Alice"]

@@ -9,6 +9,7 @@ from memcubes.activation.engine import (
     GenerationEnd,
     GenerationEvent,
     LocalEngine,
+    Prefilled,
     TextDelta,
 )
 from memcubes.activation.errors import (
@@ -33,6 +34,7 @@ __all__ = [
     "GenerationEvent",
     "LocalEngine",
     "ModelLoadError",
+    "Prefilled",
     "TextDelta",
     "UnsupportedCache",
     "activation_key",

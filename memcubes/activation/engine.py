@@ -70,6 +70,16 @@ class EncodedPrompt:
 
 
 @dataclass(frozen=True)
+class Prefilled:
+    """The first event: the prompt is in the cache. Sent before any text so a server can report
+    how much of the prompt came from activation memory before it starts streaming."""
+
+    prompt_tokens: int
+    reused_tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class TextDelta:
     """Newly generated text that decodes cleanly and cannot be part of a stop string."""
 
@@ -88,7 +98,7 @@ class GenerationEnd:
     prefill_seconds: float
 
 
-GenerationEvent = TextDelta | GenerationEnd
+GenerationEvent = Prefilled | TextDelta | GenerationEnd
 
 
 class LocalEngine:
@@ -294,7 +304,7 @@ class LocalEngine:
         seed: int | None = None,
         reuse_cache: bool = True,
     ) -> Iterator[GenerationEvent]:
-        """An iterator of ``TextDelta``s as tokens are produced, then one ``GenerationEnd``.
+        """One ``Prefilled``, then ``TextDelta``s as tokens are produced, then one ``GenerationEnd``.
 
         Arguments are checked now; the model runs as the iterator is consumed.
 
@@ -323,6 +333,7 @@ class LocalEngine:
         started = time.perf_counter()
         cache, logits, reused = self._prefill(prompt, reuse_cache=reuse_cache)
         prefill_seconds = time.perf_counter() - started
+        yield Prefilled(prompt_tokens=len(prompt.token_ids), reused_tokens=reused, seconds=prefill_seconds)
         position = len(prompt.token_ids)
         generated: list[int] = []
         finish: FinishReason = "length"

@@ -25,7 +25,7 @@ def build_backend(entry: ModelEntry, settings: Settings, client: httpx.AsyncClie
     if entry.local is not None:
         from proxy.backends.local_hf import LocalHFBackend
 
-        return LocalHFBackend(entry)
+        return LocalHFBackend(entry, data_dir=settings.memory.data_dir)
     assert entry.litellm_params is not None
     provider = entry.litellm_params.model.partition("/")[0]
     wire = entry.forward == "passthrough" or (entry.forward == "auto" and provider in WIRE_PROVIDERS)

@@ -30,13 +30,21 @@ class ForwardContext:
     """Per-request facts a backend may use, and what it reports back for response headers."""
 
     request_id: str
+    space: str | None = None
     kv_reuse: bool = True
     prefix_messages: int = 0  # leading messages up to the end of the stable block (cacheable)
+    stable_ids: list[str] = field(default_factory=list)  # memories the stable block holds
     kv_reused_tokens: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(ABC):
+    """``provider`` names the API family (openai, anthropic, local ...) so the prompt layout can
+    use its caching hints; ``prompt_cache_key`` says whether the upstream accepts OpenAI's key."""
+
+    provider: str = "openai"
+    prompt_cache_key: bool = False
+
     def __init__(self, model_name: str) -> None:
         self.model_name = model_name
 
@@ -52,6 +60,9 @@ class Backend(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release clients and models; the default holds nothing."""
+
+    def stable_changed(self, space: str, stable_message: dict[str, Any] | None, *, covers: list[str]) -> None:  # noqa: B027
+        """A space's stable block changed; backends with activation memory rebuild its cache."""
 
 
 def answer_text(data: dict[str, Any]) -> str:

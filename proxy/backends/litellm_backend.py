@@ -51,6 +51,8 @@ class LiteLLMBackend(Backend):
         assert entry.litellm_params is not None
         self._params = {k: v for k, v in entry.litellm_params.model_dump().items() if v is not None}
         self._params.setdefault("timeout", router.timeout)
+        self.provider = entry.litellm_params.model.partition("/")[0]
+        self.prompt_cache_key = self.provider in ("openai", "azure")
 
     def _kwargs(self, body: dict[str, Any]) -> dict[str, Any]:
         return {**body, **self._params, "num_retries": 0}

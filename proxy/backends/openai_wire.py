@@ -63,8 +63,12 @@ class OpenAIWireBackend(Backend):
         assert params is not None
         provider, _, upstream = params.model.partition("/")
         self._upstream_model = upstream if provider in WIRE_PROVIDERS and upstream else params.model
+        # forward: passthrough can front another family's OpenAI-compatible endpoint (Anthropic
+        # offers one): the layout still uses that family's caching hints.
+        self.provider = provider if upstream else "openai"
         self._url = (params.api_base or OPENAI_API_BASE).rstrip("/") + "/chat/completions"
         self._needs_key = params.api_base is None and not params.api_key
+        self.prompt_cache_key = params.api_base is None or params.api_base.rstrip("/") == OPENAI_API_BASE
         self._client = client
         self._headers = {"content-type": "application/json", **(params.extra_headers or {})}
         if params.api_key:

@@ -34,6 +34,11 @@ class ModelRouter:
     def model_names(self) -> list[str]:
         return list(self._deployments)
 
+    def primary(self, model: str) -> Backend:
+        """The first deployment of a model: what the prompt layout is shaped for."""
+        self.check(model)
+        return self._deployments[model][0]
+
     def backends(self) -> list[Backend]:
         return [backend for group in self._deployments.values() for backend in group]
 

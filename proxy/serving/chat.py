@@ -55,13 +55,23 @@ class ChatService:
         started = time.perf_counter()
         plan, status = await self._plan(scope, body["messages"])
         messages = body["messages"]
+        backend = self._router.primary(request.model)
         ctx = ForwardContext(
             request_id=request_id,
+            space=scope.space,
             kv_reuse=scope.kv_reuse,
             prefix_messages=layout.stable_insert_index(messages) + (1 if plan.stable else 0),
+            stable_ids=[cube_id for item in plan.stable for cube_id in item.cube_ids],
         )
         if plan.items:
-            body["messages"] = layout.inject(messages, stable=plan.stable, volatile=plan.volatile)
+            body["messages"] = layout.inject(
+                messages,
+                stable=plan.stable,
+                volatile=plan.volatile,
+                stable_message=layout.stable_block_message(plan.stable, cache_hint=backend.provider == "anthropic"),
+            )
+        if backend.prompt_cache_key and scope.space is not None and "prompt_cache_key" not in body:
+            body["prompt_cache_key"] = layout.prompt_cache_key(scope.space)
         memory_headers = {
             "x-memory-status": status,
             "x-memory-injected": str(len(plan.items)),
@@ -70,8 +80,8 @@ class ChatService:
             "x-memory-overhead-ms": f"{(time.perf_counter() - started) * 1000:.2f}",
             "x-request-id": request_id,
         }
-        if self._memory is not None and plan.cube_ids:
-            self._memory.record_hits(plan.cube_ids)
+        if self._memory is not None and plan.relevant:
+            self._memory.record_hits(plan.relevant)
         if request.stream:
             return await self._stream(request.model, body, ctx, scope, messages, memory_headers)
         response = await self._router.complete(request.model, body, ctx)
@@ -89,7 +99,9 @@ class ChatService:
             return InjectionPlan(), "ok"
         timeout = self._settings.memory.retrieval.timeout_ms / 1000
         try:
-            plan = await asyncio.wait_for(self._memory.plan(scope.readable_spaces, messages), timeout)
+            plan = await asyncio.wait_for(
+                self._memory.plan(scope.readable_spaces, messages, session=scope.session), timeout
+            )
         except Exception as exc:  # memory trouble must never break a chat request
             log.warning("memory planning failed, answering without memory: %r", exc)
             return self._degraded(f"memory lookup failed: {exc!r}")

@@ -1,0 +1,534 @@
+"""Portable bundles: one space as a ``memcube-bundle`` zip, written and read back atomically.
+
+A bundle carries every cube of a space in every state, the space's history and, when the index
+has them, the vectors, so moving a space to another memproxy (or another system) loses nothing:
+superseded facts keep their validity, deleted ones their history, and search ranks the same when
+the embedder matches. The format is specified in ``docs/memcube-bundle.md``.
+
+Reading validates everything (checksums, version, every line) before anything is written, so a
+corrupt or tampered bundle changes nothing; the write is then one ``Store.apply`` transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from importlib import metadata
+from typing import IO, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from memcubes.cube import CubeState, MemCube, utcnow
+from memcubes.embedder import Embedder, Vectors
+from memcubes.errors import BundleError, IndexUnavailable
+from memcubes.ids import new_id
+from memcubes.indexing import IndexSync
+from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, Store
+from memcubes.vectors import VectorIndex
+
+log = logging.getLogger(__name__)
+
+FORMAT = "memcube-bundle"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+
+MANIFEST = "manifest.json"
+CUBES = "cubes.jsonl"
+HISTORY = "history.jsonl"
+EMBEDDINGS = "embeddings.npy"
+EMBEDDING_IDS = "embedding_ids.json"
+
+OnConflict = Literal["skip", "overwrite", "new-ids"]
+
+# Decompressed bytes a bundle may hold: a zip of a few MB can inflate to gigabytes.
+MAX_BUNDLE_BYTES = 8 * 1024**3
+_PAGE = 1000
+
+
+class EmbedderInfo(BaseModel):
+    """The embedder whose vectors a bundle carries; vectors are reused only on an exact match."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    dimension: int = Field(ge=1)
+
+
+class MemberInfo(BaseModel):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class Generator(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    version: str | None = None
+
+
+class Counts(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    cubes: int = Field(ge=0)
+    history: int = Field(ge=0)
+    embeddings: int = Field(0, ge=0)
+    states: dict[str, int] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    """``manifest.json``. Unknown keys are kept and ignored, so writers may add their own."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal["memcube-bundle"]
+    format_version: int
+    space: str = Field(min_length=1)
+    created_at: datetime
+    generator: Generator | None = None
+    embedder: EmbedderInfo | None = None
+    counts: Counts
+    members: dict[str, MemberInfo]
+
+
+class HistoryLine(BaseModel):
+    """One line of ``history.jsonl``: the cube as it was right after ``event``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(min_length=1)
+    at: datetime
+    reason: str | None = None
+    cube: MemCube
+
+
+@dataclass(frozen=True)
+class BundleContents:
+    """A space's memories, validated: what a bundle holds and what every importer produces."""
+
+    space: str
+    cubes: list[MemCube]
+    history: list[HistoryEvent]
+    vectors: dict[str, Vectors] = field(default_factory=dict)
+    embedder: EmbedderInfo | None = None
+    format: str = "memproxy"
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did. ``vectors_embedded`` counts active cubes the index embeds afresh."""
+
+    space: str
+    format: str
+    imported: int
+    overwritten: int
+    skipped: int
+    history: int
+    vectors_reused: int
+    vectors_embedded: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    changes: ChangeSet
+    vectors: dict[str, Vectors]
+    report: ImportReport
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def _generator() -> Generator:
+    try:
+        version: str | None = metadata.version("memproxy")
+    except metadata.PackageNotFoundError:
+        version = None
+    return Generator(name="memproxy", version=version)
+
+
+def _jsonl(documents: Sequence[str]) -> bytes:
+    return "".join(f"{document}\n" for document in documents).encode()
+
+
+def _history_line(event: HistoryEvent) -> str:
+    cube = event.cube.model_dump(mode="json", exclude={"access"})
+    line = {"event": event.event, "at": event.at.isoformat(), "reason": event.reason, "cube": cube}
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+
+
+def _npy(matrix: Vectors) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(matrix, dtype="<f4"), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_bundle(target: IO[bytes], contents: BundleContents, *, created_at: datetime | None = None) -> Manifest:
+    """Write ``contents`` as a bundle zip to ``target``; returns the manifest written."""
+    members = {
+        CUBES: _jsonl([cube.model_dump_json() for cube in contents.cubes]),
+        HISTORY: _jsonl([_history_line(event) for event in contents.history]),
+    }
+    ids = [cube.id for cube in contents.cubes if cube.id in contents.vectors]
+    if ids and contents.embedder is not None:
+        members[EMBEDDINGS] = _npy(np.stack([contents.vectors[cube_id] for cube_id in ids]))
+        members[EMBEDDING_IDS] = json.dumps(ids).encode()
+    else:
+        ids = []
+    manifest = Manifest(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        space=contents.space,
+        created_at=created_at or utcnow(),
+        generator=_generator(),
+        embedder=contents.embedder,
+        counts=Counts(
+            cubes=len(contents.cubes),
+            history=len(contents.history),
+            embeddings=len(ids),
+            states=dict(sorted(Counter(cube.state.value for cube in contents.cubes).items())),
+        ),
+        members={
+            name: MemberInfo(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data)) for name, data in members.items()
+        },
+    )
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(MANIFEST, manifest.model_dump_json(indent=2, exclude_none=True))
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return manifest
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _naive_times(value: Any, path: str = "") -> Iterator[str]:
+    """Paths of datetimes without a UTC offset: they cannot be compared with memproxy's times."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            yield path or "time"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _naive_times(item, f"{path}.{key}" if path else str(key))
+
+
+def _error_text(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}" if where else f"{first['msg']}{more}"
+
+
+def _lines(data: bytes, member: str) -> Iterator[tuple[int, Any]]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{member} is not UTF-8 text: {exc}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{member} line {number}: not valid JSON ({exc.msg})") from None
+
+
+def _validated(model: type[BaseModel], value: Any, where: str) -> Any:
+    try:
+        parsed = model.model_validate(value)
+    except ValidationError as exc:
+        raise BundleError(f"{where}: not a valid {model.__name__}: {_error_text(exc)}") from None
+    naive = next(_naive_times(parsed.model_dump()), None)
+    if naive is not None:
+        raise BundleError(f"{where}: {naive} has no UTC offset")
+    return parsed
+
+
+def _manifest(archive: zipfile.ZipFile) -> Manifest:
+    try:
+        raw = json.loads(archive.read(MANIFEST))
+    except KeyError:
+        raise BundleError(f"not a memcube bundle: {MANIFEST} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{MANIFEST} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise BundleError(f"{MANIFEST} does not name the {FORMAT!r} format")
+    version = raw.get("format_version")
+    if version not in SUPPORTED_VERSIONS:
+        known = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
+        raise BundleError(f"unknown {FORMAT} format_version {version!r}; this memproxy reads {known}")
+    manifest: Manifest = _validated(Manifest, raw, MANIFEST)
+    return manifest
+
+
+def _members(archive: zipfile.ZipFile, manifest: Manifest, *, max_bytes: int) -> dict[str, bytes]:
+    """Every member listed in the manifest, checked against its size and sha256."""
+    entries = [info for info in archive.infolist() if not info.is_dir()]
+    present = {info.filename: info for info in entries}
+    if len(present) != len(entries):
+        raise BundleError("the archive holds two members with the same name")
+    unlisted = sorted(set(present) - set(manifest.members) - {MANIFEST})
+    if unlisted:
+        raise BundleError(f"member {unlisted[0]} is not listed (with a checksum) in {MANIFEST}")
+    for required in (CUBES, HISTORY):
+        if required not in manifest.members:
+            raise BundleError(f"required member {required} is not listed in {MANIFEST}")
+    if (EMBEDDINGS in manifest.members) != (EMBEDDING_IDS in manifest.members):
+        raise BundleError(f"{EMBEDDINGS} and {EMBEDDING_IDS} come together or not at all")
+    if sum(info.bytes for info in manifest.members.values()) > max_bytes:
+        raise BundleError(f"bundle members exceed {max_bytes} bytes once decompressed")
+    data: dict[str, bytes] = {}
+    for name, info in manifest.members.items():
+        if name not in present:
+            raise BundleError(f"member {name} is listed in {MANIFEST} but missing from the archive")
+        with archive.open(present[name]) as stream:
+            content = stream.read(info.bytes + 1)
+        if len(content) != info.bytes:
+            raise BundleError(f"member {name} has {len(content)} bytes, the manifest says {info.bytes}")
+        if hashlib.sha256(content).hexdigest() != info.sha256:
+            raise BundleError(f"checksum mismatch for {name}: the bundle is corrupt or was modified")
+        data[name] = content
+    return data
+
+
+def _vectors(data: Mapping[str, bytes], manifest: Manifest, cube_ids: set[str]) -> dict[str, Vectors]:
+    if EMBEDDINGS not in data:
+        return {}
+    if manifest.embedder is None:
+        raise BundleError(f"{EMBEDDINGS} is present but the manifest names no embedder")
+    try:
+        matrix = np.load(io.BytesIO(data[EMBEDDINGS]), allow_pickle=False)
+        ids = json.loads(data[EMBEDDING_IDS])
+    except (ValueError, OSError) as exc:
+        raise BundleError(f"{EMBEDDINGS} or {EMBEDDING_IDS} cannot be read: {exc}") from None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+        raise BundleError(f"{EMBEDDING_IDS} must be a JSON array of distinct cube ids")
+    expected = (len(ids), manifest.embedder.dimension)
+    if matrix.dtype.kind != "f" or matrix.ndim != 2 or matrix.shape != expected:
+        raise BundleError(f"{EMBEDDINGS} must be a float matrix of shape {expected}, got {matrix.dtype} {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise BundleError(f"{EMBEDDINGS} holds non-finite values")
+    unknown = next((i for i in ids if i not in cube_ids), None)
+    if unknown is not None:
+        raise BundleError(f"{EMBEDDING_IDS} names cube {unknown}, which is not in {CUBES}")
+    if len(ids) != manifest.counts.embeddings:
+        raise BundleError(f"{EMBEDDINGS} holds {len(ids)} vectors, the manifest counts {manifest.counts.embeddings}")
+    rows = matrix.astype(np.float32)
+    return {cube_id: rows[position] for position, cube_id in enumerate(ids)}
+
+
+def read_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES) -> BundleContents:
+    """Parse and validate a whole bundle; raises ``BundleError`` at the first problem."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            manifest = _manifest(archive)
+            members = _members(archive, manifest, max_bytes=max_bytes)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise BundleError(f"not a readable zip archive: {exc}") from None
+    cubes: list[MemCube] = []
+    for number, value in _lines(members[CUBES], CUBES):
+        cube: MemCube = _validated(MemCube, value, f"{CUBES} line {number}")
+        if cube.space != manifest.space:
+            raise BundleError(f"{CUBES} line {number}: cube of space {cube.space!r} in a bundle of {manifest.space!r}")
+        cubes.append(cube)
+    ids = {cube.id for cube in cubes}
+    if len(ids) != len(cubes):
+        raise BundleError(f"{CUBES} holds the same cube id twice")
+    history: list[HistoryEvent] = []
+    for number, value in _lines(members[HISTORY], HISTORY):
+        line: HistoryLine = _validated(HistoryLine, value, f"{HISTORY} line {number}")
+        if line.cube.id not in ids:
+            raise BundleError(f"{HISTORY} line {number}: event of cube {line.cube.id}, which is not in {CUBES}")
+        history.append(HistoryEvent(line.cube, line.event, line.reason, line.at))
+    counts = manifest.counts
+    if (len(cubes), len(history)) != (counts.cubes, counts.history):
+        raise BundleError(
+            f"the bundle holds {len(cubes)} cubes and {len(history)} history events, "
+            f"the manifest counts {counts.cubes} and {counts.history}"
+        )
+    return BundleContents(
+        space=manifest.space,
+        cubes=cubes,
+        history=history,
+        vectors=_vectors(members, manifest, ids),
+        embedder=manifest.embedder,
+    )
+
+
+# -- import planning ------------------------------------------------------------------------------
+
+
+def _rehomed(cube: MemCube, *, space: str, ids: Mapping[str, str]) -> MemCube:
+    """``cube`` moved to ``space`` with its own id and links renamed by ``ids`` (links to cubes
+    outside the bundle are kept as they are)."""
+    return cube.model_copy(
+        update={
+            "space": space,
+            "id": ids.get(cube.id, cube.id),
+            "supersedes": ids.get(cube.supersedes, cube.supersedes) if cube.supersedes else None,
+            "superseded_by": ids.get(cube.superseded_by, cube.superseded_by) if cube.superseded_by else None,
+        },
+        deep=True,
+    )
+
+
+def _same(left: MemCube, right: MemCube) -> bool:
+    return left.model_dump(exclude={"access"}) == right.model_dump(exclude={"access"})
+
+
+def plan_import(
+    contents: BundleContents,
+    *,
+    space: str,
+    on_conflict: OnConflict,
+    existing: Mapping[str, MemCube],
+    recorded: Mapping[str, Sequence[HistoryRecord]],
+    reuse_vectors: bool,
+) -> ImportPlan:
+    """Decide every write of an import without touching the store.
+
+    ``existing`` are stored cubes sharing an id with the bundle, ``recorded`` their history.
+    skip keeps them; overwrite replaces them (only within ``space``: a cube of another space is
+    never taken over) and adds the bundle's events they lack, plus an ``IMPORT`` event when the
+    cube changed; new-ids gives every bundle cube a fresh id, links renamed to match."""
+    ids = {cube.id: new_id() for cube in sorted(contents.cubes, key=lambda c: c.id)} if on_conflict == "new-ids" else {}
+    foreign = sorted(cube_id for cube_id, cube in existing.items() if cube.space != space)
+    if on_conflict == "overwrite" and foreign:
+        raise BundleError(
+            f"cube {foreign[0]} exists in space {existing[foreign[0]].space!r}; overwrite replaces cubes of "
+            f"{space!r} only: import with on_conflict=new-ids to make a copy"
+        )
+    changes = ChangeSet()
+    written: dict[str, MemCube] = {}
+    overwritten = skipped = 0
+    for original in contents.cubes:
+        cube = _rehomed(original, space=space, ids=ids)
+        if cube.id in existing:
+            if on_conflict == "skip":
+                skipped += 1
+                continue
+            overwritten += 1
+        written[cube.id] = cube
+        changes.cubes.append(cube)
+    now = utcnow()
+    for event in contents.history:
+        snapshot = _rehomed(event.cube, space=space, ids=ids)
+        if snapshot.id not in written:
+            continue
+        seen = recorded.get(snapshot.id, ())
+        if any(
+            r.event == event.event and r.at == event.at.isoformat() and r.cube.version == snapshot.version for r in seen
+        ):
+            continue
+        changes.events.append(HistoryEvent(snapshot, event.event, event.reason, event.at))
+    for cube_id, cube in written.items():
+        before = existing.get(cube_id)
+        if before is not None and not _same(before, cube):
+            changes.events.append(HistoryEvent(cube, "IMPORT", f"overwritten by a {contents.format} import", now))
+    live = [cube for cube in written.values() if cube.is_live()]
+    originals = {new: old for old, new in ids.items()}
+    vectors: dict[str, Vectors] = {}
+    if reuse_vectors:
+        for cube in live:
+            vector = contents.vectors.get(originals.get(cube.id, cube.id))
+            if vector is not None:
+                vectors[cube.id] = vector
+    report = ImportReport(
+        space=space,
+        format=contents.format,
+        imported=len(written) - overwritten,
+        overwritten=overwritten,
+        skipped=skipped,
+        history=len(changes.events),
+        vectors_reused=len(vectors),
+        vectors_embedded=len(live) - len(vectors),
+    )
+    return ImportPlan(changes=changes, vectors=vectors, report=report)
+
+
+# -- against a running memory OS --------------------------------------------------------------------
+
+
+def _space_cubes(store: Store, space: str) -> list[MemCube]:
+    """Every cube of ``space`` in every state, oldest first."""
+    states = tuple(state.value for state in CubeState)
+    cubes: list[MemCube] = []
+    cursor: str | None = None
+    while page := store.list_cubes(CubeFilter(space=space, states=states, cursor=cursor, limit=_PAGE)):
+        cubes.extend(page)
+        cursor = page[-1].id
+    return cubes[::-1]
+
+
+async def export_space(
+    *, store: Store, index: VectorIndex, embedder: Embedder, space: str, target: IO[bytes]
+) -> Manifest:
+    """Write ``space`` to ``target`` as a bundle. History is read before the cubes so that every
+    event's cube is there even if a write lands in between (events of a cube purged meanwhile
+    are left out). Vectors are optional: with the index down the bundle goes without them."""
+    records = await asyncio.to_thread(store.space_history, space)
+    cubes = await asyncio.to_thread(_space_cubes, store, space)
+    ids = {cube.id for cube in cubes}
+    history = [
+        HistoryEvent(r.cube, r.event, r.reason, datetime.fromisoformat(r.at)) for r in records if r.cube.id in ids
+    ]
+    try:
+        vectors = await index.get_vectors(space, [cube.id for cube in cubes if cube.is_live()])
+    except IndexUnavailable as exc:
+        log.warning("exporting %s without embeddings: %s", space, exc)
+        vectors = {}
+    contents = BundleContents(
+        space=space,
+        cubes=cubes,
+        history=history,
+        vectors=vectors,
+        embedder=EmbedderInfo(id=embedder.name, dimension=embedder.dimension),
+    )
+    return await asyncio.to_thread(write_bundle, target, contents)
+
+
+def _embedder_matches(bundled: EmbedderInfo | None, embedder: Embedder) -> bool:
+    return bundled is not None and (bundled.id, bundled.dimension) == (embedder.name, embedder.dimension)
+
+
+async def import_contents(
+    *,
+    store: Store,
+    index_sync: IndexSync,
+    embedder: Embedder,
+    contents: BundleContents,
+    space: str | None,
+    on_conflict: OnConflict,
+) -> ImportReport:
+    """Write validated ``contents`` into ``space`` (default: the bundle's own) in one transaction,
+    then index the active cubes, reusing the bundle's vectors when the embedder matches."""
+    target = space or contents.space
+    existing: dict[str, MemCube] = {}
+    recorded: dict[str, list[HistoryRecord]] = {}
+    if on_conflict != "new-ids":
+        existing = await asyncio.to_thread(store.get_many, [cube.id for cube in contents.cubes])
+    if on_conflict == "overwrite":
+        recorded = {cube_id: await asyncio.to_thread(store.history, cube_id) for cube_id in existing}
+    plan = plan_import(
+        contents,
+        space=target,
+        on_conflict=on_conflict,
+        existing=existing,
+        recorded=recorded,
+        reuse_vectors=_embedder_matches(contents.embedder, embedder),
+    )
+    if plan.changes.cubes:
+        await asyncio.to_thread(store.apply, plan.changes)
+        await index_sync.drain(plan.vectors)
+    return plan.report

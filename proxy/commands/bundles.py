@@ -1,0 +1,93 @@
+"""``memproxy export`` and ``memproxy import``: move a space between proxies (or in from mem0 and
+MemOS) through the running proxy's bundle endpoints."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+
+from proxy.commands.client import add_connection_arguments, checked, handler, print_json
+from proxy.routes.bundles import IMPORT_PATH, bundle_filename
+
+_FORMATS = ("auto", "memproxy", "mem0", "memos")
+_CONFLICTS = ("skip", "overwrite", "new-ids")
+
+
+def _summary(path: Path) -> str:
+    with zipfile.ZipFile(path) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    counts = manifest.get("counts", {})
+    states = ", ".join(f"{n} {state}" for state, n in counts.get("states", {}).items()) or "none"
+    return (
+        f"wrote {path}: space {manifest['space']}, {counts.get('cubes', 0)} memories ({states}), "
+        f"{counts.get('history', 0)} history events, {counts.get('embeddings', 0)} embeddings"
+    )
+
+
+def _export(args: argparse.Namespace, client: httpx.Client) -> int:
+    target = Path(args.output or bundle_filename(args.space))
+    partial = target.with_name(target.name + ".part")
+    with client.stream("GET", f"/v1/spaces/{quote(args.space, safe=':/')}/export") as response:
+        checked(response)
+        with partial.open("wb") as file:
+            for chunk in response.iter_bytes():
+                file.write(chunk)
+    os.replace(partial, target)  # never leave a truncated bundle under the real name
+    print(json.dumps({"path": str(target)}) if args.json else _summary(target))
+    return 0
+
+
+def _zipped(folder: Path) -> bytes:
+    """A MemOS dump directory as the zip the import endpoint takes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def _import(args: argparse.Namespace, client: httpx.Client) -> int:
+    source = Path(args.file)
+    data = _zipped(source) if source.is_dir() else source.read_bytes()
+    params = {"on_conflict": args.on_conflict, "format": args.format}
+    if args.space:
+        params["space"] = args.space
+    content_type = "application/zip" if data[:2] == b"PK" else "application/json"
+    response = client.post(IMPORT_PATH, params=params, content=data, headers={"content-type": content_type})
+    report = checked(response).json()
+    if args.json:
+        print_json(report)
+        return 0
+    print(
+        f"imported {report['imported']} memories into {report['space']} from a {report['format']} file "
+        f"({report['overwritten']} overwritten, {report['skipped']} skipped, {report['history']} history events; "
+        f"embeddings: {report['vectors_reused']} reused, {report['vectors_embedded']} computed)"
+    )
+    if report["skipped"] and args.on_conflict == "skip":
+        print("skipped memories already exist (by id): --on-conflict overwrite replaces them, new-ids copies them")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = subparsers.add_parser("export", help="write a space as a portable .memcube bundle")
+    export.add_argument("--space", required=True, help="the space, e.g. user:alice")
+    export.add_argument("-o", "--output", help="the file to write (default: <space>.memcube)")
+    export.set_defaults(run=handler(_export))
+
+    load = subparsers.add_parser("import", help="import a .memcube bundle, a mem0 export or a MemOS dump")
+    load.add_argument("file", help="a .memcube file, a mem0 get_all JSON, or a MemOS dump (directory or zip)")
+    load.add_argument("--space", help="the space to import into (default: the bundle's own; required for mem0/MemOS)")
+    load.add_argument("--on-conflict", choices=_CONFLICTS, default="skip", help="when a memory id already exists")
+    load.add_argument("--format", choices=_FORMATS, default="auto")
+    load.set_defaults(run=handler(_import))
+
+    for parser in (export, load):
+        add_connection_arguments(parser)

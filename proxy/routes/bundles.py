@@ -1,0 +1,83 @@
+"""Portable bundles: export a space as a ``memcube-bundle`` zip, import one (or a mem0 export or a
+MemOS dump). The format and its validation live in ``memcubes.bundle`` and ``memcubes.importers``."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from typing import IO, Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from memcubes.bundle import OnConflict
+from memcubes.importers import ImportFormat
+from memcubes.memory_os import MemoryOS
+from proxy.auth import require_key
+from proxy.errors import InvalidRequest
+from proxy.protocol import ErrorResponse
+
+IMPORT_PATH = "/v1/spaces/import"
+
+router = APIRouter(dependencies=[Depends(require_key)], tags=["bundles"])
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 413, 503)}
+_SPOOL_BYTES = 16 * 1024 * 1024  # bundles up to this size stay in memory, larger ones go to disk
+_CHUNK = 256 * 1024
+
+
+def memory_of(request: Request) -> MemoryOS:
+    memory: MemoryOS = request.app.state.memories.memory
+    return memory
+
+
+Memory = Annotated[MemoryOS, Depends(memory_of)]
+
+
+def bundle_filename(space: str) -> str:
+    """``user:alice`` → ``user_alice.memcube``: safe in a Content-Disposition header and on disk."""
+    return (re.sub(r"[^A-Za-z0-9._-]+", "_", space).strip("._") or "space") + ".memcube"
+
+
+async def _chunks(spool: IO[bytes]) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await asyncio.to_thread(spool.read, _CHUNK):
+            yield chunk
+    finally:
+        spool.close()
+
+
+@router.get("/v1/spaces/{space:path}/export", responses=_ERRORS, response_class=StreamingResponse)
+async def export_space(space: str, memory: Memory) -> StreamingResponse:
+    """The space as a bundle zip: every memory in every state, its history and its vectors."""
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - closed by _chunks
+    try:
+        await memory.export_space(space, spool)
+        size = spool.tell()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    headers = {
+        "content-disposition": f'attachment; filename="{bundle_filename(space)}"',
+        "content-length": str(size),
+    }
+    return StreamingResponse(_chunks(spool), media_type="application/zip", headers=headers)
+
+
+@router.post(IMPORT_PATH, responses=_ERRORS)
+async def import_bundle(
+    request: Request,
+    memory: Memory,
+    space: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
+    on_conflict: OnConflict = "skip",
+    format: Annotated[ImportFormat, Query()] = "auto",
+) -> dict[str, Any]:
+    """The body is the file itself: a memcube bundle, a mem0 ``get_all`` JSON, or a MemOS dump
+    (its directory zipped). Nothing is written unless all of it is valid."""
+    data = await request.body()
+    if not data:
+        raise InvalidRequest("the request body is empty: send the bundle (or export) file as the body")
+    report = await memory.import_bundle(data, space=space, on_conflict=on_conflict, format=format)
+    return {"object": "import", **report.to_dict()}
