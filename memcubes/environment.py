@@ -23,6 +23,12 @@ def litellm_tokenizer_dir() -> Path | None:
     return folder if folder.is_dir() else None
 
 
+def cache_dir() -> Path:
+    """Where derived artefacts shared by every data dir live (the exported ONNX embedder)."""
+    base = os.environ.get("MEMPROXY_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
+    return Path(base) / "memproxy" if base else Path.home() / ".cache" / "memproxy"
+
+
 def apply_offline_defaults() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

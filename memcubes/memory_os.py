@@ -26,6 +26,7 @@ from memcubes.lifecycle import Lifecycle, fact_slot
 from memcubes.reader import LLMComplete, build_readers
 from memcubes.retrieval import Retriever
 from memcubes.scheduler import InjectionPlan, MemScheduler
+from memcubes.spill import JournalSpill
 from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, Store
 from memcubes.vectors import VectorIndex, build_index
 from memcubes.writeback import MemoryChange, WriteBack
@@ -71,6 +72,7 @@ class MemoryOS:
             index_sync=self.index_sync,
             readers=build_readers(settings.extraction, llm),
             settings=settings.writeback,
+            spill=JournalSpill(settings.data_dir / "journal-spill.jsonl", limit=settings.writeback.spill_limit),
             on_commit=self._changed,
         )
         self._hits: dict[str, tuple[int, float]] = {}
@@ -91,7 +93,7 @@ class MemoryOS:
         store = await asyncio.to_thread(Store.open, data_dir / "memproxy.db")
         owns = embedder is None
         if embedder is None:
-            embedder = await asyncio.to_thread(build_embedder, settings.embedder, cache_dir=data_dir / "models")
+            embedder = await asyncio.to_thread(build_embedder, settings.embedder)
             await embedder.embed(["warm-up"])  # the first forward pass is several times slower
         if index is None:
             index = await asyncio.to_thread(build_index, settings.vector_index, data_dir)
@@ -174,6 +176,7 @@ class MemoryOS:
         """Exchanges per journal state (pending, done, failed), plus those queued in this process."""
         counts = await asyncio.to_thread(self.store.journal_counts)
         counts["queued"] = self.writeback.queued
+        counts["spilled"] = self.writeback.spilled
         return counts
 
     async def record(self, exchange: Exchange) -> bool:
@@ -241,6 +244,13 @@ class MemoryOS:
         self._changed(updated.space)
         await self.index_sync.drain()
         return updated
+
+    async def reindex(self, space: str | None = None) -> int:
+        """Rebuild the vector index from the store (all spaces, or one)."""
+        count = await self.index_sync.reindex(space)
+        for name in [space] if space else await asyncio.to_thread(self.store.spaces):
+            self.hot.drop(name)
+        return count
 
     async def delete_space(self, space: str) -> int:
         """Forget everything of one space, in SQLite and in the vector index; nothing else."""

@@ -26,6 +26,7 @@ from memcubes.cube import Access, CubeState, MemCube, utcnow
 from memcubes.errors import AlreadyApplied, StoreUnavailable
 
 SCHEMA_VERSION = 1
+_BUSY_SECONDS = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -197,7 +198,7 @@ class Store:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA busy_timeout=5000")
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
@@ -211,9 +212,12 @@ class Store:
             raise StoreUnavailable(f"SQLite store at {self.path} failed: {exc}") from exc
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, wait: float = _BUSY_SECONDS) -> Iterator[sqlite3.Connection]:
+        """One transaction. ``wait``: how long to wait for another writer's lock before giving up
+        (short where a request is waiting, long for background work)."""
         with self._translate():
             conn = self._conn()
+            conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -516,10 +520,11 @@ class Store:
 
     # -- journal ------------------------------------------------------------------------------
 
-    def journal_put(self, exchange_id: str, space: str, payload: dict[str, Any]) -> bool:
-        """Record an exchange durably; False when that exchange id was already journalled."""
+    def journal_put(self, exchange_id: str, space: str, payload: dict[str, Any], *, wait: float = 1.0) -> bool:
+        """Record an exchange durably; False when that exchange id was already journalled. Gives
+        up after ``wait`` seconds on a locked store: a chat answer is waiting on this."""
         now = _iso(utcnow())
-        with self._write() as conn:
+        with self._write(wait=wait) as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO journal (exchange_id, space, state, payload, created_at, updated_at) "
                 "VALUES (?, ?, 'pending', ?, ?, ?)",

@@ -23,11 +23,18 @@ from typing import Any
 from memcubes.config import WritebackSettings
 from memcubes.cube import CubeState, MemCube, Source, utcnow
 from memcubes.embedder import Embedder, Vectors
-from memcubes.errors import AlreadyApplied, MemoryOSError
+from memcubes.errors import (
+    AlreadyApplied,
+    EmbedderUnavailable,
+    IndexUnavailable,
+    MemoryOSError,
+    StoreUnavailable,
+)
 from memcubes.exchange import Exchange
 from memcubes.indexing import IndexSync
 from memcubes.lifecycle import Decision, Lifecycle, Resolution, fact_slot
 from memcubes.reader import Candidate, Reader
+from memcubes.spill import JournalSpill
 from memcubes.store import ChangeSet, HistoryEvent, Store
 
 log = logging.getLogger(__name__)
@@ -137,8 +144,10 @@ class WriteBack:
         index_sync: IndexSync,
         readers: Mapping[str, Reader],
         settings: WritebackSettings,
+        spill: JournalSpill,
         on_commit: Callable[[str], None] = lambda space: None,
     ) -> None:
+        self._spill = spill
         self._on_commit = on_commit
         self._store = store
         self._embedder = embedder
@@ -171,18 +180,27 @@ class WriteBack:
     def queued(self) -> int:
         return len(self._queued)
 
+    @property
+    def spilled(self) -> int:
+        return len(self._spill)
+
     async def wait_idle(self) -> None:
-        """Return once nothing is queued or being processed (tests and graceful shutdown)."""
+        """Return once nothing is queued or being processed (graceful shutdown)."""
         while self._queued:
             await asyncio.sleep(0.01)
 
     # -- submission ---------------------------------------------------------------------------
 
     async def submit(self, exchange: Exchange) -> bool:
-        """Journal an exchange and queue it; False when that exchange id was already journalled."""
-        fresh = await asyncio.to_thread(
-            self._store.journal_put, exchange.id, exchange.space, exchange.model_dump(mode="json")
-        )
+        """Journal an exchange and queue it; False when that exchange id was already journalled.
+        When the store cannot take it now, it waits in the spill and is journalled later."""
+        payload = exchange.model_dump(mode="json")
+        try:
+            fresh = await asyncio.to_thread(self._store.journal_put, exchange.id, exchange.space, payload)
+        except StoreUnavailable as exc:
+            log.warning("journal unavailable, exchange %s waits in the spill: %s", exchange.id, exc)
+            await asyncio.to_thread(self._spill.add, payload)
+            return True
         if fresh:
             self._enqueue(exchange.id)
         return fresh
@@ -265,8 +283,11 @@ class WriteBack:
     async def _process_logged(self, exchange_id: str) -> None:
         try:
             await self.process(exchange_id, drain=False)
+        except (StoreUnavailable, IndexUnavailable, EmbedderUnavailable) as exc:
+            # The infrastructure is down, not the exchange at fault: retried until it is back.
+            log.warning("write-back of %s waits for the store: %s", exchange_id, exc)
         except Exception as exc:
-            log.warning("write-back of %s failed (will retry): %s", exchange_id, exc)
+            log.warning("write-back of %s failed (attempt counted, will retry): %s", exchange_id, exc)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._store.journal_failed, exchange_id, str(exc))
 
@@ -274,6 +295,9 @@ class WriteBack:
         """Re-queue journalled work: after a restart, a full queue or a failed attempt."""
         while True:
             try:
+                if len(self._spill):
+                    for exchange_id in await asyncio.to_thread(self._spill.flush, self._store):
+                        self._enqueue(exchange_id)
                 await self._index_sync.drain()
                 pending = await asyncio.to_thread(
                     self._store.journal_pending,

@@ -69,6 +69,27 @@ def cmd_scripted_backend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Rebuild the vector index from SQLite (the system of record). With the embedded Chroma,
+    run it while the proxy is stopped; with a Chroma server, any time."""
+    import asyncio
+
+    from memcubes.memory_os import MemoryOS
+
+    settings = _load(args.config)
+
+    async def run() -> int:
+        memory = await MemoryOS.open(settings.memory)
+        try:
+            return await memory.reindex(args.space)
+        finally:
+            await memory.close()
+
+    count = asyncio.run(run())
+    print(f"reindexed {count} memories" + (f" of {args.space}" if args.space else ""))
+    return 0
+
+
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     from memcubes.activation import write_tiny_model
 
@@ -90,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and print what is wrong")
     check.add_argument("config", type=Path)
     check.set_defaults(run=cmd_check_config)
+
+    reindex = commands.add_parser("reindex", help="rebuild the vector index from the SQLite store")
+    reindex.add_argument("--config", type=Path, default=default_config_path())
+    reindex.add_argument("--space", help="only this space (default: all)")
+    reindex.set_defaults(run=cmd_reindex)
 
     dev = commands.add_parser("dev", help="developer tools").add_subparsers(dest="tool", required=True)
     backend = dev.add_parser("scripted-backend", help="run the scripted OpenAI-compatible test backend")

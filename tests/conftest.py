@@ -27,8 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
-def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedder]:
-    model = build_embedder(EmbedderSettings(), cache_dir=tmp_path_factory.mktemp("models"))
+def embedder() -> Iterator[Embedder]:
+    model = build_embedder(EmbedderSettings())
     yield model
     model.close()
 
@@ -89,7 +89,7 @@ class Proxy:
         with self.http() as http:
             while time.monotonic() < deadline:
                 journal = http.get("/readyz").json()["checks"].get("journal", {})
-                if not journal.get("pending") and not journal.get("queued"):
+                if not journal.get("pending") and not journal.get("queued") and not journal.get("spilled"):
                     return
                 time.sleep(0.05)
         raise TimeoutError(f"write-back still pending after {timeout}s: {journal}")

@@ -29,6 +29,7 @@ class ServerThread:
         self.port = port or free_port()
         config.setdefault("log_level", "warning")
         config.setdefault("lifespan", "on")
+        config.setdefault("timeout_graceful_shutdown", 2)  # don't wait out requests left hanging
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **config))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
