@@ -142,8 +142,9 @@ class SpaceVectors:
         if len(view.part_rows):
             sentence_best = np.maximum.reduceat(sims[view.part_rows], view.part_starts)
             best[view.part_slots] = np.maximum(best[view.part_slots], sentence_best)
-        mixed = (1.0 - sentence_weight) * whole + sentence_weight * best
-        return {self._cube_ids[slot]: float(mixed[slot]) for slot in view.whole_slots}
+        slots = view.whole_slots
+        mixed = (1.0 - sentence_weight) * whole[slots] + sentence_weight * best[slots]
+        return {self._cube_ids[slot]: float(score) for slot, score in zip(slots, mixed, strict=True)}
 
     def best_sentence(self, cube_id: str, query: Vectors) -> int | None:
         """Which sentence of a cube is most similar to the query (``None``: it has only one)."""

@@ -36,6 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=15,
+        timeout_keep_alive=int(settings.server.keep_alive_seconds),
         access_log=settings.server.log_level == "debug",
     )
     return 0

@@ -104,6 +104,9 @@ class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    keep_alive_seconds: float = Field(
+        30.0, gt=0, description="idle keep-alive connections are closed after this; longer than clients' pools reuse"
+    )
 
 
 class Settings(_Strict):
