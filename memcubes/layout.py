@@ -35,8 +35,8 @@ _BLOCK = re.compile(re.escape(OPEN_TAG) + r".*?" + re.escape(CLOSE_TAG) + r"\s*"
 _LEADING_ROLES = ("system", "developer")
 
 
-def render_block(items: Sequence[RetrievedItem], *, heading: str) -> str:
-    lines = [OPEN_TAG, heading, *(f"- {item.text}" for item in items), CLOSE_TAG]
+def render_block(texts: Sequence[str], *, heading: str) -> str:
+    lines = [OPEN_TAG, heading, *(f"- {text}" for text in texts), CLOSE_TAG]
     return "\n".join(lines)
 
 
@@ -45,15 +45,16 @@ def strip_memory_blocks(text: str) -> str:
     return _BLOCK.sub("", text) if OPEN_TAG in text else text
 
 
-def message_text(message: dict[str, Any]) -> str:
-    """The text of a message; multimodal content keeps only its text parts."""
+def message_text(message: dict[str, Any], *, keep_memories: bool = False) -> str:
+    """The text of a message; multimodal content keeps only its text parts. Injected memory
+    blocks are removed unless ``keep_memories`` (the user never said them)."""
     content = message.get("content")
-    if isinstance(content, str):
-        return strip_memory_blocks(content)
     if isinstance(content, list):
         parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        return strip_memory_blocks("\n".join(part for part in parts if isinstance(part, str)))
-    return ""
+        content = "\n".join(part for part in parts if isinstance(part, str))
+    if not isinstance(content, str):
+        return ""
+    return content if keep_memories else strip_memory_blocks(content)
 
 
 def stable_insert_index(messages: Sequence[dict[str, Any]]) -> int:
@@ -84,7 +85,7 @@ def _prepend(message: dict[str, Any], block: str) -> dict[str, Any]:
 def stable_block_message(items: Sequence[RetrievedItem], *, cache_hint: bool = False) -> dict[str, Any]:
     """The system message holding the stable block. ``cache_hint`` marks it with Anthropic's
     ``cache_control`` (litellm passes it on), so Anthropic caches the prompt up to its end."""
-    block = render_block(items, heading=STABLE_HEADING)
+    block = render_block([item.text for item in items], heading=STABLE_HEADING)
     if cache_hint:
         return {"role": "system", "content": [{"type": "text", "text": block, "cache_control": {"type": "ephemeral"}}]}
     return {"role": "system", "content": block}
@@ -111,7 +112,9 @@ def inject(
     if volatile:
         target = last_user_index(result)
         if target is not None:
-            result[target] = _prepend(result[target], render_block(volatile, heading=VOLATILE_HEADING))
+            result[target] = _prepend(
+                result[target], render_block([item.text for item in volatile], heading=VOLATILE_HEADING)
+            )
     if stable:
         result.insert(stable_insert_index(result), stable_message or stable_block_message(stable))
     return result

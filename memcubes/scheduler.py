@@ -167,14 +167,16 @@ class MemScheduler:
         top_k: int | None = None,
         token_budget: int | None = None,
     ) -> InjectionPlan:
+        """The stable block takes at most ``stable_share`` of the token budget; ``top_k`` bounds
+        the volatile block, which gets the rest of the budget (a full stable block never starves
+        the memories this very message needs)."""
         budget = self._retrieval.token_budget if token_budget is None else token_budget
         limit = self._retrieval.top_k if top_k is None else top_k
         stable = await self.stable_block(spaces, token_budget=int(budget * self.settings.stable_share))
-        stable = stable[:limit]
         stable_ids = {cube_id for item in stable for cube_id in item.cube_ids}
         room = budget - sum(item.tokens for item in stable)
         query = query_from(messages)
-        if not query or room <= 0 or len(stable) >= limit:
+        if not query or room <= 0:
             return InjectionPlan(stable=stable)
         # Stable members are not excluded from retrieval: being retrieved is what keeps them hot.
         result = await self._retriever.search(spaces, query, top_k=limit + len(stable_ids), token_budget=budget)
@@ -183,7 +185,7 @@ class MemScheduler:
         key = (tuple(spaces), session) if session else None
         if key is not None:
             scored = await self._with_working_memory(key, scored, exclude=stable_ids)
-        volatile = fit((item for item, _ in scored), top_k=limit - len(stable), token_budget=room)
+        volatile = fit((item for item, _ in scored), top_k=limit, token_budget=room)
         if key is not None:
             self._remember(key, volatile, scored)
         return InjectionPlan(stable=stable, volatile=volatile, relevant=result.cube_ids)

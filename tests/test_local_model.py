@@ -76,6 +76,13 @@ def test_greedy_answers_with_and_without_reuse_are_identical_over_turns(local_pr
             history.append({"role": "assistant", "content": answer(with_reuse)})
         # The system prompt + stable block prefix is cached after the first turn and reused after.
         assert reused[1] > 0 and len(set(reused[1:])) == 1
+        # ... and the stable block really is in the prompt the model reads.
+        bare = http.post(
+            "/v1/chat/completions",
+            headers={"X-Memory-Mode": "off"},
+            json={"model": "tiny", "messages": [SYSTEM], "temperature": 0},
+        ).json()
+        assert reused[1] > bare["usage"]["prompt_tokens"] + 20
 
 
 def test_streaming_token_by_token_with_usage(local_proxy: Proxy) -> None:

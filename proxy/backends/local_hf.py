@@ -36,7 +36,7 @@ from memcubes.activation import (
     TextDelta,
 )
 from memcubes.ids import new_id
-from memcubes.layout import message_text
+from memcubes.layout import OPEN_TAG, message_text
 from proxy.backends.base import Backend, BackendResponse, ForwardContext, StreamChunk
 from proxy.config import ModelEntry
 from proxy.errors import BackendError, BackendRejected
@@ -54,7 +54,7 @@ def merge_leading_system(messages: list[dict[str, Any]], prefix_messages: int) -
         lead += 1
     if lead <= 1:
         return messages, prefix_messages
-    merged = {"role": "system", "content": "\n\n".join(message_text(m) for m in messages[:lead])}
+    merged = {"role": "system", "content": "\n\n".join(message_text(m, keep_memories=True) for m in messages[:lead])}
     return [merged, *messages[lead:]], max(0, prefix_messages - lead + 1) if prefix_messages >= lead else 0
 
 
@@ -237,7 +237,7 @@ class LocalHFBackend(Backend):
         lead = 0
         while lead < len(messages) and lead < stable and messages[lead].get("role") in _LEADING:
             lead += 1
-        app_system = [m for m in messages[:lead] if "<memories>" not in message_text(m)]
+        app_system = [m for m in messages[:lead] if OPEN_TAG not in message_text(m, keep_memories=True)]
         self._prefixes[space] = (app_system, tools)
         self._prefixes.move_to_end(space)
         while len(self._prefixes) > _REMEMBERED_SPACES:
