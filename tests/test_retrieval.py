@@ -36,6 +36,12 @@ def seed(http: httpx.Client, user: str = "duo") -> None:
     )
 
 
+def warm(http: httpx.Client, proxy: Proxy) -> None:
+    """Search once and wait until the space's vectors are in RAM (loaded in the background)."""
+    search(http, "warm up")
+    assert asyncio.run(_loaded(proxy.server.app.state.memory))
+
+
 def search(http: httpx.Client, query: str, **extra: Any) -> dict[str, Any]:
     response = http.post("/v1/memories/search", json={"user": "duo", "query": query, **extra})
     assert response.status_code == 200, response.text
@@ -45,7 +51,7 @@ def search(http: httpx.Client, query: str, **extra: Any) -> dict[str, Any]:
 def test_chat_injects_exactly_what_search_returns(proxy: Proxy, backend: Backend) -> None:
     with proxy.http() as http:
         seed(http)
-        search(http, "warm up")  # the space's vectors load into RAM on first use
+        warm(http, proxy)  # the space's vectors load into RAM on first use
         question = "What is the name of Alice's dog?"
         found = search(http, question)
         http.post(
@@ -61,7 +67,7 @@ def test_chat_injects_exactly_what_search_returns(proxy: Proxy, backend: Backend
 def test_long_memories_are_rendered_as_their_most_relevant_sentence(proxy: Proxy) -> None:
     with proxy.http() as http:
         seed(http)
-        search(http, "warm up")
+        warm(http, proxy)
         top = search(http, "Where did Alice move to?")["results"][0]
         assert top["text"] == "[5 May 2023] Alice: By the way I moved to a flat near the old harbour last month."
         assert top["sources"] == ["t4"]
@@ -75,7 +81,7 @@ def test_long_memories_are_rendered_as_their_most_relevant_sentence(proxy: Proxy
 def test_memories_of_the_speaker_a_question_names_rank_first(proxy: Proxy) -> None:
     with proxy.http() as http:
         seed(http)
-        search(http, "warm up")
+        warm(http, proxy)
         results = search(http, "What does Bob do on weekends?", top_k=2)["results"]
         assert [r["sources"] for r in results] == [["t1"], ["t3"]]
 
@@ -86,7 +92,7 @@ def test_the_plain_preset_renders_whole_memories(
     proxy = start_proxy(proxy_settings(backend.url, tmp_path / "d", memory={"retrieval": {"preset": "plain"}}))
     with proxy.http() as http:
         seed(http)
-        search(http, "warm up")
+        warm(http, proxy)
         top = search(http, "Where did Alice move to?")["results"][0]
         assert top["text"] == f"[5 May 2023] Alice: {CONVERSATION[4][1]}"
 
@@ -144,7 +150,7 @@ def test_small_pieces() -> None:
 def test_hot_vectors_follow_writes_and_deletes(proxy: Proxy) -> None:
     with proxy.http() as http:
         seed(http)
-        search(http, "warm up")
+        warm(http, proxy)
         memory = proxy.server.app.state.memory
         assert memory.hot.get("user:duo") is not None
         [added] = http.post(

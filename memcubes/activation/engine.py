@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 Message = Mapping[str, Any]
 FinishReason = Literal["stop", "length"]
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_PREFIXES_KEPT = 256
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,10 @@ class LocalEngine:
             self.activation_store = None
         self._eos_ids = self._collect_eos_ids()
         self._lock = threading.Lock()
+        # Token ids of recent prefixes: a session's prefix is the same text turn after turn, and
+        # tokenizing a 4k-token prefix again each time would cost a good part of a cached turn.
+        self._prefix_ids: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._prefix_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -171,7 +177,7 @@ class LocalEngine:
         if not full.startswith(prefix):
             logger.warning("chat template lacks the prefix property; prompt prefix not cached")
             return EncodedPrompt(token_ids=self._tokenize(full))
-        prefix_ids = self._tokenize(prefix)
+        prefix_ids = self._tokenize_prefix(prefix)
         return EncodedPrompt(
             token_ids=prefix_ids + self._tokenize(full[len(prefix) :]),
             prefix_len=len(prefix_ids),
@@ -194,6 +200,19 @@ class LocalEngine:
         if not isinstance(rendered, str):
             raise ActivationError(f"chat template rendered {type(rendered).__name__}, not text")
         return rendered
+
+    def _tokenize_prefix(self, text: str) -> tuple[int, ...]:
+        with self._prefix_lock:
+            ids = self._prefix_ids.get(text)
+            if ids is not None:
+                self._prefix_ids.move_to_end(text)
+                return ids
+        ids = self._tokenize(text)
+        with self._prefix_lock:
+            self._prefix_ids[text] = ids
+            while len(self._prefix_ids) > _PREFIXES_KEPT:
+                self._prefix_ids.popitem(last=False)
+        return ids
 
     def _tokenize(self, text: str) -> tuple[int, ...]:
         # the template writes BOS itself; add_special_tokens would add a second one
