@@ -193,6 +193,14 @@ class HotVectors:
         self._evict()
         return vectors
 
+    async def nearest(self, space: str, vector: Vectors, *, limit: int) -> list[tuple[str, float]]:
+        """Most similar cubes by whole text: exact from RAM when the space is held, else the index."""
+        vectors = self.get(space)
+        if vectors is None:
+            return await self._index.query(space, vector, limit=limit)
+        scores = vectors.score(vector, sentence_weight=0.0)
+        return sorted(scores.items(), key=lambda pair: -pair[1])[:limit]
+
     def apply(self, space: str, *, upserts: Sequence[VectorEntry] = (), removed: Iterable[str] = ()) -> None:
         """Mirror an index write (only for spaces held; others load fresh when next used)."""
         removed = list(removed)

@@ -31,10 +31,10 @@ import numpy as np
 from memcubes import heuristics
 from memcubes.cube import MemCube
 from memcubes.embedder import Vectors
+from memcubes.hot_vectors import HotVectors
 from memcubes.reader import Candidate, LLMComplete
 from memcubes.sentences import split_speaker
 from memcubes.store import Store, content_hash
-from memcubes.vectors import VectorIndex
 
 # Attributes that hold one value at a time: a new value replaces the old one. Others ("likes")
 # accumulate, so they are never updated by rule.
@@ -88,12 +88,12 @@ class Lifecycle:
         self,
         *,
         store: Store,
-        index: VectorIndex,
+        vectors: HotVectors,
         dedupe_threshold: float,
         judge: LLMComplete | None = None,
     ) -> None:
         self._store = store
-        self._index = index
+        self._vectors = vectors
         self._threshold = dedupe_threshold
         self._judge = judge
 
@@ -136,7 +136,7 @@ class Lifecycle:
             return Resolution(Decision.NOOP, candidate, existing, "exact duplicate")
         if len(earlier) and float(np.max(earlier @ vector)) >= self._threshold:
             return Resolution(Decision.NOOP, candidate, None, "near duplicate within the exchange")
-        hits = await self._index.query(space, vector, limit=_NEIGHBOURS)
+        hits = await self._vectors.nearest(space, vector, limit=_NEIGHBOURS)
         if mode == "llm" and self._judge is not None:
             judged = await self._ask(space, candidate, hits)
             if judged is not None:

@@ -63,7 +63,7 @@ class MemoryOS:
         )
         self.index_sync = IndexSync(store=store, index=index, embedder=embedder, hot=self.hot)
         self.lifecycle = Lifecycle(
-            store=store, index=index, dedupe_threshold=settings.extraction.dedupe_threshold, judge=llm
+            store=store, vectors=self.hot, dedupe_threshold=settings.extraction.dedupe_threshold, judge=llm
         )
         self.writeback = WriteBack(
             store=store,

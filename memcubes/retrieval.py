@@ -213,14 +213,17 @@ class Retriever:
             k=settings.rrf_k,
         )
         excluded = set(exclude)
-        cubes = await asyncio.to_thread(self._store.get_many, [c for c in scores if c not in excluded])
+        limit = top_k if top_k is not None else settings.top_k
+        # Only the head of the fused ranking can make it into the result (a named speaker's
+        # memories at most double their score): load those cubes, not every candidate.
+        head = sorted((c for c in scores if c not in excluded), key=lambda c: -scores[c])[: max(4 * limit, 40)]
+        cubes = await asyncio.to_thread(self._store.get_many, head)
         if settings.speaker_boost != 1.0:
             names = mentioned(set().union(*[await self._speaker_names(s) for s in spaces]), query)
             for cube_id, cube in cubes.items():
                 if names.intersection(cube.source.names):
                     scores[cube_id] *= settings.speaker_boost
         hot = {space: vectors for space in spaces if (vectors := self._hot.get(space)) is not None}
-        limit = top_k if top_k is not None else settings.top_k
 
         def ranked_items() -> Iterable[RetrievedItem]:
             seen: set[str] = set()
