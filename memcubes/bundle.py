@@ -28,7 +28,7 @@ from typing import IO, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from memcubes.cube import CubeState, MemCube, utcnow
+from memcubes.cube import CubeState, MemCube, UTCDatetime, utcnow
 from memcubes.embedder import Embedder, Vectors
 from memcubes.errors import BundleError, IndexUnavailable
 from memcubes.ids import new_id
@@ -93,7 +93,7 @@ class Manifest(BaseModel):
     format: Literal["memcube-bundle"]
     format_version: int
     space: str = Field(min_length=1)
-    created_at: datetime
+    created_at: UTCDatetime
     generator: Generator | None = None
     embedder: EmbedderInfo | None = None
     counts: Counts
@@ -106,7 +106,7 @@ class HistoryLine(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event: str = Field(min_length=1)
-    at: datetime
+    at: UTCDatetime
     reason: str | None = None
     cube: MemCube
 
@@ -213,16 +213,6 @@ def write_bundle(target: IO[bytes], contents: BundleContents, *, created_at: dat
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _naive_times(value: Any, path: str = "") -> Iterator[str]:
-    """Paths of datetimes without a UTC offset: they cannot be compared with memproxy's times."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            yield path or "time"
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _naive_times(item, f"{path}.{key}" if path else str(key))
-
-
 def _error_text(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
@@ -245,14 +235,10 @@ def _lines(data: bytes, member: str) -> Iterator[tuple[int, Any]]:
 
 
 def _validated(model: type[BaseModel], value: Any, where: str) -> Any:
-    try:
-        parsed = model.model_validate(value)
+    try:  # the format requires every time to carry its UTC offset
+        return model.model_validate(value, context={"require_offset": True})
     except ValidationError as exc:
         raise BundleError(f"{where}: not a valid {model.__name__}: {_error_text(exc)}") from None
-    naive = next(_naive_times(parsed.model_dump()), None)
-    if naive is not None:
-        raise BundleError(f"{where}: {naive} has no UTC offset")
-    return parsed
 
 
 def _manifest(archive: zipfile.ZipFile) -> Manifest:

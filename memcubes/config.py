@@ -110,6 +110,9 @@ class WritebackSettings(_Strict):
     queue_size: int = Field(1024, ge=1, description="exchanges waiting in memory; more wait in the journal")
     max_attempts: int = Field(5, ge=1, description="attempts at an exchange that fails by itself (not the store)")
     spill_limit: int = Field(100_000, ge=1, description="exchanges kept while the journal cannot take them")
+    chat_turns: int = Field(
+        64, ge=1, description="latest messages of a chat request considered for memory (bulk: POST /v1/memories)"
+    )
     retry_seconds: float = Field(5.0, gt=0, description="how often journalled work is swept up again")
 
 

@@ -10,15 +10,40 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from memcubes.ids import new_id
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _utc(moment: datetime, info: ValidationInfo) -> datetime:
+    """Every time a cube holds is aware UTC: the store compares times as ISO strings, and a naive
+    time cannot be compared with an aware one at all. A naive time is taken as UTC, unless the
+    validation context says ``require_offset`` (the bundle format does)."""
+    if moment.tzinfo is None and (info.context or {}).get("require_offset"):
+        raise ValueError(f"{moment.isoformat()} has no UTC offset")
+    try:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError as exc:  # e.g. year 1 at +05:00
+        raise ValueError(f"{moment.isoformat()} is out of range in UTC") from exc
+
+
+def _text(value: str) -> str:
+    """SQLite stores text as UTF-8: a lone surrogate can be held by Python but never stored."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text holds a lone surrogate (not valid Unicode)") from exc
+    return value
+
+
+UTCDatetime = Annotated[datetime, AfterValidator(_utc)]
+Text = Annotated[str, AfterValidator(_text)]
 
 
 class CubeKind(StrEnum):
@@ -37,14 +62,14 @@ class CubeState(StrEnum):
 class Source(BaseModel):
     """Where a cube came from: enough to trace it back to the exact messages of an exchange."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
-    exchange_id: str | None = None
-    message_ids: list[str] = Field(default_factory=list)
-    roles: list[str] = Field(default_factory=list)
-    names: list[str] = Field(default_factory=list)
-    model: str | None = None
-    reader: str | None = None
+    exchange_id: Text | None = None
+    message_ids: list[Text] = Field(default_factory=list)
+    roles: list[Text] = Field(default_factory=list)
+    names: list[Text] = Field(default_factory=list)
+    model: Text | None = None
+    reader: Text | None = None
 
 
 class Access(BaseModel):
@@ -52,35 +77,37 @@ class Access(BaseModel):
     (``heat`` is that count decayed with a half-life, as of ``last_hit_at``), and since when it
     belongs to its space's stable block (``None``: it does not)."""
 
-    hits: int = 0
-    last_hit_at: datetime | None = None
-    heat: float = 0.0
-    stable_since: datetime | None = None
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    hits: int = Field(0, ge=0, le=2**62)
+    last_hit_at: UTCDatetime | None = None
+    heat: float = Field(0.0, ge=0.0)
+    stable_since: UTCDatetime | None = None
 
 
 class MemCube(BaseModel):
     """One memory. ``valid_from``/``valid_to`` are world time (when the fact holds, bi-temporal like
     Zep); ``created_at``/``updated_at`` are system time (when memproxy learnt and last changed it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    id: str = Field(default_factory=new_id)
+    id: Text = Field(default_factory=new_id, min_length=1, max_length=128)
     kind: CubeKind = CubeKind.PLAINTEXT
-    space: str
-    content: str
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
+    space: Text = Field(min_length=1)
+    content: Text
+    created_at: UTCDatetime = Field(default_factory=utcnow)
+    updated_at: UTCDatetime = Field(default_factory=utcnow)
+    valid_from: UTCDatetime | None = None
+    valid_to: UTCDatetime | None = None
     source: Source = Field(default_factory=Source)
-    tags: list[str] = Field(default_factory=list)
-    confidence: float = 1.0
-    version: int = 1
-    supersedes: str | None = None
-    superseded_by: str | None = None
+    tags: list[Text] = Field(default_factory=list)
+    confidence: float = Field(1.0, ge=0.0, le=1.0)
+    version: int = Field(1, ge=1, le=2**62)
+    supersedes: Text | None = None
+    superseded_by: Text | None = None
     state: CubeState = CubeState.ACTIVE
     access: Access = Field(default_factory=Access)
-    expires_at: datetime | None = None
+    expires_at: UTCDatetime | None = None
     pinned: bool = False
     meta: dict[str, Any] = Field(default_factory=dict)
 

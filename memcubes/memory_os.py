@@ -173,8 +173,10 @@ class MemoryOS:
     # -- writing ------------------------------------------------------------------------------
 
     async def journal_counts(self) -> dict[str, int]:
-        """Exchanges per journal state (pending, done, failed), plus those queued in this process."""
+        """Exchanges per journal state (pending, done, failed), those queued or spilled in this
+        process, and index writes not applied yet (``indexing``: the vector index is behind)."""
         counts = await asyncio.to_thread(self.store.journal_counts)
+        counts["indexing"] = await asyncio.to_thread(self.store.outbox_count)
         counts["queued"] = self.writeback.queued
         counts["spilled"] = self.writeback.spilled
         return counts

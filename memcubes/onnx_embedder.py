@@ -92,12 +92,9 @@ def _export(settings: EmbedderSettings, onnx_path: Path, description: Path) -> N
                 dynamo=False,
             )
         partial.replace(onnx_path)
-        meta = {
-            "name": reference.name,
-            "dimension": reference.dimension,
-            "max_length": int(reference._model.max_seq_length or 256),
-        }
-        exported = _Runtime(onnx_path, Path(model_path(settings)), max_length=meta["max_length"])
+        max_length = int(reference._model.max_seq_length or 256)
+        meta = {"name": reference.name, "dimension": reference.dimension, "max_length": max_length}
+        exported = _Runtime(onnx_path, Path(model_path(settings)), max_length=max_length)
         difference = float(np.abs(exported.encode(_CHECK_TEXTS) - reference._encode(_CHECK_TEXTS)).max())
         if difference > 1e-4:
             onnx_path.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ and the chat path cannot disagree.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -26,6 +27,7 @@ from datetime import datetime
 from memcubes.config import RetrievalSettings
 from memcubes.cube import MemCube
 from memcubes.embedder import Embedder, Vectors
+from memcubes.errors import IndexUnavailable
 from memcubes.hot_vectors import HotVectors
 from memcubes.sentences import sentence_texts
 from memcubes.store import Store, content_hash
@@ -45,6 +47,7 @@ _STOPWORDS = frozenset(
 )
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SPEAKERS_TTL = 30.0
+log = logging.getLogger(__name__)
 
 
 def query_terms(text: str) -> list[str]:
@@ -83,6 +86,7 @@ class RetrievedItem:
 @dataclass(frozen=True)
 class RetrievalResult:
     items: list[RetrievedItem] = field(default_factory=list)
+    degraded: bool = False  # the vector index failed: lexical results only
 
     @property
     def tokens(self) -> int:
@@ -174,7 +178,7 @@ class Retriever:
         settings = self.settings
         vectors = self._hot.get(space)
         if vectors is None:
-            hits = await self._index.query(space, vector, limit=settings.candidates)
+            hits = await self._index.query(space, vector, limit=settings.candidates)  # may raise: see search
             return [cube_id for cube_id, sim in hits if sim >= settings.min_similarity]
         scores = vectors.score(vector, sentence_weight=settings.sentence_weight)
         best = sorted((c for c in scores if scores[c] >= settings.min_similarity), key=lambda c: -scores[c])
@@ -197,8 +201,16 @@ class Retriever:
             hits = await asyncio.to_thread(self._store.lexical, space, terms, limit=settings.candidates)
             return [cube_id for cube_id, _ in hits]
 
+        degraded = False
+
         async def dense(space: str) -> list[str]:
-            return await self._dense(space, (await embedding)[0])
+            nonlocal degraded
+            try:
+                return await self._dense(space, (await embedding)[0])
+            except IndexUnavailable as exc:  # lexical results are still worth injecting
+                log.warning("vector index unavailable, lexical retrieval only: %s", exc)
+                degraded = True
+                return []
 
         lexical_runs, dense_runs = await asyncio.gather(
             asyncio.gather(*(lexical(space) for space in spaces)),
@@ -240,4 +252,4 @@ class Retriever:
                 yield item_of(cube, scores[cube_id], sentence=sentence)
 
         budget = token_budget if token_budget is not None else settings.token_budget
-        return RetrievalResult(fit(ranked_items(), top_k=limit, token_budget=budget))
+        return RetrievalResult(fit(ranked_items(), top_k=limit, token_budget=budget), degraded=degraded)

@@ -46,6 +46,7 @@ class InjectionPlan:
     stable: list[RetrievedItem] = field(default_factory=list)
     volatile: list[RetrievedItem] = field(default_factory=list)
     relevant: list[str] = field(default_factory=list)  # ids retrieved as relevant (heat credit)
+    degraded: bool = False  # part of the memory layer failed; what could be found is here
 
     @property
     def items(self) -> list[RetrievedItem]:
@@ -188,7 +189,7 @@ class MemScheduler:
         volatile = fit((item for item, _ in scored), top_k=limit, token_budget=room)
         if key is not None:
             self._remember(key, volatile, scored)
-        return InjectionPlan(stable=stable, volatile=volatile, relevant=result.cube_ids)
+        return InjectionPlan(stable=stable, volatile=volatile, relevant=result.cube_ids, degraded=result.degraded)
 
     async def _with_working_memory(
         self, key: tuple[tuple[str, ...], str], scored: list[tuple[RetrievedItem, float]], *, exclude: set[str]

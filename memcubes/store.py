@@ -571,6 +571,9 @@ class Store:
         rows = self._read("SELECT * FROM outbox ORDER BY seq LIMIT ?", (limit,))
         return [OutboxRow(row["seq"], row["space"], row["cube_id"], row["op"]) for row in rows]
 
+    def outbox_count(self) -> int:
+        return int(self._read("SELECT count(*) AS n FROM outbox")[0]["n"])
+
     def outbox_done(self, seqs: Sequence[int]) -> None:
         if not seqs:
             return

@@ -153,6 +153,17 @@ def _param(location: tuple[Any, ...]) -> str | None:
     return text or None
 
 
+def _unparsable_body(cause: BaseException | None) -> str | None:
+    """Why FastAPI could not parse a JSON body (it answers a bare 400 "error parsing the body")."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "We could not parse the JSON body of your request: it is not valid UTF-8"
+    if isinstance(cause, RecursionError):
+        return "We could not parse the JSON body of your request: it is nested too deeply"
+    if isinstance(cause, ValueError):  # e.g. an integer of more digits than Python converts
+        return f"We could not parse the JSON body of your request: {str(cause).split(';')[0]}"
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """The exception-handler table: each error type once, to one OpenAI-shaped response."""
 
@@ -176,7 +187,14 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(error_body(message.strip(": "), type="invalid_request_error"), status_code=400)
         param = _param(location)
         prefix = f"{param}: " if param else ""
-        message = f"{prefix}{first.get('msg', 'invalid value')}"
+        problem = first.get("msg", "invalid value")
+        if first.get("type") == "value_error":  # a validator's own words, without pydantic's "Value error, "
+            problem = str(first.get("ctx", {}).get("error", problem))
+        elif location == ("body",) and first.get("type") in ("missing", "model_attributes_type", "dict_type"):
+            problem = "the request body must be a JSON object"
+            if isinstance(first.get("input"), bytes):  # FastAPI parses JSON only when the content type says so
+                problem += " sent as Content-Type: application/json"
+        message = f"{prefix}{problem}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
         return JSONResponse(error_body(message, type="invalid_request_error", param=param), status_code=400)
@@ -185,7 +203,8 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         status = 400 if exc.status_code == 422 else exc.status_code
-        return JSONResponse(error_body(str(exc.detail), type=kind), status_code=status, headers=exc.headers)
+        message = _unparsable_body(exc.__cause__) if status == 400 else None
+        return JSONResponse(error_body(message or str(exc.detail), type=kind), status_code=status, headers=exc.headers)
 
     async def recursion_error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(error_body("request JSON is nested too deeply", type="invalid_request_error"), 400)

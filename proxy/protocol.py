@@ -2,19 +2,72 @@
 
 OpenAI models accept unknown fields (``extra="allow"``) and keep them, so anything a client sends
 that memproxy does not know (new OpenAI parameters, provider-specific ones) reaches the backend
-untouched. Only what memproxy itself reads is typed.
+untouched. Only what memproxy itself reads is typed, and typed strictly: ``"n": "2"`` or
+``"sync": "yes"`` is a 400, as it is at OpenAI. Text memproxy reads must be valid Unicode (JSON can
+spell lone UTF-16 surrogates, ``"\\ud800"``, which no store, tokenizer or upstream accepts); times
+are ISO 8601 strings, normalized to UTC (a time without a zone is read as UTC); and the memory API
+bounds how much one request may add.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import math
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from memcubes.config import ExtractionMode
+from proxy.scope import clean_identifier
 
 MessageRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+MAX_ITEMS = 1000  # messages or facts one memory request may add (bulk loads go through imports)
+MAX_TAGS = 64
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _valid_unicode(value: str) -> str:
+    if not value.isascii() and _SURROGATES.search(value):
+        raise ValueError("text contains a lone UTF-16 surrogate (\\ud800-\\udfff); send valid Unicode")
+    return value
+
+
+def _iso_time(value: Any) -> Any:
+    """Times are ISO 8601 strings, as the schema says (pydantic would also take epoch seconds)."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 time, e.g. 2024-05-08T10:00:00Z")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time is out of range once converted to UTC") from None
+
+
+def _has_non_finite(data: Any) -> bool:
+    """NaN or Infinity anywhere in ``data`` (Python's JSON parser accepts them; JSON has neither)."""
+    stack = [data]
+    while stack:  # iterative: the body may be nested as deep as the parser allows
+        value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return True
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+ShortText = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_valid_unicode)]
+LongText = Annotated[str, Field(min_length=1, max_length=100_000), AfterValidator(_valid_unicode)]
+Timestamp = Annotated[datetime, BeforeValidator(_iso_time), AfterValidator(_utc)]
 
 
 class OpenAIBaseModel(BaseModel):
@@ -23,6 +76,7 @@ class OpenAIBaseModel(BaseModel):
 
 class ContentPart(OpenAIBaseModel):
     type: str
+    text: Text | None = None
 
     @field_validator("type")
     @classmethod
@@ -31,19 +85,33 @@ class ContentPart(OpenAIBaseModel):
             raise ValueError("content part type must not be empty")
         return value
 
+    @model_validator(mode="after")
+    def _text_part_has_text(self) -> Self:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a content part of type text needs a `text` string")
+        return self
+
 
 class ChatMessage(OpenAIBaseModel):
     role: MessageRole
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
+    content: Text | list[ContentPart] | None = None
+    name: Text | None = None
 
 
 class ChatCompletionRequest(OpenAIBaseModel):
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool | None = None
+    stream: bool | None = Field(None, strict=True)
     user: str | None = None
-    n: int | None = Field(None, ge=1, le=128)
+    n: int | None = Field(None, ge=1, le=128, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_numbers_only(cls, data: Any) -> Any:
+        """Unknown fields are relayed, so they must be JSON an upstream can parse."""
+        if _has_non_finite(data):
+            raise ValueError("NaN and Infinity are not JSON numbers")
+        return data
 
     def forward_body(self) -> dict[str, Any]:
         """The request as the client sent it (unset optional fields stay absent)."""
@@ -82,26 +150,39 @@ class _MemoryModel(BaseModel):
 
 class MemoryMessage(_MemoryModel):
     role: MessageRole
-    content: str | list[ContentPart]
-    name: str | None = None
-    id: str | None = Field(None, min_length=1, max_length=256)
-    created_at: datetime | None = None
+    content: Text | list[ContentPart]
+    name: Text | None = None
+    id: ShortText | None = None
+    created_at: Timestamp | None = None
 
 
 class Owner(_MemoryModel):
-    """Whose memories: ``user`` (mapped to that user's space) or an explicit ``space``."""
+    """Whose memories: ``user`` (mapped to that user's space) or an explicit ``space``; both follow
+    the owner rules of ``proxy.scope`` (stripped, no control characters)."""
 
     user: str | None = Field(None, min_length=1, max_length=256)
     space: str | None = Field(None, min_length=1, max_length=512)
 
+    @field_validator("user")
+    @classmethod
+    def _user_name(cls, value: str | None) -> str | None:
+        return None if value is None else clean_identifier(value)
+
+    @field_validator("space")
+    @classmethod
+    def _space_name(cls, value: str | None) -> str | None:
+        return None if value is None else clean_identifier(value, max_length=512)
+
 
 class AddMemoriesRequest(Owner):
-    messages: list[MemoryMessage] = Field(default_factory=list)
-    facts: list[str] = Field(default_factory=list, description="memories stated directly, stored as given")
+    messages: list[MemoryMessage] = Field(default_factory=list, max_length=MAX_ITEMS)
+    facts: list[LongText] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="memories stated directly, stored as given"
+    )
     mode: ExtractionMode | None = None
-    sync: bool = False
-    tags: list[str] = Field(default_factory=list)
-    created_at: datetime | None = Field(None, description="time of facts without a message time")
+    sync: bool = Field(False, strict=True)
+    tags: list[ShortText] = Field(default_factory=list, max_length=MAX_TAGS)
+    created_at: Timestamp | None = Field(None, description="time of facts without a message time")
 
 
 class MemoryChangeOut(_MemoryModel):
@@ -119,9 +200,9 @@ class AddMemoriesResponse(_MemoryModel):
 
 
 class SearchRequest(Owner):
-    query: str = Field(min_length=1, max_length=100_000)
-    top_k: int | None = Field(None, ge=1, le=200)
-    token_budget: int | None = Field(None, ge=0, le=1_000_000)
+    query: LongText
+    top_k: int | None = Field(None, ge=1, le=200, strict=True)
+    token_budget: int | None = Field(None, ge=0, le=1_000_000, strict=True)
 
 
 class SearchResult(_MemoryModel):
@@ -155,11 +236,19 @@ class DeletedResponse(_MemoryModel):
 
 
 class PatchMemoryRequest(_MemoryModel):
-    """Fields an edit may change; every edit is a new version of the memory."""
+    """Fields an edit may change; every edit is a new version of the memory. ``content``, ``tags``
+    and ``pinned`` may be left out but not null (their ``None`` default is never validated, hence
+    the ignores); a null time clears it."""
 
-    content: str | None = Field(None, min_length=1, max_length=100_000)
-    tags: list[str] | None = None
-    pinned: bool | None = None
-    expires_at: datetime | None = None
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
+    content: LongText = None  # type: ignore[assignment]
+    tags: list[ShortText] = Field(None, max_length=MAX_TAGS)  # type: ignore[arg-type]
+    pinned: bool = Field(None, strict=True)  # type: ignore[assignment]
+    expires_at: Timestamp | None = None
+    valid_from: Timestamp | None = None
+    valid_to: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _validity_in_order(self) -> Self:
+        if self.valid_from is not None and self.valid_to is not None and self.valid_from > self.valid_to:
+            raise ValueError("valid_from must not be later than valid_to")
+        return self

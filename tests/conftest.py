@@ -89,7 +89,7 @@ class Proxy:
         with self.http() as http:
             while time.monotonic() < deadline:
                 journal = http.get("/readyz").json()["checks"].get("journal", {})
-                if not journal.get("pending") and not journal.get("queued") and not journal.get("spilled"):
+                if not any(journal.get(key) for key in ("pending", "queued", "spilled", "indexing")):
                     return
                 time.sleep(0.05)
         raise TimeoutError(f"write-back still pending after {timeout}s: {journal}")

@@ -192,7 +192,7 @@ def test_chroma_server_mode_survives_the_server_going_away(
         with proxy.http() as http:
             http.post("/v1/memories", json={"user": "quin", "facts": ["Quin lives in Oslo"], "sync": True})
             assert "Oslo" in str(http.post("/v1/memories/search", json={"user": "quin", "query": "Oslo"}).json())
-    # Chroma is gone: chat is still answered, and what the user says waits in the journal.
+    # Chroma is gone: chat is still answered; what the user says is stored, its vectors wait.
     with proxy.http() as http:
         response = http.post(
             "/v1/chat/completions",
@@ -204,8 +204,23 @@ def test_chroma_server_mode_survives_the_server_going_away(
         )
         assert response.status_code == 200
         assert response.headers["x-memory-status"] in ("ok", "degraded")
-        time.sleep(1.0)
-        assert http.get("/readyz").json()["checks"]["journal"]["pending"] == 1
+        deadline = time.monotonic() + 30
+        while "I adopted a cat named Miso." not in facts_of(http, "quin") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "I adopted a cat named Miso." in facts_of(http, "quin")
+        assert http.get("/readyz").json()["checks"]["journal"]["indexing"] >= 1
+        # A space not in RAM can't be searched by vector now: lexical results still come, flagged.
+        proxy.server.app.state.memory.hot.drop("user:quin")
+        response = http.post(
+            "/v1/chat/completions",
+            json={
+                "model": "fake",
+                "user": "quin",
+                "messages": [{"role": "user", "content": "Do I still live in Oslo?"}],
+            },
+        )
+        assert response.status_code == 200 and response.headers["x-memory-status"] == "degraded"
+        assert "Quin lives in Oslo" in str(backend.last_body()["messages"])
     with chroma_server(tmp_path / "chroma", port):
         proxy.wait_writeback()
         with proxy.http() as http:

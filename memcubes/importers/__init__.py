@@ -13,6 +13,8 @@ import io
 import zipfile
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from memcubes.bundle import MANIFEST, BundleContents, read_bundle
 from memcubes.errors import BundleError
 from memcubes.importers.items import json_document
@@ -30,7 +32,15 @@ _NAMES: dict[Format, str] = {"memproxy": "memcube bundle", "mem0": "mem0 export"
 
 def load(data: bytes, *, format: ImportFormat = "auto", space: str | None = None) -> BundleContents:
     """Parse and validate ``data`` completely. Foreign formats name no memproxy space, so they
-    need ``space``; a memcube bundle defaults to its own."""
+    need ``space``; a memcube bundle defaults to its own. Whatever a file holds that a MemCube
+    cannot (an out-of-range time, a non-finite number, invalid Unicode) is a ``BundleError``."""
+    try:
+        return _load(data, format=format, space=space)
+    except (ValidationError, OverflowError, ValueError) as exc:
+        raise BundleError(f"the upload holds a value memproxy cannot store: {exc}") from None
+
+
+def _load(data: bytes, *, format: ImportFormat, space: str | None) -> BundleContents:
     if data[:2] == b"PK":
         try:
             archive = zipfile.ZipFile(io.BytesIO(data))

@@ -49,7 +49,7 @@ def _message_text(message: dict[str, Any]) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return ""
 
 
@@ -143,7 +143,8 @@ async def _stream(
                 await asyncio.sleep(interval)
             yield _chunk(body, completion_id, {"content": piece}, None)
         yield _chunk(body, completion_id, {}, "stop")
-    if (body.get("stream_options") or {}).get("include_usage"):
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
         usage_chunk = {
             "id": completion_id,
             "object": "chat.completion.chunk",

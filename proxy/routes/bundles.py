@@ -22,7 +22,7 @@ from proxy.protocol import ErrorResponse
 IMPORT_PATH = "/v1/spaces/import"
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["bundles"])
-_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 413, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 503)}
 _SPOOL_BYTES = 16 * 1024 * 1024  # bundles up to this size stay in memory, larger ones go to disk
 _CHUNK = 256 * 1024
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -19,6 +18,7 @@ from proxy.protocol import (
     PatchMemoryRequest,
     SearchRequest,
     SearchResponse,
+    Timestamp,
 )
 from proxy.serving.memories import MemoryService
 
@@ -35,7 +35,11 @@ def service(request: Request) -> MemoryService:
 Service = Annotated[MemoryService, Depends(service)]
 
 
-@router.post("/v1/memories", response_model=AddMemoriesResponse, responses=_ERRORS)
+@router.post(
+    "/v1/memories",
+    response_model=AddMemoriesResponse,
+    responses={202: {"model": AddMemoriesResponse, "description": "Queued for write-back (without `sync`)"}, **_ERRORS},
+)
 async def add_memories(body: AddMemoriesRequest, request: Request, memories: Service) -> JSONResponse:
     """Store memories distilled from messages (or given as facts); ``sync`` waits until searchable."""
     result = await memories.add(body, request.headers)
@@ -56,8 +60,8 @@ async def list_memories(
     space: Annotated[str | None, Query(max_length=512)] = None,
     state: Annotated[list[str] | None, Query()] = None,
     tag: Annotated[str | None, Query(max_length=256)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MemoryPage:

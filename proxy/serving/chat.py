@@ -105,7 +105,7 @@ class ChatService:
         except Exception as exc:  # memory trouble must never break a chat request
             log.warning("memory planning failed, answering without memory: %r", exc)
             return self._degraded(f"memory lookup failed: {exc!r}")
-        return plan, "ok"
+        return plan, "degraded" if plan.degraded else "ok"
 
     def _degraded(self, reason: str) -> tuple[InjectionPlan, str]:
         if self._settings.memory.fail_closed:
@@ -163,7 +163,7 @@ class ChatService:
         if self._memory is None or not scope.writes or scope.space is None:
             return
         now = utcnow()
-        turns = _turns(request_id, messages, now)
+        turns = _turns(request_id, messages, now)[-self._settings.memory.writeback.chat_turns :]
         if answer:
             turns.append(Turn(id=f"{request_id}-answer", role="assistant", content=answer, created_at=now))
         if not turns:

@@ -27,7 +27,7 @@ from proxy.protocol import (
     SearchResponse,
     SearchResult,
 )
-from proxy.scope import user_space
+from proxy.scope import identifier, memory_user_header, user_space
 
 
 def _blocks(plan: InjectionPlan) -> list[tuple[Literal["stable", "volatile"], list[RetrievedItem]]]:
@@ -64,9 +64,9 @@ class MemoryService:
     @staticmethod
     def space_of(owner: Owner | None, headers: Headers, *, user: str | None = None, space: str | None = None) -> str:
         """The one space a memory request addresses: explicit space, else user (body, query or
-        X-Memory-User header)."""
-        space = (owner.space if owner else None) or space
-        user = (owner.user if owner else None) or user or headers.get("x-memory-user")
+        X-Memory-User header), each held to the same owner rules as the chat path."""
+        space = (owner.space if owner else None) or identifier(space, param="space", max_length=512)
+        user = (owner.user if owner else None) or identifier(user, param="user") or memory_user_header(headers)
         if space:
             return space
         if user:
