@@ -251,7 +251,7 @@ def test_a_bundle_written_from_the_spec_imports_and_is_searchable(proxy: Proxy) 
         assert (report["space"], report["imported"], report["history"]) == ("agent:support", 2, 2)
         assert (report["vectors_reused"], report["vectors_embedded"]) == (1, 1)
         cube = http.get(f"/v1/memories/{refunds['id']}").json()
-        assert cube["tags"] == ["policy"] and cube["valid_from"] == "2024-02-01T09:00:00+01:00"
+        assert cube["tags"] == ["policy"] and cube["valid_from"] == "2024-02-01T08:00:00Z"  # the same instant, in UTC
         assert cube["confidence"] == 1.0 and cube["state"] == "active" and cube["version"] == 1
         found = http.post("/v1/memories/search", json={"space": "agent:support", "query": "how long do refunds take"})
         assert found.json()["results"][0]["id"] == refunds["id"]
@@ -343,7 +343,7 @@ def test_a_corrupt_or_tampered_bundle_is_refused_and_changes_nothing(
 def test_times_without_offset_are_refused() -> None:
     cube = {"id": "01A", "space": "agent:support", "content": "x", "created_at": "2024-01-01T00:00:00"}
     data = handwritten([cube], [], {})
-    with pytest.raises(BundleError, match=r"cubes\.jsonl line 1: created_at has no UTC offset"):
+    with pytest.raises(BundleError, match=r"cubes\.jsonl line 1: .*created_at.*has no UTC offset"):
         read_bundle(data)
 
 
