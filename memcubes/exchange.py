@@ -21,6 +21,7 @@ class Turn(BaseModel):
     content: str
     name: str | None = None
     created_at: datetime | None = None
+    generated: bool = Field(False, description="produced by this exchange (the answer): never skipped as seen")
 
     @property
     def speaker(self) -> str:
@@ -43,6 +44,8 @@ class Exchange(BaseModel):
     model: str | None = None
     session: str | None = None
     skip_seen: bool = Field(
-        False, description="distil only turns this space has not seen (chat resends the whole history)"
+        False,
+        description="distil only request turns this space has not seen (chat resends the whole history); "
+        "generated turns are always new, even when their words repeat an earlier answer",
     )
     tags: list[str] = Field(default_factory=list)

@@ -236,7 +236,7 @@ class WriteBack:
             turns = exchange.turns
             if exchange.skip_seen:
                 unseen = await asyncio.to_thread(self._store.unseen, exchange.space, [turn.digest() for turn in turns])
-                turns = [turn for turn in turns if turn.digest() in unseen]
+                turns = [turn for turn in turns if turn.generated or turn.digest() in unseen]
             reader = self._readers.get(exchange.mode) or self._readers["heuristic"]
             candidates = await reader.distill(turns)
             candidates += [Candidate(fact.strip(), (), exchange.created_at) for fact in exchange.facts if fact.strip()]

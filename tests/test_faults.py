@@ -41,7 +41,8 @@ def wait_journal(url: str, *, done: int, timeout: float = 60.0) -> dict[str, int
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
             journal = httpx.get(f"{url}/readyz", timeout=5).json()["checks"].get("journal", {})
-            if journal.get("done", 0) >= done and not journal.get("pending") and not journal.get("spilled"):
+            settled = not any(journal.get(key) for key in ("pending", "queued", "spilled", "indexing"))
+            if journal.get("done", 0) >= done and settled:
                 return journal
         time.sleep(0.1)
     raise TimeoutError(f"journal did not settle: {journal}")

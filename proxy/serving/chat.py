@@ -165,7 +165,9 @@ class ChatService:
         now = utcnow()
         turns = _turns(request_id, messages, now)[-self._settings.memory.writeback.chat_turns :]
         if answer:
-            turns.append(Turn(id=f"{request_id}-answer", role="assistant", content=answer, created_at=now))
+            turns.append(
+                Turn(id=f"{request_id}-answer", role="assistant", content=answer, created_at=now, generated=True)
+            )
         if not turns:
             return
         exchange = Exchange(
