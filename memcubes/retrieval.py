@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from memcubes.config import RetrievalSettings
 from memcubes.cube import MemCube
@@ -120,10 +121,19 @@ def fuse(rankings: Iterable[tuple[Sequence[str], float]], *, k: int) -> dict[str
     return scores
 
 
-def fit(items: Iterable[RetrievedItem], *, top_k: int, token_budget: int) -> list[RetrievedItem]:
+class Costed(Protocol):
+    @property
+    def tokens(self) -> int: ...
+
+
+CostedT = TypeVar("CostedT", bound=Costed)
+
+
+def fit(items: Iterable[CostedT], *, top_k: int, token_budget: int) -> list[CostedT]:
     """Best first; an item that does not fit is skipped so a shorter one behind it still can.
-    ``items`` may be a lazy generator: nothing past the last needed item is rendered or counted."""
-    packed: list[RetrievedItem] = []
+    ``items`` may be a lazy generator: nothing past the last needed item is rendered or counted.
+    (The evaluation harness packs its baselines with this same rule.)"""
+    packed: list[CostedT] = []
     used = 0
     for item in items:
         if len(packed) >= top_k or used >= token_budget:

@@ -6,6 +6,7 @@ The embedding model is loaded once per test session and shared by every proxy th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -115,6 +116,19 @@ def proxy_settings(backend_url: str, data_dir: Path, **overrides: Any) -> Settin
         else:
             data[key] = value
     return Settings.from_mapping(data, env={})
+
+
+@contextlib.contextmanager
+def own_proxy(embedder: Embedder, data_dir: Path) -> Iterator[Proxy]:
+    """A proxy with its own scripted backend (answers at once, records nothing), for a module's
+    fixture that many cases share."""
+    with ServerThread(build_scripted_backend(BackendScript(record=False))) as backend:
+        settings = proxy_settings(backend.url, data_dir)
+        proxy = Proxy(ServerThread(build_app(settings, embedder=embedder)).start(), settings)
+        try:
+            yield proxy
+        finally:
+            proxy.stop()
 
 
 @pytest.fixture

@@ -24,11 +24,8 @@ import httpx
 import pytest
 
 from memcubes.embedder import Embedder
-from proxy import build_app
-from proxy.dev.scripted_backend import BackendScript, build_scripted_backend
-from proxy.dev.serve_thread import ServerThread
 from proxy.protocol import MAX_ITEMS, MAX_TAGS
-from tests.conftest import Backend, Proxy, proxy_settings
+from tests.conftest import Backend, Proxy, own_proxy, proxy_settings
 from tests.test_errors_e2e import assert_error
 
 CHAT: dict[str, Any] = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
@@ -49,13 +46,8 @@ SAMPLES: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def server(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     """One proxy (and its own scripted backend) shared by the cases of this module."""
-    with ServerThread(build_scripted_backend(BackendScript(record=False))) as backend:
-        settings = proxy_settings(backend.url, tmp_path_factory.mktemp("bad-input") / "data")
-        proxy = Proxy(ServerThread(build_app(settings, embedder=embedder)).start(), settings)
-        try:
-            yield proxy
-        finally:
-            proxy.stop()
+    with own_proxy(embedder, tmp_path_factory.mktemp("bad-input") / "data") as proxy:
+        yield proxy
 
 
 @pytest.fixture
@@ -859,8 +851,6 @@ def test_bundle_times_with_an_offset_are_listed_by_their_instant(http: httpx.Cli
 )
 def test_unreadable_imports_are_400(http: httpx.Client, upload: bytes) -> None:
     assert_bad_request(import_into(http, upload, space="user:unreadable"))
-
-
 
 
 def test_a_bundle_with_an_infinite_confidence_is_an_invalid_bundle(

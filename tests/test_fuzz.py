@@ -34,9 +34,7 @@ from schemathesis import CheckContext, Response
 
 from memcubes.embedder import Embedder
 from proxy import build_app
-from proxy.dev.scripted_backend import BackendScript, build_scripted_backend
-from proxy.dev.serve_thread import ServerThread
-from tests.conftest import Proxy, proxy_settings
+from tests.conftest import Proxy, own_proxy, proxy_settings
 from tests.test_bad_input import assert_still_serves_tenants
 
 Case = GenericCase[Any]  # a case of any OpenAPI operation
@@ -58,14 +56,9 @@ SLOW = settings(max_examples=400, deadline=None, database=None, suppress_health_
 
 @pytest.fixture(scope="module")
 def fuzz_proxy(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    """A proxy with its own scripted backend (answers at once, records nothing), shared by the module."""
-    with ServerThread(build_scripted_backend(BackendScript(record=False))) as backend:
-        settings_ = proxy_settings(backend.url, tmp_path_factory.mktemp("fuzz") / "data")
-        proxy = Proxy(ServerThread(build_app(settings_, embedder=embedder)).start(), settings_)
-        try:
-            yield proxy
-        finally:
-            proxy.stop()
+    """A proxy with its own scripted backend, shared by the module."""
+    with own_proxy(embedder, tmp_path_factory.mktemp("fuzz") / "data") as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,16 @@ def json_document(data: bytes, *, what: str) -> Any:
         raise BundleError(f"{what} is not valid JSON: {exc}") from None
 
 
+def item_identity(item: Any, *, where: str, what: str = "an object") -> tuple[dict[str, Any], str, str]:
+    """A foreign memory item as (the item, its text, its id): mem0 and MemOS items share these."""
+    if not isinstance(item, dict):
+        raise BundleError(f"{where}: not {what}")
+    foreign_id = item.get("id")
+    if not isinstance(foreign_id, str) or not foreign_id:
+        raise BundleError(f"{where}: no id")
+    return item, text_of(item.get("memory"), where=where), foreign_id
+
+
 def text_of(value: Any, *, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BundleError(f"{where}: no memory text")

@@ -23,7 +23,15 @@ from typing import Any
 from memcubes.bundle import BundleContents
 from memcubes.cube import MemCube, Source, utcnow
 from memcubes.errors import BundleError
-from memcubes.importers.items import foreign_time, imported, slot_meta, stable_id, strings, text_of, without_none
+from memcubes.importers.items import (
+    foreign_time,
+    imported,
+    item_identity,
+    slot_meta,
+    stable_id,
+    strings,
+    without_none,
+)
 
 SYSTEM = "mem0"
 _MAPPED = frozenset({"id", "memory", "created_at", "updated_at", "categories", "expiration_date"})
@@ -52,12 +60,7 @@ def _expiry(value: Any, *, where: str) -> datetime | None:
 
 
 def _cube(item: Any, *, space: str, where: str) -> MemCube:
-    if not isinstance(item, dict):
-        raise BundleError(f"{where}: not an object")
-    content = text_of(item.get("memory"), where=where)
-    foreign_id = item.get("id")
-    if not isinstance(foreign_id, str) or not foreign_id:
-        raise BundleError(f"{where}: no id")
+    item, content, foreign_id = item_identity(item, where=where)
     created = foreign_time(item.get("created_at"), where=f"{where}.created_at") or utcnow()
     role, actor = item.get("role"), item.get("actor_id")
     source = Source.model_validate(

@@ -37,12 +37,12 @@ from memcubes.errors import BundleError
 from memcubes.importers.items import (
     foreign_time,
     imported,
+    item_identity,
     json_document,
     loose_time,
     slot_meta,
     stable_id,
     strings,
-    text_of,
     without_none,
 )
 from memcubes.store import content_hash
@@ -176,12 +176,7 @@ def _confidence(value: Any) -> float:
 def _cube(
     item: Any, *, space: str, where: str, edges: Mapping[str, list[dict[str, Any]]], context: Mapping[str, Any]
 ) -> MemCube:
-    if not isinstance(item, dict):
-        raise BundleError(f"{where}: not a TextualMemoryItem object")
-    content = text_of(item.get("memory"), where=where)
-    foreign_id = item.get("id")
-    if not isinstance(foreign_id, str) or not foreign_id:
-        raise BundleError(f"{where}: no id")
+    item, content, foreign_id = item_identity(item, where=where, what="a TextualMemoryItem object")
     metadata = _object(item.get("metadata"))
     updated = foreign_time(metadata.get("updated_at"), where=f"{where}.updated_at")
     created = foreign_time(metadata.get("created_at"), where=f"{where}.created_at") or updated or utcnow()

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memcubes.retrieval import fit
+
 RECALL_AT = (5, 10, 20)
 
 Summary = dict[str, dict[str, float | int | None]]
@@ -26,17 +28,8 @@ class Item:
 
 
 def pack(items: Iterable[Item], *, budget: int, top_k: int) -> list[Item]:
-    """What fits, in rank order: at most ``top_k`` items; one that would overflow ``budget`` is
-    skipped and shorter ones after it may still fit (memproxy's own rule)."""
-    packed: list[Item] = []
-    used = 0
-    for item in items:
-        if len(packed) >= top_k or used >= budget:
-            break
-        if used + item.tokens <= budget:
-            packed.append(item)
-            used += item.tokens
-    return packed
+    """What fits, in rank order, by memproxy's own rule (``memcubes.retrieval.fit``)."""
+    return fit(items, top_k=top_k, token_budget=budget)
 
 
 def found(evidence: Sequence[str], items: Iterable[Item]) -> list[str]:
