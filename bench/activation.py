@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from bench.servers import free_port, server
-from bench.stats import percentile
+from bench.stats import percentile, table
 from memcubes.layout import STABLE_HEADING, render_block
 
 SYSTEM = "You are a helpful assistant. Answer briefly."
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        model = write_tiny_model(work / "tiny", layers=args.layers, hidden=args.hidden, max_positions=8192)
+        model = write_tiny_model(work / "tiny", layers=args.kv_layers, hidden=args.kv_hidden, max_positions=8192)
         tokenizer = AutoTokenizer.from_pretrained(str(model))
         port = free_port()
         config = {
@@ -114,13 +114,13 @@ def run(args: argparse.Namespace) -> str:
             server("memproxy", command, port=port, ready_path="/readyz", log=work / "memproxy.log"),
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as http,
         ):
-            sizes = {size: _seed_stable_block(http, f"kv-{size}", size, tokenizer) for size in args.sizes}
+            sizes = {size: _seed_stable_block(http, f"kv-{size}", size, tokenizer) for size in args.kv_sizes}
             build = {}
             for size in sizes:  # the first request with reuse on builds and stores the cache
                 build[size], _ = _ttft(http, f"kv-{size}", kv="on")
             times: dict[tuple[int, str], list[float]] = {}
             reused: dict[int, int] = {}
-            for _ in range(args.rounds):
+            for _ in range(args.kv_rounds):
                 for size in sizes:
                     for kv in ("off", "on"):
                         seconds, count = _ttft(http, f"kv-{size}", kv=kv)
@@ -146,30 +146,23 @@ def run(args: argparse.Namespace) -> str:
                     ]
                 )
     header = (
-        f"activation memory: random Llama {args.layers} layers x {args.hidden} wide on CPU, "
-        f"{args.rounds} rounds, TTFT p50 through HTTP (stream, first token); cache files in total "
+        f"activation memory: random Llama {args.kv_layers} layers x {args.kv_hidden} wide on CPU, "
+        f"{args.kv_rounds} rounds, TTFT p50 through HTTP (stream, first token); cache files in total "
         f"{max(cache_mb.values()) / 2**20:.0f} MB"
     )
     return (
         header
         + "\n"
-        + _table(["stable", "block tok", "reused tok", "TTFT off ms", "TTFT on ms", "speed-up", "build ms"], rows)
+        + table(["stable", "block tok", "reused tok", "TTFT off ms", "TTFT on ms", "speed-up", "build ms"], rows)
     )
 
 
-def _table(headers: list[str], rows: list[list[object]]) -> str:
-    cells = [headers, *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048, 4096])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--hidden", type=int, default=512)
+    group = parser.add_argument_group("activation")
+    group.add_argument("--kv-sizes", type=int, nargs="+", default=[512, 2048, 4096], help="stable block tokens")
+    group.add_argument("--kv-rounds", type=int, default=5, help="interleaved off/on rounds per size")
+    group.add_argument("--kv-layers", type=int, default=8, help="layers of the random model")
+    group.add_argument("--kv-hidden", type=int, default=512, help="width of the random model")
 
 
 def main(args: argparse.Namespace) -> None:

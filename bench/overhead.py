@@ -1,181 +1,289 @@
-"""Added latency of the proxy over calling the backend directly, memory off and on.
+"""Side by side: what a proxy adds over calling the backend directly, memproxy against LiteLLM.
 
-One run, one scripted backend with a fixed latency, one load generator; the configurations are
-measured in interleaved rounds. "memory on" uses a space of 1,000 memories: every request
-retrieves and injects from it and is journalled and distilled (write-back) in the background.
+One run, one backend with a fixed latency and one fixed answer (``bench.backend``, the scripted
+backend; its own process), one load generator (``bench.load``), and the targets measured in
+interleaved rounds (the order rotates every round) within each cell (concurrency x json/stream),
+after a warm-up of every target:
+
+- ``direct``: the backend itself;
+- ``litellm``: LiteLLM proxy (``litellm[proxy]`` in ``bench/.venv-litellm``), same model_list,
+  one worker, no database or callbacks: a pure passthrough;
+- ``memory off``: memproxy with ``X-Memory-Mode: off`` (a passthrough too);
+- ``memory read`` (only with ``--with-read``): memproxy retrieving and injecting, no write-back;
+- ``memory on``: memproxy with memory. Each cell has its own space, seeded with 1,000 memories;
+  every request retrieves from it and injects (hot memories are kept out of the stable block so
+  that retrieval is never skipped), and every user turn states a new fact, so every request is
+  also journalled, distilled, embedded, reconciled and indexed (write-back).
+
+How to read the table: *n* is the number of successful requests measured (a target gets at most
+``--max-seconds`` per round, so a slow one has fewer); *p50*/*p99* are whole-response latencies;
+*+p50*/*+p99* what the target adds to ``direct``'s p50/p99 in the same cell; *ttft* the time to
+the first content token (streams); *req/s* completed requests per second of wall time, for
+``memory on`` including the time write-back needed to catch up after the last response (a
+sustained rate); *errors* failed requests (non-200, broken streams, error events, and for
+memproxy an ``x-memory-status`` other than the mode asked for, e.g. ``degraded`` when retrieval
+timed out), listed by kind below the table; *mem ms* memproxy's own ``x-memory-overhead-ms``
+(p50 of the time spent on memory before forwarding); *RSS* the proxy process's peak resident
+memory during the cell. All times in ms. Only differences measured in the same cell mean
+anything on a shared machine; the target lines at the end compare exactly those.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
-import random
+import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
+import aiohttp
 
-from bench.harness import Sample, load, memproxy, model_entry, percentile, scripted_backend, table
+from bench import memory_api, workload
+from bench.litellm_env import LITELLM_VERSION, ensure_litellm
+from bench.load import Sample, Target, run_load, session
+from bench.servers import Server, litellm_proxy, memproxy, scripted_backend
+from bench.stats import percentile, table
 
-WORDS = (
-    "tea coffee hiking Lisbon Porto cats dogs jazz piano cello marathon sushi pasta Berlin garden bees tomatoes "
-    "chess novels cycling yoga Python painting sailing tennis ramen Tokyo violin"
-).split()
-
-
-def facts(count: int, seed: int = 7) -> list[str]:
-    rng = random.Random(seed)
-    return [
-        f"Note {i}: the user {rng.choice(['likes', 'owns', 'visited', 'plans'])} "
-        f"{rng.choice(WORDS)} and {rng.choice(WORDS)} ({rng.randint(1990, 2025)})."
-        for i in range(count)
-    ]
+DIRECT, LITELLM, OFF, READ, ON = "direct", "litellm", "memory off", "memory read", "memory on"
+ADDED_P50_TARGET_MS = 10.0
 
 
-def bodies(model: str, user: str, seed: int = 11) -> Iterator[dict[str, Any]]:
-    rng = random.Random(seed)
-    for i in itertools.count():
-        text = f"I enjoy {rng.choice(WORDS)} on weekends. What goes well with {rng.choice(WORDS)}? ({i})"
-        yield {
-            "model": model,
-            "user": user,
-            "messages": [
-                {"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": text},
-            ],
-        }
+@dataclass(frozen=True)
+class Cell:
+    stream: bool
+    concurrency: int
+
+    @property
+    def mode(self) -> str:
+        return "stream" if self.stream else "json"
+
+    @property
+    def user(self) -> str:
+        return f"bench-{self.mode}-c{self.concurrency}"
 
 
-async def seed_space(url: str, user: str, count: int) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
-        items = facts(count)
-        for start in range(0, count, 200):
-            response = await client.post(
-                "/v1/memories", json={"user": user, "facts": items[start : start + 200], "sync": True}
+@dataclass(frozen=True)
+class Servers:
+    backend: Server
+    memproxy: Server
+    litellm: Server | None
+
+
+def targets(servers: Servers, cell: Cell, client: aiohttp.ClientSession, *, with_read: bool) -> list[Target]:
+    chat = "/v1/chat/completions"
+    found = [Target(DIRECT, servers.backend.url + chat)]
+    if servers.litellm is not None:
+        found.append(Target(LITELLM, servers.litellm.url + chat, server=servers.litellm))
+    proxy = servers.memproxy
+    found.append(Target(OFF, proxy.url + chat, {"X-Memory-Mode": "off"}, server=proxy, memory_status="off"))
+    if with_read:  # retrieval and injection without write-back: what write-back costs, by difference
+        headers = {"X-Memory-User": cell.user, "X-Memory-Mode": "read"}
+        found.append(Target(READ, proxy.url + chat, headers, server=proxy, memory_status="ok"))
+    settle = memory_api.settle(client, proxy.url)
+    on = Target(ON, proxy.url + chat, {"X-Memory-User": cell.user}, proxy, settle, memory_status="ok")
+    return [*found, on]
+
+
+def requests_for(args: argparse.Namespace, concurrency: int) -> int:
+    count: int = args.requests if concurrency == 1 else args.requests_loaded
+    return count
+
+
+async def measure(servers: Servers, cell: Cell, args: argparse.Namespace) -> dict[str, Sample]:
+    """Warm every target up, then ``rounds`` interleaved rounds; per-target samples of the cell."""
+    per_round = max(cell.concurrency, requests_for(args, cell.concurrency) // args.rounds)
+    async with AsyncExitStack() as stack:
+        control = await stack.enter_async_context(aiohttp.ClientSession())
+        cell_targets = targets(servers, cell, control, with_read=args.with_read)
+        pools = {t.name: await stack.enter_async_context(session(cell.concurrency)) for t in cell_targets}
+        results = {target.name: Sample() for target in cell_targets}
+        for index, target in enumerate(cell_targets):  # connections, a space's vectors in RAM: warm
+            bodies = workload.chat_bodies(user="bench-warmup", seed=100_000 + 100 * cell.concurrency + index)
+            retrieves = target.name in (READ, ON)  # the space is new to it: let memproxy settle in
+            await run_load(
+                pools[target.name],
+                target,
+                bodies,
+                requests=1 << 30,
+                concurrency=cell.concurrency,
+                stream=cell.stream,
+                seconds=args.warmup_seconds if retrieves else args.warmup_seconds / 4,
             )
-            response.raise_for_status()
-
-
-async def measure(
-    targets: dict[str, tuple[str, dict[str, str]]],
-    *,
-    concurrency: int,
-    requests: int,
-    rounds: int,
-    stream: bool,
-    user: str,
-) -> dict[str, Sample]:
-    results = {name: Sample() for name in targets}
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        for url, headers in targets.values():  # warm-up: connections, caches, code paths
-            await load(
-                client,
-                url,
-                bodies("bench", user, seed=99),
-                requests=max(100, concurrency * 8),
-                concurrency=concurrency,
-                headers=headers,
-                stream=stream,
-            )
-        for round_number in range(rounds):
-            for name, (url, headers) in targets.items():
-                results[name].extend(
-                    await load(
-                        client,
-                        url,
-                        bodies("bench", user, seed=round_number),
-                        requests=requests // rounds,
-                        concurrency=concurrency,
-                        headers=headers,
-                        stream=stream,
-                    )
+        for number in range(args.rounds):
+            order = cell_targets[number % len(cell_targets) :] + cell_targets[: number % len(cell_targets)]
+            for target in order:
+                # Requests from the same generator, never the same text twice: memproxy's targets
+                # share one process, and a repeated text would be answered from its embedding cache.
+                index = cell_targets.index(target)
+                bodies = workload.chat_bodies(user="bench-user", seed=1000 * cell.concurrency + 10 * number + index)
+                sample = await run_load(
+                    pools[target.name],
+                    target,
+                    bodies,
+                    requests=per_round,
+                    concurrency=cell.concurrency,
+                    stream=cell.stream,
+                    seconds=args.max_seconds,
                 )
+                results[target.name].extend(sample)
     return results
 
 
-def rows(results: dict[str, Sample], concurrency: int, mode: str) -> list[list[object]]:
-    direct = results["direct"]
+def ms(values: Sequence[float], q: float) -> float:
+    return percentile(values, q) * 1e3
+
+
+def rows(cell: Cell, results: dict[str, Sample]) -> list[list[object]]:
+    direct = results[DIRECT]
     out: list[list[object]] = []
     for name, sample in results.items():
-        p50, p99 = percentile(sample.latencies, 50) * 1e3, percentile(sample.latencies, 99) * 1e3
-        added50 = p50 - percentile(direct.latencies, 50) * 1e3
-        added99 = p99 - percentile(direct.latencies, 99) * 1e3
-        ttft = percentile(sample.ttfts, 50) * 1e3 if sample.ttfts else float("nan")
+        p50, p99 = ms(sample.latencies, 50), ms(sample.latencies, 99)
+        added = name != DIRECT
         out.append(
             [
-                mode,
-                concurrency,
+                cell.mode,
+                cell.concurrency,
                 name,
+                sample.completed,
                 p50,
                 p99,
-                added50 if name != "direct" else 0.0,
-                added99 if name != "direct" else 0.0,
-                ttft,
+                p50 - ms(direct.latencies, 50) if added else None,
+                p99 - ms(direct.latencies, 99) if added else None,
+                ms(sample.ttfts, 50) if cell.stream else None,
+                ms(sample.ttfts, 99) if cell.stream else None,
                 sample.rps,
-                sample.errors,
+                sample.error_count,
+                percentile(sample.memory_ms, 50) if sample.memory_ms else None,
+                sample.peak_rss_mib if added else None,
             ]
         )
     return out
 
 
-async def run(args: argparse.Namespace) -> str:
-    user = "bench-user"
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        scripted_backend(latency=args.latency, chunk_interval=args.chunk_interval) as backend,
-    ):
-        work = Path(tmp)
-        config = {
-            "model_list": [model_entry("bench", backend.url)],
-            "memory": {"data_dir": str(work / "data"), "extraction": {"mode": "heuristic"}},
+def verdicts(measured: list[tuple[Cell, dict[str, Sample]]]) -> list[str]:
+    """The issue's targets, each checked against numbers from the same cell."""
+    lines = []
+    for cell, results in measured:
+        direct, on = results[DIRECT], results[ON]
+        added = {
+            name: (ms(s.latencies, 50) - ms(direct.latencies, 50), ms(s.latencies, 99) - ms(direct.latencies, 99))
+            for name, s in results.items()
         }
-        with memproxy(config, work) as proxy:
-            await seed_space(proxy.url, user, args.memories)
-            targets = {
-                "direct": (f"{backend.url}/v1/chat/completions", {}),
-                "memory off": (f"{proxy.url}/v1/chat/completions", {"X-Memory-Mode": "off"}),
-                "memory on": (f"{proxy.url}/v1/chat/completions", {}),
-            }
-            all_rows: list[list[object]] = []
-            for stream in args.stream_modes:
-                for concurrency in args.concurrency:
-                    requests = args.requests if concurrency == 1 else args.requests * 4
-                    results = await measure(
-                        targets,
-                        concurrency=concurrency,
-                        requests=requests,
-                        rounds=args.rounds,
-                        stream=stream,
-                        user=user,
-                    )
-                    all_rows += rows(results, concurrency, "stream" if stream else "json")
-            peak = proxy.rss_mb()
+        where = f"{cell.mode} c={cell.concurrency}"
+        if cell.concurrency == 1:
+            ok = added[ON][0] <= ADDED_P50_TARGET_MS
+            lines.append(
+                f"{where}: memory on adds p50 {added[ON][0]:.1f} ms <= {ADDED_P50_TARGET_MS:.0f} ms: "
+                f"{'met' if ok else 'MISSED'}"
+            )
+        if LITELLM in results:
+            lite = results[LITELLM]
+            for q, index in (("p50", 0), ("p99", 1)):
+                ok = added[ON][index] <= added[LITELLM][index]
+                lines.append(
+                    f"{where}: memory on adds {q} {added[ON][index]:.1f} ms <= litellm's "
+                    f"{added[LITELLM][index]:.1f} ms: {'met' if ok else 'MISSED'}"
+                )
+            ok = on.rps >= lite.rps
+            lines.append(
+                f"{where}: memory on {on.rps:.0f} req/s >= litellm's {lite.rps:.0f} req/s: {'met' if ok else 'MISSED'}"
+            )
+    return lines
+
+
+def error_notes(measured: list[tuple[Cell, dict[str, Sample]]]) -> list[str]:
+    return [
+        f"errors {cell.mode} c={cell.concurrency} {name}: "
+        + ", ".join(f"{count}x {kind}" for kind, count in sample.errors.most_common())
+        for cell, results in measured
+        for name, sample in results.items()
+        if sample.errors
+    ]
+
+
+async def run(args: argparse.Namespace) -> str:
+    cells = [Cell(mode == "stream", c) for c in args.concurrency for mode in args.modes]
+    load_before = os.getloadavg()[0]
+    litellm = None if args.no_litellm else (args.litellm or ensure_litellm())
+    with tempfile.TemporaryDirectory(prefix="memproxy-bench-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        backend = stack.enter_context(scripted_backend(latency=args.latency, workdir=work))
+        proxy = stack.enter_context(memproxy(backend_url=backend.url, workdir=work))
+        lite = None
+        if litellm is not None:
+            lite = stack.enter_context(litellm_proxy(executable=litellm, backend_url=backend.url, workdir=work))
+        servers = Servers(backend, proxy, lite)
+        started = time.perf_counter()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as control:
+            for cell in cells:
+                await memory_api.seed_space(control, proxy.url, user=cell.user, count=args.memories)
+            await memory_api.settle(control, proxy.url)()
+        print(f"  overhead: seeded {len(cells)} spaces in {time.perf_counter() - started:.0f} s", flush=True)
+        measured = []
+        for cell in cells:
+            measured.append((cell, await measure(servers, cell, args)))
+            print(f"  overhead: {cell.mode} c={cell.concurrency} done", flush=True)
+        peaks = {s.name: s.peak_rss_mib() for s in (proxy, lite) if s is not None}
     header = (
-        f"proxy overhead: scripted backend latency {args.latency * 1e3:.0f} ms, "
-        f"{args.memories} memories in the space, rounds={args.rounds}; proxy peak RSS {peak:.0f} MiB"
+        f"overhead: scripted backend with {args.latency * 1e3:.0f} ms latency and one fixed 40-word answer, "
+        "each target in its own process; "
+        f"litellm[proxy]=={LITELLM_VERSION} (1 worker, no DB/callbacks) vs memproxy (1 worker); "
+        f"memory on: {args.memories:,} memories per space at the start of its cell (+1 per request), "
+        "every request retrieves (stable block off); "
+        f"{args.rounds} interleaved rounds; times in ms; peak RSS over the run: "
+        + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in peaks.items())
+        + f"; {os.cpu_count()} CPUs, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
-    return (
-        header
-        + "\n"
-        + table(
-            ["mode", "conc", "target", "p50 ms", "p99 ms", "added p50", "added p99", "ttft p50", "req/s", "errors"],
-            all_rows,
-        )
+    body = table(
+        [
+            "mode",
+            "conc",
+            "target",
+            "n",
+            "p50",
+            "p99",
+            "+p50",
+            "+p99",
+            "ttft p50",
+            "ttft p99",
+            "req/s",
+            "errors",
+            "mem ms",
+            "RSS MiB",
+        ],
+        [row for cell, results in measured for row in rows(cell, results)],
     )
+    return "\n".join([header, body, "", *verdicts(measured), *error_notes(measured)])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--latency", type=float, default=0.02, help="backend latency, seconds")
-    parser.add_argument("--chunk-interval", type=float, default=0.0)
-    parser.add_argument("--memories", type=int, default=1000)
-    parser.add_argument("--requests", type=int, default=200, help="per target at concurrency 1 (x4 at higher)")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--stream-modes", type=lambda v: v == "stream", nargs="+", default=[False])
+    group = parser.add_argument_group("overhead")
+    group.add_argument("--latency", type=float, default=0.02, help="backend latency in seconds (default 0.02)")
+    group.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    group.add_argument("--modes", nargs="+", choices=["json", "stream"], default=["json", "stream"])
+    group.add_argument("--memories", type=int, default=1000, help="memories in each memory-on space")
+    group.add_argument("--requests", type=int, default=300, help="per target and cell at concurrency 1")
+    group.add_argument("--requests-loaded", type=int, default=1200, help="per target and cell above concurrency 1")
+    group.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell")
+    group.add_argument(
+        "--max-seconds", type=float, default=4.0, help="per target and round: fewer requests if they take longer"
+    )
+    group.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=4.0,
+        help="unmeasured load per cell for memproxy with memory (slower for a few seconds on a space it has not "
+        "served); a quarter of it for the other targets",
+    )
+    group.add_argument("--litellm", type=Path, default=None, help="a litellm executable to use instead of the venv")
+    group.add_argument("--no-litellm", action="store_true", help="skip LiteLLM proxy")
+    group.add_argument(
+        "--with-read", action="store_true", help="also measure memproxy with X-Memory-Mode: read (no write-back)"
+    )
 
 
 def main(args: argparse.Namespace) -> None:

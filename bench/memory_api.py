@@ -1,0 +1,52 @@
+"""What the benchmarks ask of a running memproxy besides chat: seed a space, wait for write-back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from bench import workload
+from bench.servers import MASTER_KEY
+
+HEADERS = {"authorization": f"Bearer {MASTER_KEY}"}
+
+
+async def seed_space(client: aiohttp.ClientSession, url: str, *, user: str, count: int, batch: int = 500) -> int:
+    """Add synthetic facts until the space holds ``count`` new memories (near duplicates are
+    merged by write-back and do not count). Returns how many were added."""
+    added, seed = 0, 7
+    while added < count:
+        facts = workload.facts(min(batch, count - added), seed=seed)
+        seed += 1
+        async with client.post(
+            f"{url}/v1/memories", json={"user": user, "facts": facts, "sync": True}, headers=HEADERS
+        ) as response:
+            response.raise_for_status()
+            answer = await response.json()
+        added += sum(1 for change in answer["results"] if change["event"] == "ADD")
+    return added
+
+
+async def journal(client: aiohttp.ClientSession, url: str) -> dict[str, int]:
+    async with client.get(f"{url}/readyz") as response:
+        checks = (await response.json()).get("checks", {})
+    counts: dict[str, int] = checks.get("journal", {})
+    return counts
+
+
+def settle(client: aiohttp.ClientSession, url: str, *, timeout: float = 120.0) -> Callable[[], Awaitable[None]]:
+    """Wait until every journalled exchange is distilled (nothing pending or queued)."""
+
+    async def wait() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            counts = await journal(client, url)
+            if not counts.get("pending") and not counts.get("queued"):
+                return
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"memproxy write-back did not settle in {timeout:.0f} s: {counts}")
+
+    return wait
