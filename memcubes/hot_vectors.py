@@ -129,11 +129,14 @@ class SpaceVectors:
             )
         return self._view
 
-    def score(self, query: Vectors, *, sentence_weight: float) -> dict[str, float]:
-        """Per cube: (1 - w) * similarity of its whole text + w * that of its best sentence (a cube
-        of one sentence scores its whole text). Exhaustive and exact."""
+    def ranked(
+        self, query: Vectors, *, sentence_weight: float, limit: int | None = None, floor: float = -np.inf
+    ) -> list[tuple[str, float]]:
+        """Cubes best first, at most ``limit``, none below ``floor``. A cube scores
+        (1 - w) * similarity of its whole text + w * that of its best sentence (a cube of one
+        sentence scores its whole text). Exhaustive and exact; only the head is sorted, in numpy."""
         if not self._size:
-            return {}
+            return []
         view = self._grouping()
         sims = self._matrix[: self._size] @ query
         whole = np.full(len(self._cube_ids), -np.inf, dtype=np.float32)
@@ -144,7 +147,11 @@ class SpaceVectors:
             best[view.part_slots] = np.maximum(best[view.part_slots], sentence_best)
         slots = view.whole_slots
         mixed = (1.0 - sentence_weight) * whole[slots] + sentence_weight * best[slots]
-        return {self._cube_ids[slot]: float(score) for slot, score in zip(slots, mixed, strict=True)}
+        keep = np.flatnonzero(mixed >= floor)
+        if limit is not None and len(keep) > limit:
+            keep = keep[np.argpartition(-mixed[keep], limit - 1)[:limit]]
+        keep = keep[np.argsort(-mixed[keep], kind="stable")]
+        return [(self._cube_ids[slots[i]], float(mixed[i])) for i in keep]
 
     def best_sentence(self, cube_id: str, query: Vectors) -> int | None:
         """Which sentence of a cube is most similar to the query (``None``: it has only one)."""
@@ -198,8 +205,7 @@ class HotVectors:
         vectors = self.get(space)
         if vectors is None:
             return await self._index.query(space, vector, limit=limit)
-        scores = vectors.score(vector, sentence_weight=0.0)
-        return sorted(scores.items(), key=lambda pair: -pair[1])[:limit]
+        return vectors.ranked(vector, sentence_weight=0.0, limit=limit)
 
     def apply(self, space: str, *, upserts: Sequence[VectorEntry] = (), removed: Iterable[str] = ()) -> None:
         """Mirror an index write (only for spaces held; others load fresh when next used)."""

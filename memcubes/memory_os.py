@@ -20,6 +20,7 @@ from memcubes.cube import CubeState, MemCube, utcnow
 from memcubes.embedder import Embedder, build_embedder
 from memcubes.errors import CubeNotFound, InvalidMemoryInput
 from memcubes.exchange import Exchange
+from memcubes.foreground import Foreground
 from memcubes.hot_vectors import HotVectors
 from memcubes.indexing import IndexSync
 from memcubes.lifecycle import Lifecycle, fact_slot
@@ -65,6 +66,7 @@ class MemoryOS:
         self.lifecycle = Lifecycle(
             store=store, vectors=self.hot, dedupe_threshold=settings.extraction.dedupe_threshold, judge=llm
         )
+        self._foreground = Foreground()
         self.writeback = WriteBack(
             store=store,
             embedder=embedder,
@@ -74,6 +76,7 @@ class MemoryOS:
             settings=settings.writeback,
             spill=JournalSpill(settings.data_dir / "journal-spill.jsonl", limit=settings.writeback.spill_limit),
             on_commit=self._changed,
+            foreground=self._foreground,
         )
         self._hits: dict[str, tuple[int, float]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -128,7 +131,8 @@ class MemoryOS:
         top_k: int | None = None,
         token_budget: int | None = None,
     ) -> InjectionPlan:
-        return await self.scheduler.plan(spaces, messages, session=session, top_k=top_k, token_budget=token_budget)
+        async with self._foreground.busy():
+            return await self.scheduler.plan(spaces, messages, session=session, top_k=top_k, token_budget=token_budget)
 
     async def search(
         self, spaces: Sequence[str], query: str, *, top_k: int | None = None, token_budget: int | None = None

@@ -155,6 +155,14 @@ def mentioned(names: Iterable[str], query: str) -> set[str]:
     return {name for name in names if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", query)}
 
 
+@dataclass
+class _Speakers:
+    loaded_at: float
+    names: set[str]
+    last_row: int
+    changed: bool = False
+
+
 class Retriever:
     def __init__(
         self,
@@ -170,18 +178,28 @@ class Retriever:
         self._embedder = embedder
         self.settings = settings
         self._hot = hot
-        self._speakers: dict[str, tuple[float, set[str]]] = {}
+        self._speakers: dict[str, _Speakers] = {}
 
     def invalidate(self, space: str) -> None:
-        self._speakers.pop(space, None)
+        """A write to ``space``: its next search also reads the speakers of the new rows."""
+        cached = self._speakers.get(space)
+        if cached is not None:
+            cached.changed = True
 
     async def _speaker_names(self, space: str) -> set[str]:
+        """Speakers of the space. New rows are added as they come; a full re-read every
+        ``_SPEAKERS_TTL`` drops the names of memories deleted since (a stale extra name only
+        means a boost no live memory can receive)."""
         cached = self._speakers.get(space)
-        if cached is not None and time.monotonic() - cached[0] < _SPEAKERS_TTL:
-            return cached[1]
-        names = await asyncio.to_thread(self._store.speakers, space)
-        self._speakers[space] = (time.monotonic(), names)
-        return names
+        if cached is None or time.monotonic() - cached.loaded_at >= _SPEAKERS_TTL:
+            names, last = await asyncio.to_thread(self._store.speakers, space)
+            self._speakers[space] = _Speakers(time.monotonic(), names, last)
+            return names
+        if cached.changed:
+            cached.changed = False
+            names, cached.last_row = await asyncio.to_thread(self._store.speakers, space, after=cached.last_row)
+            cached.names |= names
+        return cached.names
 
     async def _dense(self, space: str, vector: Vectors) -> list[str]:
         """Cube ids, best first: exact and sentence-aware when the space is in RAM, else ANN."""
@@ -190,9 +208,10 @@ class Retriever:
         if vectors is None:
             hits = await self._index.query(space, vector, limit=settings.candidates)  # may raise: see search
             return [cube_id for cube_id, sim in hits if sim >= settings.min_similarity]
-        scores = vectors.score(vector, sentence_weight=settings.sentence_weight)
-        best = sorted((c for c in scores if scores[c] >= settings.min_similarity), key=lambda c: -scores[c])
-        return best[: settings.candidates]
+        ranked = vectors.ranked(
+            vector, sentence_weight=settings.sentence_weight, limit=settings.candidates, floor=settings.min_similarity
+        )
+        return [cube_id for cube_id, _ in ranked]
 
     async def search(
         self,

@@ -31,6 +31,7 @@ from memcubes.errors import (
     StoreUnavailable,
 )
 from memcubes.exchange import Exchange
+from memcubes.foreground import Foreground
 from memcubes.indexing import IndexSync
 from memcubes.lifecycle import Decision, Lifecycle, Resolution, fact_slot
 from memcubes.reader import Candidate, Reader
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _LOCK_STRIPES = 64
 _BATCH = 32
+_SETTLE_SECONDS = 0.005
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,9 @@ class WriteBack:
         settings: WritebackSettings,
         spill: JournalSpill,
         on_commit: Callable[[str], None] = lambda space: None,
+        foreground: Foreground | None = None,
     ) -> None:
+        self._foreground = foreground or Foreground()
         self._spill = spill
         self._on_commit = on_commit
         self._store = store
@@ -266,6 +270,9 @@ class WriteBack:
         share forward passes), then write the index once for all of them."""
         while True:
             batch = [await self._queue.get()]
+            defer = self._settings.defer_ms / 1000
+            if defer:
+                await self._foreground.quiet(settle=min(defer, _SETTLE_SECONDS), at_most=defer)
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:

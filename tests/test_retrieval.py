@@ -86,6 +86,20 @@ def test_memories_of_the_speaker_a_question_names_rank_first(proxy: Proxy) -> No
         assert [r["sources"] for r in results] == [["t1"], ["t3"]]
 
 
+def test_a_speaker_who_joins_later_is_recognised_at_once(proxy: Proxy) -> None:
+    """Speaker names are cached per space and extended by every write, not re-read on a timer."""
+    with proxy.http() as http:
+        seed(http)
+        warm(http, proxy)  # the space's speakers are cached now: Alice and Bob
+        late = {"role": "user", "name": "Carol", "content": "On weekends I restore old bicycles.", "id": "t9"}
+        http.post("/v1/memories", json={"user": "duo", "messages": [late], "mode": "raw", "sync": True})
+        results = search(http, "What does Carol do on weekends?", top_k=1)["results"]
+        assert [r["sources"] for r in results] == [["t9"]]
+        space = http.get(f"/v1/memories/{results[0]['id']}").json()["space"]
+        retriever = proxy.server.app.state.memory.retriever
+        assert asyncio.run(retriever._speaker_names(space)) == {"Alice", "Bob", "Carol"}
+
+
 def test_the_plain_preset_renders_whole_memories(
     backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path
 ) -> None:
@@ -119,20 +133,20 @@ def test_space_vectors_score_whole_text_and_best_sentence() -> None:
             VectorEntry("b", WHOLE, unit[1]),
         ]
     )
-    scores = vectors.score(unit[0], sentence_weight=0.5)
+    scores = dict(vectors.ranked(unit[0], sentence_weight=0.5))
     assert np.isclose(scores["a"], 0.5 * unit[2] @ unit[0] + 0.5 * 1.0)
     assert np.isclose(scores["b"], 0.0)
     assert vectors.best_sentence("a", unit[1]) == 1 and vectors.best_sentence("b", unit[1]) is None
     vectors.add([VectorEntry("a", WHOLE, unit[1])])  # replaced: the sentences are gone too
     assert vectors.best_sentence("a", unit[0]) is None
-    assert np.isclose(vectors.score(unit[1], sentence_weight=0.5)["a"], 1.0)
+    assert np.isclose(dict(vectors.ranked(unit[1], sentence_weight=0.5))["a"], 1.0)
     vectors.remove(["b"])
-    assert set(vectors.score(unit[0], sentence_weight=0.0)) == {"a"}
+    assert set(dict(vectors.ranked(unit[0], sentence_weight=0.0))) == {"a"}
     for i in range(200):  # growth and compaction keep every live cube
         vectors.add([VectorEntry(f"c{i}", WHOLE, unit[i % 3])])
         if i % 3 == 0:
             vectors.remove([f"c{i}"])
-    assert len(vectors.score(unit[0], sentence_weight=0.5)) == 1 + 200 - 67
+    assert len(dict(vectors.ranked(unit[0], sentence_weight=0.5))) == 1 + 200 - 67
 
 
 def test_small_pieces() -> None:
@@ -172,4 +186,19 @@ async def _loaded(memory: Any) -> bool:
 
 async def _score_ids(memory: Any) -> set[str]:
     vectors = memory.hot.get("user:duo")
-    return set(vectors.score(np.ones(memory.embedder.dimension, dtype=np.float32), sentence_weight=0.5))
+    return set(dict(vectors.ranked(np.ones(memory.embedder.dimension, dtype=np.float32), sentence_weight=0.5)))
+
+
+def test_space_vectors_rank_best_first_within_limit_and_floor() -> None:
+    vectors = SpaceVectors(2)
+    angles = np.linspace(0, np.pi / 2, 50)
+    vectors.add(
+        [VectorEntry(f"c{i}", WHOLE, np.array([np.cos(a), np.sin(a)], np.float32)) for i, a in enumerate(angles)]
+    )
+    query = np.array([1, 0], np.float32)
+    everything = vectors.ranked(query, sentence_weight=0.5)
+    assert [cube_id for cube_id, _ in everything] == [f"c{i}" for i in range(50)]
+    head = vectors.ranked(query, sentence_weight=0.5, limit=7)
+    assert head == everything[:7]
+    floored = vectors.ranked(query, sentence_weight=0.5, floor=0.5)
+    assert floored == [pair for pair in everything if pair[1] >= 0.5] and 0 < len(floored) < 50
