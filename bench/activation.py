@@ -51,11 +51,13 @@ def _seed_stable_block(http: httpx.Client, user: str, target: int, tokenizer: An
         texts = [r["text"] for r in found if r["block"] == "stable"]
         if _block_tokens(tokenizer, texts) >= target:
             break
-    while texts and _block_tokens(tokenizer, texts) > target:  # unpin the excess
+    while texts and _block_tokens(tokenizer, texts) > target:  # the excess goes: unpinned, it would
         result = http.post("/v1/memories/search", json={"user": user, "query": "bakery"}).json()["results"]
-        last = [r for r in result if r["block"] == "stable"][-1]
-        http.patch(f"/v1/memories/{last['id']}", json={"pinned": False})
+        last = [r for r in result if r["block"] == "stable"][-1]  # be injected next to the turn
+        http.delete(f"/v1/memories/{last['id']}", params={"purge": "true"})
         texts = texts[:-1]
+    found = http.post("/v1/memories/search", json={"user": user, "query": TURN}).json()["results"]
+    assert all(r["block"] == "stable" for r in found), "only the stable block may be injected"
     return _block_tokens(tokenizer, texts)
 
 

@@ -1,10 +1,11 @@
-"""Nothing lost under faults: a killed process, a locked store, a Chroma server that goes away,
-a full write-back queue, index writes left behind by a crash."""
+"""Nothing lost under faults: a killed process, a locked store, a full disk, a Chroma server that
+goes away, a full write-back queue, index writes left behind by a crash."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import shutil
 import signal
 import sqlite3
@@ -153,6 +154,50 @@ def test_a_locked_store_delays_nothing_and_loses_nothing(
     with proxy.http() as http:
         assert sorted(facts_of(http, "pia")) == ["I also play go.", "Pia plays chess"]
     assert not (tmp_path / "data" / "journal-spill.jsonl").exists()
+
+
+def test_a_full_disk_answers_chat_and_lands_the_writes_once_space_is_back(backend: Backend, tmp_path: Path) -> None:
+    """The proxy's file size limit (RLIMIT_FSIZE, set from outside with prlimit) is lowered so that
+    no file of its data dir can grow: SQLite fails with "database or disk is full", as on a full
+    disk, for the journal and the memories alike. Chat is answered with what is stored; the
+    exchange waits in memory and lands when the limit is lifted."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model_list:\n"
+        f"  - {{model_name: fake, litellm_params: {{model: openai/fake, api_base: '{backend.url}/v1'}}}}\n"
+        "memory:\n"
+        f"  data_dir: {tmp_path / 'data'}\n"
+        "  writeback: {retry_seconds: 0.2}\n"
+    )
+    port = free_port()
+    server = start_server(config, port)
+    url = f"http://127.0.0.1:{port}"
+    unlimited = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            http.post("/v1/memories", json={"user": "fay", "facts": ["Fay keeps bees"], "sync": True})
+            resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (4096, unlimited[1]))
+            response = http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "fake",
+                    "user": "fay",
+                    "messages": [{"role": "user", "content": "I sold my honey. Bees?"}],
+                },
+            )
+            assert response.status_code == 200
+            assert response.json()["choices"][0]["message"]["content"]
+            assert "bees" in str(backend.last_body()["messages"])  # reads go on
+            time.sleep(1.0)  # write-back has tried (and failed) meanwhile
+            journal = http.get("/readyz").json()["checks"]["journal"]
+            assert journal["spilled"] == 1, journal
+            assert facts_of(http, "fay") == ["Fay keeps bees"]
+            resource.prlimit(server.pid, resource.RLIMIT_FSIZE, unlimited)
+            wait_journal(url, done=2)
+            assert sorted(facts_of(http, "fay")) == ["Fay keeps bees", "I sold my honey."]
+    finally:
+        server.kill()
+        server.wait(timeout=30)
 
 
 @contextlib.contextmanager
