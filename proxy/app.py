@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
+import aiohttp
 from fastapi import FastAPI
 
 from memcubes import layout
@@ -62,8 +62,10 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512), timeout=None
+        client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=2048, limit_per_host=0),
+            timeout=aiohttp.ClientTimeout(total=None),
+            trust_env=True,  # HTTPS_PROXY and friends, as httpx and the OpenAI SDK honour them
         )
         router = build_router(settings, client)
         for backend in router.backends():
@@ -87,7 +89,7 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
                 await memory.close()
             for backend in router.backends():
                 await backend.aclose()
-            await client.aclose()
+            await client.close()
 
     app = FastAPI(title="memproxy", version=VERSION, lifespan=lifespan)
     app.state.settings = settings

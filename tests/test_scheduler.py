@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 
 from memcubes import layout
@@ -194,16 +194,18 @@ def test_anthropic_models_get_cache_control_on_the_stable_block(
         assert isinstance(backend.last_body()["messages"][0]["content"], str)
 
 
-def test_openai_models_get_a_prompt_cache_key_that_hides_the_user() -> None:
+async def test_openai_models_get_a_prompt_cache_key_that_hides_the_user() -> None:
+    client = aiohttp.ClientSession()
     entry = ModelEntry.model_validate(
         {"model_name": "gpt", "litellm_params": {"model": "openai/gpt-4o", "api_key": "k"}}
     )
-    official = OpenAIWireBackend(entry, client=httpx.AsyncClient(), router=RouterSettings())
+    official = OpenAIWireBackend(entry, client=client, router=RouterSettings())
     assert official.prompt_cache_key
     custom = ModelEntry.model_validate(
         {"model_name": "v", "litellm_params": {"model": "openai/q", "api_base": "http://127.0.0.1:1/v1"}}
     )
-    assert not OpenAIWireBackend(custom, client=httpx.AsyncClient(), router=RouterSettings()).prompt_cache_key
+    assert not OpenAIWireBackend(custom, client=client, router=RouterSettings()).prompt_cache_key
     key = layout.prompt_cache_key("user:alice@example.com")
     assert key == layout.prompt_cache_key("user:alice@example.com") != layout.prompt_cache_key("user:bob")
     assert "alice" not in key and len(key) < 64
+    await client.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 
 from proxy.backends.base import Backend, BackendResponse, ForwardContext, StreamChunk
 from proxy.backends.litellm_backend import LiteLLMBackend
@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-def build_backend(entry: ModelEntry, settings: Settings, client: httpx.AsyncClient) -> Backend:
+def build_backend(entry: ModelEntry, settings: Settings, client: aiohttp.ClientSession) -> Backend:
     if entry.local is not None:
         from proxy.backends.local_hf import LocalHFBackend
 
@@ -34,7 +34,7 @@ def build_backend(entry: ModelEntry, settings: Settings, client: httpx.AsyncClie
     return LiteLLMBackend(entry, router=settings.router_settings, module_settings=settings.litellm_settings)
 
 
-def build_router(settings: Settings, client: httpx.AsyncClient) -> ModelRouter:
+def build_router(settings: Settings, client: aiohttp.ClientSession) -> ModelRouter:
     deployments: dict[str, list[Backend]] = {}
     for entry in settings.model_list:
         deployments.setdefault(entry.model_name, []).append(build_backend(entry, settings, client))

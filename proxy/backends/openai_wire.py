@@ -4,6 +4,8 @@ The body goes out as the client sent it (model name swapped, memories injected) 
 comes back byte for byte: ids, usage, tool calls, finish reasons and fields memproxy has never
 heard of. Going through litellm instead would re-build every response and chunk through its own
 types (adding and dropping fields) and cost ~3 ms per call on this machine, against ~0.8 ms here.
+The client is aiohttp's: under 64 concurrent requests httpx's connection pool cost the proxy more
+CPU than everything else it does without memory (see ``make bench``, overhead section).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from proxy.backends.base import Backend, BackendResponse, ForwardContext, StreamChunk, chunk_finished
 from proxy.config import ModelEntry, RouterSettings
@@ -29,6 +31,7 @@ from proxy.sse import sse_events
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
 WIRE_PROVIDERS = frozenset({"openai", "hosted_vllm"})
+_CONNECT_SECONDS = 10.0
 
 
 def upstream_error(status: int, body: bytes, model_name: str) -> BackendError:
@@ -57,7 +60,7 @@ def upstream_error(status: int, body: bytes, model_name: str) -> BackendError:
 
 
 class OpenAIWireBackend(Backend):
-    def __init__(self, entry: ModelEntry, *, client: httpx.AsyncClient, router: RouterSettings) -> None:
+    def __init__(self, entry: ModelEntry, *, client: aiohttp.ClientSession, router: RouterSettings) -> None:
         super().__init__(entry.model_name)
         params = entry.litellm_params
         assert params is not None
@@ -75,8 +78,11 @@ class OpenAIWireBackend(Backend):
             self._headers["authorization"] = f"Bearer {params.api_key}"
         if params.organization:
             self._headers["openai-organization"] = params.organization
-        self._timeout = httpx.Timeout(params.timeout or router.timeout, connect=10.0)
-        self._stream_timeout = httpx.Timeout(params.stream_timeout or params.timeout or router.timeout, connect=10.0)
+        # Per read, not in total: a long answer that keeps coming is not a timeout.
+        read = params.timeout or router.timeout
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_SECONDS, sock_read=read)
+        stream_read = params.stream_timeout or read
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_SECONDS, sock_read=stream_read)
 
     def _payload(self, body: dict[str, Any]) -> bytes:
         if self._needs_key:
@@ -90,31 +96,34 @@ class OpenAIWireBackend(Backend):
     async def complete(self, body: dict[str, Any], ctx: ForwardContext) -> BackendResponse:
         payload = self._payload(body)
         try:
-            response = await self._client.post(self._url, content=payload, headers=self._headers, timeout=self._timeout)
-        except httpx.TimeoutException as exc:
+            async with self._client.post(
+                self._url, data=payload, headers=self._headers, timeout=self._timeout
+            ) as response:
+                status, content = response.status, await response.read()
+        except TimeoutError as exc:
             raise BackendTimeout(f"backend for {self.model_name!r} timed out") from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise BackendUnreachable(f"backend for {self.model_name!r} is unreachable: {exc!r}") from exc
-        if response.status_code >= 400:
-            raise upstream_error(response.status_code, response.content, self.model_name)
+        if status >= 400:
+            raise upstream_error(status, content, self.model_name)
         try:
-            data = response.json()
+            data = json.loads(content)
         except ValueError as exc:
             raise BackendError(f"backend for {self.model_name!r} answered invalid JSON") from exc
         if not isinstance(data, dict):
             raise BackendError(f"backend for {self.model_name!r} answered JSON that is not an object")
-        return BackendResponse(data, raw=response.content)
+        return BackendResponse(data, raw=content)
 
     async def stream(self, body: dict[str, Any], ctx: ForwardContext) -> AsyncIterator[StreamChunk]:
         payload = self._payload(body)
         finished = False
         try:
-            async with self._client.stream(
-                "POST", self._url, content=payload, headers=self._headers, timeout=self._stream_timeout
+            async with self._client.post(
+                self._url, data=payload, headers=self._headers, timeout=self._stream_timeout
             ) as response:
-                if response.status_code >= 400:
-                    raise upstream_error(response.status_code, await response.aread(), self.model_name)
-                async for raw, data in sse_events(response.aiter_bytes()):
+                if response.status >= 400:
+                    raise upstream_error(response.status, await response.read(), self.model_name)
+                async for raw, data in sse_events(response.content.iter_any()):
                     if data.strip() == b"[DONE]":
                         return
                     try:
@@ -125,9 +134,9 @@ class OpenAIWireBackend(Backend):
                         raise BackendError(f"backend for {self.model_name!r} sent an invalid stream event")
                     finished = finished or chunk_finished(chunk)
                     yield StreamChunk(chunk, raw=raw)
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             raise BackendTimeout(f"backend for {self.model_name!r} timed out") from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise BackendUnreachable(f"backend for {self.model_name!r} dropped the stream: {exc!r}") from exc
         if not finished:
             raise BackendUnreachable(f"backend for {self.model_name!r} ended the stream before it finished")
