@@ -34,6 +34,7 @@ from memcubes.activation import (
     write_tiny_model,
 )
 from memcubes.activation.detokenizer import IncrementalDecoder
+from memcubes.activation.kv_store import PrivateLayer
 from memcubes.activation.sampling import TokenSampler
 
 Message = dict[str, Any]
@@ -413,3 +414,20 @@ def test_sampling_is_reproducible_with_a_seed(engine: LocalEngine) -> None:
     logits = torch.tensor([0.0, 5.0, 1.0])
     assert TokenSampler(temperature=0.0)(logits) == 1
     assert {TokenSampler(temperature=1.0, top_p=0.5, seed=s)(logits) for s in range(20)} == {1}
+
+
+def test_a_private_layer_appends_like_a_dynamic_layer_and_grows_past_its_room() -> None:
+    stored = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)
+    private, reference = PrivateLayer(*stored, room=2), DynamicLayer()
+    reference.update(*stored)
+    before = stored[0].clone()
+    for step in range(1, 6):  # 1 + 2 + ... + 5 new positions: the room (2) runs out twice
+        new = torch.randn(1, 2, step, 4), torch.randn(1, 2, step, 4)
+        got, want = private.update(*new), reference.update(*new)
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+        assert private.get_seq_length() == reference.get_seq_length()
+    private.crop(-3)
+    reference.crop(-3)
+    new = torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4)
+    assert torch.equal(private.update(*new)[0], reference.update(*new)[0])
+    assert torch.equal(stored[0], before)  # the tensors it was built from are untouched

@@ -34,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -46,6 +47,7 @@ from memcubes.activation.errors import ActivationFileError, UnsupportedCache
 logger = logging.getLogger(__name__)
 
 _FORMAT = "memproxy-kv/1"
+_DECODE_ROOM = 128  # positions a private cache has free beyond the prompt before it grows
 _LayerTensors = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
 
@@ -160,7 +162,11 @@ class ActivationStore:
             if tensors is None:
                 continue
             reused = min(entry.token_count, len(token_ids) - 1)
-            return CacheHit(entry=entry, cache=_copy_cache(tensors, reused, device), reused_tokens=reused)
+            return CacheHit(
+                entry=entry,
+                cache=_private_cache(tensors, reused, len(token_ids) - reused + _DECODE_ROOM, device),
+                reused_tokens=reused,
+            )
         return None
 
     def _candidates(self, fingerprint: str, token_ids: Sequence[int]) -> list[ActivationEntry]:
@@ -372,7 +378,7 @@ def _snapshot(cache: DynamicCache, token_count: int) -> _LayerTensors:
     """Detached, contiguous CPU copies of every layer's keys and values."""
     layers: list[tuple[torch.Tensor, torch.Tensor]] = []
     for i, layer in enumerate(cache.layers):
-        if type(layer) is not DynamicLayer:
+        if not isinstance(layer, DynamicLayer) or type(layer) not in (DynamicLayer, PrivateLayer):
             raise UnsupportedCache(f"layer {i} is a {type(layer).__name__}; only full-attention caches are stored")
         keys, values = layer.keys, layer.values
         if keys is None or values is None or keys.ndim != 4:
@@ -392,28 +398,66 @@ def _snapshot(cache: DynamicCache, token_count: int) -> _LayerTensors:
     return tuple(layers)
 
 
-def _copy_cache(tensors: _LayerTensors, tokens: int, device: torch.device | str | None) -> DynamicCache:
-    """A fresh DynamicCache holding the first ``tokens`` positions of ``tensors``.
+class PrivateLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # transformers' __init_subclass__
+    """One layer of a cache read from the store: a private copy in a buffer with room to grow.
 
-    ``DynamicCache(ddp_cache_data=...)`` fills its layers with ``torch.cat`` (a copy); if a
-    future transformers stored the tensors by reference instead, they are cloned here so the
-    stored ones are never exposed to in-place updates.
+    ``DynamicLayer.update`` concatenates, so every forward pass copies the whole layer again: the
+    2048-token prefix of the bench model is 64 MB, copied once more for the turn and once per
+    generated token. This layer owns its buffer (copied on read, never shared with the store), so
+    it appends in place and exposes views of the filled part; when the room runs out the buffer
+    doubles. ``crop`` keeps working (the engine's and transformers' only other use of a layer).
     """
-    pairs = [
-        (keys[..., :tokens, :].to(device or keys.device), values[..., :tokens, :].to(device or values.device))
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, *, room: int) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._length = keys.shape[-2]
+        self._keys = _with_room(keys, self._length, room)
+        self._values = _with_room(values, self._length, room)
+        self.device = keys.device
+        self.is_initialized = True
+        self._expose()
+
+    def _expose(self) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self._keys[..., : self._length, :], self._values[..., : self._length, :]
+        self.keys, self.values = keys, values
+        return keys, values
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self._length + key_states.shape[-2]
+        if end > self._keys.shape[-2]:
+            room = max(end, 2 * self._keys.shape[-2]) - self._length
+            self._keys = _with_room(self._keys, self._length, room)
+            self._values = _with_room(self._values, self._length, room)
+        self._keys[..., self._length : end, :] = key_states
+        self._values[..., self._length : end, :] = value_states
+        self._length = end
+        return self._expose()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        super().crop(tokens_to_remove)
+        if self.keys is not None:
+            self._length = self.keys.shape[-2]
+
+
+def _with_room(tensor: torch.Tensor, length: int, room: int) -> torch.Tensor:
+    """A new tensor holding the first ``length`` positions of ``tensor`` and ``room`` free ones."""
+    grown = tensor.new_empty((*tensor.shape[:-2], length + room, tensor.shape[-1]))
+    grown[..., :length, :] = tensor[..., :length, :]
+    return grown
+
+
+def _private_cache(tensors: _LayerTensors, tokens: int, room: int, device: torch.device | str | None) -> DynamicCache:
+    """A fresh cache holding a copy of the first ``tokens`` positions of ``tensors`` (copy on
+    read: the stored tensors are never handed out), with ``room`` positions to grow into."""
+    cache = DynamicCache()
+    cache.layers = [
+        PrivateLayer(
+            keys[..., :tokens, :].to(device or keys.device),
+            values[..., :tokens, :].to(device or values.device),
+            room=room,
+        )
         for keys, values in tensors
     ]
-    cache = DynamicCache(ddp_cache_data=pairs)
-    for layer, (keys, values) in zip(cache.layers, tensors, strict=True):
-        if not isinstance(layer, DynamicLayer):
-            raise UnsupportedCache(f"DynamicCache built a {type(layer).__name__}")
-        layer_keys, layer_values = layer.keys, layer.values
-        if layer_keys is None or layer_values is None:
-            raise UnsupportedCache("DynamicCache did not take the stored tensors")
-        if _shares_memory(layer_keys, keys) or _shares_memory(layer_values, values):
-            layer.keys, layer.values = layer_keys.clone(), layer_values.clone()
     return cache
-
-
-def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.device == b.device and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()

@@ -9,7 +9,6 @@ whose random part derives from the foreign id. They sort by creation like mempro
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -96,10 +95,14 @@ def imported(cubes: Iterable[MemCube], *, space: str, system: str) -> BundleCont
     """Bundle contents for foreign memories: one ``IMPORT`` history event each (every cube has a
     history), oldest first; two memories with the same foreign id are an error."""
     ordered = sorted(cubes, key=lambda cube: cube.id)
-    for first, second in itertools.pairwise(ordered):
-        if first.id == second.id:
-            origin = (first.source.model_extra or {}).get("origin_id")
+    # By foreign id, not cube id: an item without a time gets "now", which may differ by a
+    # millisecond between two copies of it, and so would its ULID.
+    seen: set[str] = set()
+    for cube in ordered:
+        origin = str((cube.source.model_extra or {}).get("origin_id", cube.id))
+        if origin in seen:
             raise BundleError(f"the {system} export holds memory {origin!r} twice")
+        seen.add(origin)
     now = utcnow()
     history = [HistoryEvent(cube, "IMPORT", f"imported from {system}", now) for cube in ordered]
     return BundleContents(space=space, cubes=ordered, history=history, format=system)
