@@ -63,7 +63,8 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=2048, limit_per_host=0),
+            # idle connections go before common upstream keep-alive limits (uvicorn's is 5 s)
+            connector=aiohttp.TCPConnector(limit=2048, limit_per_host=0, keepalive_timeout=4.0),
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=True,  # HTTPS_PROXY and friends, as httpx and the OpenAI SDK honour them
         )

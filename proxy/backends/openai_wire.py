@@ -93,12 +93,21 @@ class OpenAIWireBackend(Backend):
             )
         return json.dumps({**body, "model": self._upstream_model}).encode()
 
+    async def _post(self, payload: bytes, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """Send the request, once more if the connection closes before any answer.
+
+        An upstream may close an idle keep-alive connection just as the pool hands it out; the
+        request then fails before a byte of answer (httpx checks a pooled socket before reuse,
+        aiohttp does not). Seen as a few 502s among 200 concurrent streams."""
+        try:
+            return await self._client.post(self._url, data=payload, headers=self._headers, timeout=timeout)
+        except aiohttp.ServerDisconnectedError:
+            return await self._client.post(self._url, data=payload, headers=self._headers, timeout=timeout)
+
     async def complete(self, body: dict[str, Any], ctx: ForwardContext) -> BackendResponse:
         payload = self._payload(body)
         try:
-            async with self._client.post(
-                self._url, data=payload, headers=self._headers, timeout=self._timeout
-            ) as response:
+            async with await self._post(payload, self._timeout) as response:
                 status, content = response.status, await response.read()
         except TimeoutError as exc:
             raise BackendTimeout(f"backend for {self.model_name!r} timed out") from exc
@@ -118,9 +127,7 @@ class OpenAIWireBackend(Backend):
         payload = self._payload(body)
         finished = False
         try:
-            async with self._client.post(
-                self._url, data=payload, headers=self._headers, timeout=self._stream_timeout
-            ) as response:
+            async with await self._post(payload, self._stream_timeout) as response:
                 if response.status >= 400:
                     raise upstream_error(response.status, await response.read(), self.model_name)
                 async for raw, data in sse_events(response.content.iter_any()):
