@@ -36,6 +36,14 @@ def facts_of(http: httpx.Client, user: str) -> list[str]:
     return [m["content"] for m in http.get("/v1/memories", params={"user": user, "limit": 500}).json()["data"]]
 
 
+def chat(http: httpx.Client, user: str, text: str) -> httpx.Response:
+    """One user turn to the scripted model, as ``user``."""
+    return http.post(
+        "/v1/chat/completions",
+        json={"model": "fake", "user": user, "messages": [{"role": "user", "content": text}]},
+    )
+
+
 def wait_journal(url: str, *, done: int, timeout: float = 60.0) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     journal: dict[str, int] = {}
@@ -133,14 +141,7 @@ def test_a_locked_store_delays_nothing_and_loses_nothing(
         blocker = sqlite3.connect(tmp_path / "data" / "memproxy.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")  # a backup or migration holding the write lock
         try:
-            response = http.post(
-                "/v1/chat/completions",
-                json={
-                    "model": "fake",
-                    "user": "pia",
-                    "messages": [{"role": "user", "content": "I also play go. Chess?"}],
-                },
-            )
+            response = chat(http, "pia", "I also play go. Chess?")
             assert response.status_code == 200
             assert response.headers["x-memory-status"] == "ok"  # reads go on (WAL)
             assert "chess" in str(backend.last_body()["messages"])
@@ -177,14 +178,7 @@ def test_a_full_disk_answers_chat_and_lands_the_writes_once_space_is_back(backen
         with httpx.Client(base_url=url, timeout=30) as http:
             http.post("/v1/memories", json={"user": "fay", "facts": ["Fay keeps bees"], "sync": True})
             resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (4096, unlimited[1]))
-            response = http.post(
-                "/v1/chat/completions",
-                json={
-                    "model": "fake",
-                    "user": "fay",
-                    "messages": [{"role": "user", "content": "I sold my honey. Bees?"}],
-                },
-            )
+            response = chat(http, "fay", "I sold my honey. Bees?")
             assert response.status_code == 200
             assert response.json()["choices"][0]["message"]["content"]
             assert "bees" in str(backend.last_body()["messages"])  # reads go on
@@ -240,14 +234,7 @@ def test_chroma_server_mode_survives_the_server_going_away(
             assert "Oslo" in str(http.post("/v1/memories/search", json={"user": "quin", "query": "Oslo"}).json())
     # Chroma is gone: chat is still answered; what the user says is stored, its vectors wait.
     with proxy.http() as http:
-        response = http.post(
-            "/v1/chat/completions",
-            json={
-                "model": "fake",
-                "user": "quin",
-                "messages": [{"role": "user", "content": "I adopted a cat named Miso."}],
-            },
-        )
+        response = chat(http, "quin", "I adopted a cat named Miso.")
         assert response.status_code == 200
         assert response.headers["x-memory-status"] in ("ok", "degraded")
         deadline = time.monotonic() + 30
@@ -257,14 +244,7 @@ def test_chroma_server_mode_survives_the_server_going_away(
         assert http.get("/readyz").json()["checks"]["journal"]["indexing"] >= 1
         # A space not in RAM can't be searched by vector now: lexical results still come, flagged.
         proxy.server.app.state.memory.hot.drop("user:quin")
-        response = http.post(
-            "/v1/chat/completions",
-            json={
-                "model": "fake",
-                "user": "quin",
-                "messages": [{"role": "user", "content": "Do I still live in Oslo?"}],
-            },
-        )
+        response = chat(http, "quin", "Do I still live in Oslo?")
         assert response.status_code == 200 and response.headers["x-memory-status"] == "degraded"
         assert "Quin lives in Oslo" in str(backend.last_body()["messages"])
     with chroma_server(tmp_path / "chroma", port):
@@ -285,14 +265,7 @@ def test_a_full_queue_delays_write_back_but_drops_nothing(
 
     def send(thing: str) -> None:
         with proxy.http() as http:
-            http.post(
-                "/v1/chat/completions",
-                json={
-                    "model": "fake",
-                    "user": "rita",
-                    "messages": [{"role": "user", "content": f"I collect {thing}."}],
-                },
-            )
+            chat(http, "rita", f"I collect {thing}.")
 
     threads = [threading.Thread(target=send, args=(thing,)) for thing in things]
     for thread in threads:
