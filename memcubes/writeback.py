@@ -147,10 +147,10 @@ class WriteBack:
         readers: Mapping[str, Reader],
         settings: WritebackSettings,
         spill: JournalSpill,
+        foreground: Foreground,
         on_commit: Callable[[str], None] = lambda space: None,
-        foreground: Foreground | None = None,
     ) -> None:
-        self._foreground = foreground or Foreground()
+        self._foreground = foreground
         self._spill = spill
         self._on_commit = on_commit
         self._store = store
