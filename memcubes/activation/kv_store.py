@@ -408,12 +408,14 @@ class PrivateLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # transforme
     doubles. ``crop`` keeps working (the engine's and transformers' only other use of a layer).
     """
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, *, room: int) -> None:
+    def __init__(
+        self, keys: torch.Tensor, values: torch.Tensor, *, room: int, device: torch.device | str | None = None
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._length = keys.shape[-2]
-        self._keys = _with_room(keys, self._length, room)
-        self._values = _with_room(values, self._length, room)
-        self.device = keys.device
+        self._keys = _with_room(keys, self._length, room, device)
+        self._values = _with_room(values, self._length, room, device)
+        self.device = self._keys.device
         self.is_initialized = True
         self._expose()
 
@@ -441,9 +443,11 @@ class PrivateLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # transforme
             self._length = self.keys.shape[-2]
 
 
-def _with_room(tensor: torch.Tensor, length: int, room: int) -> torch.Tensor:
-    """A new tensor holding the first ``length`` positions of ``tensor`` and ``room`` free ones."""
-    grown = tensor.new_empty((*tensor.shape[:-2], length + room, tensor.shape[-1]))
+def _with_room(tensor: torch.Tensor, length: int, room: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """A new tensor (on ``device``, default ``tensor``'s) holding the first ``length`` positions
+    of ``tensor`` and ``room`` free ones: one copy, also across devices."""
+    shape = (*tensor.shape[:-2], length + room, tensor.shape[-1])
+    grown = torch.empty(shape, dtype=tensor.dtype, device=device or tensor.device)
     grown[..., :length, :] = tensor[..., :length, :]
     return grown
 
@@ -453,11 +457,7 @@ def _private_cache(tensors: _LayerTensors, tokens: int, room: int, device: torch
     read: the stored tensors are never handed out), with ``room`` positions to grow into."""
     cache = DynamicCache()
     cache.layers = [
-        PrivateLayer(
-            keys[..., :tokens, :].to(device or keys.device),
-            values[..., :tokens, :].to(device or values.device),
-            room=room,
-        )
+        PrivateLayer(keys[..., :tokens, :], values[..., :tokens, :], room=room, device=device)
         for keys, values in tensors
     ]
     return cache
