@@ -291,6 +291,35 @@ def test_history_resent_by_the_client_is_distilled_once(proxy: Proxy, backend: B
     assert sorted(m["content"] for m in page) == ["I have a sister named Ana.", "I live in Oslo."]
 
 
+def test_only_the_latest_chat_turns_are_considered_for_memory(
+    backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path
+) -> None:
+    settings = proxy_settings(
+        backend.url, tmp_path / "d", memory={"extraction": {"mode": "raw"}, "writeback": {"chat_turns": 3}}
+    )
+    proxy = start_proxy(settings)
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "I live in Oslo."},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "I have a sister named Ana."},
+        {"role": "tool", "tool_call_id": "c1", "content": "{}"},
+        {"role": "user", "content": "I play the cello."},
+    ]
+    backend.queue({"text": "Lovely."})
+    proxy.openai().chat.completions.create(model="fake", messages=messages, user="kai")  # type: ignore[arg-type]
+    proxy.wait_writeback()
+    with proxy.http() as http:
+        page = http.get("/v1/memories", params={"user": "kai"}).json()["data"]
+    # the three latest turns worth remembering of the request, and the answer
+    assert sorted(m["content"] for m in page) == [
+        "assistant: Lovely.",
+        "assistant: Noted.",
+        "user: I have a sister named Ana.",
+        "user: I play the cello.",
+    ]
+
+
 def test_raw_http_without_sdk(proxy: Proxy) -> None:
     response = httpx.post(
         f"{proxy.url}/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "hi"}]}

@@ -163,7 +163,7 @@ class ChatService:
         if self._memory is None or not scope.writes or scope.space is None:
             return
         now = utcnow()
-        turns = _turns(request_id, messages, now)[-self._settings.memory.writeback.chat_turns :]
+        turns = _turns(request_id, messages, now, limit=self._settings.memory.writeback.chat_turns)
         if answer:
             turns.append(
                 Turn(id=f"{request_id}-answer", role="assistant", content=answer, created_at=now, generated=True)
@@ -194,9 +194,13 @@ def _event(chunk: StreamChunk) -> bytes:
     return chunk.raw if chunk.raw is not None else sse(chunk.data)
 
 
-def _turns(request_id: str, messages: list[dict[str, Any]], now: datetime) -> list[Turn]:
-    turns = []
-    for index, message in enumerate(messages):
+def _turns(request_id: str, messages: list[dict[str, Any]], now: datetime, *, limit: int) -> list[Turn]:
+    """The latest ``limit`` turns worth remembering, oldest first; earlier messages are not read."""
+    turns: list[Turn] = []
+    for index in range(len(messages) - 1, -1, -1):
+        if len(turns) == limit:
+            break
+        message = messages[index]
         if message.get("role") not in _REMEMBERED_ROLES:
             continue
         text = layout.message_text(message).strip()
@@ -205,4 +209,5 @@ def _turns(request_id: str, messages: list[dict[str, Any]], now: datetime) -> li
             turns.append(
                 Turn(id=f"{request_id}-{index}", role=message["role"], content=text, name=name, created_at=now)
             )
+    turns.reverse()
     return turns
