@@ -65,6 +65,12 @@ class Cell:
     def user(self) -> str:
         return f"bench-{self.mode}-c{self.concurrency}"
 
+    @property
+    def seed(self) -> int:
+        """Where this cell's request texts start: no two cells (nor targets, nor rounds) share a
+        text, or memproxy would answer a later one's query embedding from its cache."""
+        return 1000 * self.concurrency + (500 if self.stream else 0)
+
 
 @dataclass(frozen=True)
 class Servers:
@@ -102,7 +108,7 @@ async def measure(servers: Servers, cell: Cell, args: argparse.Namespace) -> dic
         pools = {t.name: await stack.enter_async_context(session(cell.concurrency)) for t in cell_targets}
         results = {target.name: Sample() for target in cell_targets}
         for index, target in enumerate(cell_targets):  # connections, a space's vectors in RAM: warm
-            bodies = workload.chat_bodies(user="bench-warmup", seed=100_000 + 100 * cell.concurrency + index)
+            bodies = workload.chat_bodies(user="bench-warmup", seed=100_000 + cell.seed + index)
             retrieves = target.name in (READ, ON)  # the space is new to it: let memproxy settle in
             await run_load(
                 pools[target.name],
@@ -116,10 +122,9 @@ async def measure(servers: Servers, cell: Cell, args: argparse.Namespace) -> dic
         for number in range(args.rounds):
             order = cell_targets[number % len(cell_targets) :] + cell_targets[: number % len(cell_targets)]
             for target in order:
-                # Requests from the same generator, never the same text twice: memproxy's targets
-                # share one process, and a repeated text would be answered from its embedding cache.
+                # Requests from the same generator, never the same text twice (see Cell.seed).
                 index = cell_targets.index(target)
-                bodies = workload.chat_bodies(user="bench-user", seed=1000 * cell.concurrency + 10 * number + index)
+                bodies = workload.chat_bodies(user="bench-user", seed=cell.seed + 10 * number + index)
                 sample = await run_load(
                     pools[target.name],
                     target,

@@ -35,6 +35,23 @@ from memcubes.writeback import MemoryChange, WriteBack
 log = logging.getLogger(__name__)
 
 _HEAT_FLUSH_SECONDS = 1.0
+_EMBEDDER_META = "embedder"
+
+
+def _check_embedder(store: Store, name: str) -> None:
+    """Vectors from one embedder compared with another's query give poor matches (or none, if
+    the dimensions differ): say so when the configured embedder is not the one that built the
+    index. Memory keeps working; ``memproxy reindex`` re-embeds everything and records the new one."""
+    built_with = store.get_meta(_EMBEDDER_META)
+    if built_with is None:
+        store.set_meta(_EMBEDDER_META, name)
+    elif built_with != name:
+        log.warning(
+            "the vector index was built with %s but the embedder is %s: search quality suffers until "
+            "`memproxy reindex` re-embeds the memories",
+            built_with,
+            name,
+        )
 
 
 class MemoryOS:
@@ -100,6 +117,7 @@ class MemoryOS:
             await embedder.embed(["warm-up"])  # the first forward pass is several times slower
         if index is None:
             index = await asyncio.to_thread(build_index, settings.vector_index, data_dir)
+        await asyncio.to_thread(_check_embedder, store, embedder.name)
         return cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
 
     async def start(self) -> None:
@@ -256,6 +274,8 @@ class MemoryOS:
         count = await self.index_sync.reindex(space)
         for name in [space] if space else await asyncio.to_thread(self.store.spaces):
             self.hot.drop(name)
+        if space is None:
+            await asyncio.to_thread(self.store.set_meta, _EMBEDDER_META, self.embedder.name)
         return count
 
     async def delete_space(self, space: str) -> int:

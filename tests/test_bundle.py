@@ -144,7 +144,7 @@ def test_round_trip_into_an_empty_data_dir_is_identical(
     manifest = json.loads(member(bundle, "manifest.json"))
     assert manifest["format"] == "memcube-bundle" and manifest["format_version"] == 1
     assert manifest["space"] == "user:alice" and manifest["generator"]["name"] == "memproxy"
-    assert manifest["embedder"] == {"id": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384}
+    assert manifest["embedder"] == {"id": "sentence-transformers/all-MiniLM-L6-v2@int8", "dimension": 384}
     assert manifest["counts"]["cubes"] == len(cubes) == 5
     assert manifest["counts"]["states"] == {"active": 3, "deleted": 1, "superseded": 1}
     assert manifest["counts"]["history"] == sum(len(events) for events in history.values())
@@ -213,7 +213,7 @@ def handwritten(cubes: list[dict[str, Any]], events: list[dict[str, Any]], vecto
         "space": "agent:support",
         "created_at": "2025-01-01T00:00:00Z",
         "generator": {"name": "other-system", "version": "3.2"},
-        "embedder": {"id": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384},
+        "embedder": {"id": "sentence-transformers/all-MiniLM-L6-v2@int8", "dimension": 384},
         "counts": {"cubes": len(cubes), "history": len(events), "embeddings": len(vectors)},
         "members": {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in members.items()},
         "x_other_system": {"exported_by": "ops"},
