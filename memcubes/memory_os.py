@@ -175,11 +175,13 @@ class MemoryOS:
             for space in spaces:
                 await self.scheduler.rebalance(space)
 
-    def _changed(self, space: str) -> None:
-        """A write to ``space`` committed: re-read its stable block, and let listeners rebuild
-        what depends on it (in the background: callers are write paths)."""
-        self.scheduler.invalidate(space)
+    def _changed(self, space: str, cubes: Sequence[MemCube] | None = None) -> None:
+        """A write to ``space`` committed (of ``cubes``, when known): if it may have changed the
+        stable block, re-read it and let listeners rebuild what depends on it (in the
+        background: callers are write paths)."""
         self.retriever.invalidate(space)
+        if not self.scheduler.invalidate(space, cubes):
+            return
         task = asyncio.get_running_loop().create_task(self.scheduler.announce(space))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -101,9 +101,18 @@ class MemScheduler:
     def on_stable_change(self, listener: StableListener) -> None:
         self._listeners.append(listener)
 
-    def invalidate(self, space: str) -> None:
-        """A cube of ``space`` changed: its stable block must be read again."""
+    def invalidate(self, space: str, changed: Sequence[MemCube] | None = None) -> bool:
+        """Cubes of ``space`` changed (``None``: unknown which): drop its stable block unless the
+        change cannot touch it, i.e. no changed cube is pinned or a member. Returns whether it
+        was dropped. Most writes (a write-back adding what a user just said) leave it alone, so
+        requests keep reading it from here rather than from SQLite."""
+        cached = self._stable.get(space)
+        if cached is not None and changed is not None:
+            members = {cube.id for cube in cached[1]}
+            if not any(cube.pinned or cube.id in members for cube in changed):
+                return False
         self._stable.pop(space, None)
+        return True
 
     async def _members(self, space: str) -> list[MemCube]:
         cached = self._stable.get(space)

@@ -148,7 +148,7 @@ class WriteBack:
         settings: WritebackSettings,
         spill: JournalSpill,
         foreground: Foreground,
-        on_commit: Callable[[str], None] = lambda space: None,
+        on_commit: Callable[[str, list[MemCube]], None] = lambda space, cubes: None,
     ) -> None:
         self._foreground = foreground
         self._spill = spill
@@ -255,7 +255,7 @@ class WriteBack:
             except AlreadyApplied:
                 return await self.process(exchange_id, urgent=urgent, drain=drain)
             if changes.cubes:
-                self._on_commit(exchange.space)
+                self._on_commit(exchange.space, changes.cubes)
         self._known.update(known)
         if drain:
             await self._drain(urgent=urgent)

@@ -17,13 +17,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from openai import OpenAI
 
 from memcubes.config import MemorySettings
 from memcubes.cube import MemCube
 from memcubes.embedder import Embedder
+from memcubes.errors import StoreUnavailable
 from memcubes.memory_os import MemoryOS
-from memcubes.store import ChangeSet, HistoryEvent
+from memcubes.store import ChangeSet, HistoryEvent, Store
 from proxy.dev.scripted_backend import BackendScript, build_scripted_backend
 from proxy.dev.serve_thread import ServerThread, free_port
 from tests.conftest import Backend, Proxy, proxy_settings
@@ -155,6 +157,31 @@ def test_a_locked_store_delays_nothing_and_loses_nothing(
     with proxy.http() as http:
         assert sorted(facts_of(http, "pia")) == ["I also play go.", "Pia plays chess"]
     assert not (tmp_path / "data" / "journal-spill.jsonl").exists()
+
+
+def test_writers_of_one_process_queue_for_the_store_and_give_up_in_time(tmp_path: Path) -> None:
+    """In-process writers wait on a lock (no SQLite sleep-polling), bounded by their ``wait``."""
+    store = Store.open(tmp_path / "memproxy.db")
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._write():  # a long write-back transaction
+            entered.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert entered.wait(10)
+    with pytest.raises(StoreUnavailable, match="gave up waiting"):
+        store.journal_put("req-1", "user:ada", {"id": "req-1"}, wait=0.05)
+    landed: list[bool] = []
+    waiter = threading.Thread(target=lambda: landed.append(store.journal_put("req-1", "user:ada", {"id": "req-1"})))
+    waiter.start()
+    release.set()
+    holder.join(10)
+    waiter.join(10)
+    assert landed == [True] and store.journal_counts() == {"pending": 1}
+    store.close()
 
 
 def test_a_full_disk_answers_chat_and_lands_the_writes_once_space_is_back(backend: Backend, tmp_path: Path) -> None:

@@ -83,6 +83,26 @@ async def test_heat_promotes_and_cooling_demotes_with_hysteresis(memory: MemoryO
     assert plan.stable == []
 
 
+async def test_only_writes_that_can_touch_the_stable_block_make_it_be_read_again(
+    memory: MemoryOS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (lisbon,) = await add(memory, "I live in Lisbon")
+    await memory.edit(lisbon, {"pinned": True})
+    ask = [{"role": "user", "content": "Where do I live?"}]
+    assert texts((await memory.plan([SPACE], ask)).stable) == ["I live in Lisbon"]
+    reads: list[str] = []
+    read = memory.store.stable_members
+    monkeypatch.setattr(memory.store, "stable_members", lambda space: reads.append(space) or read(space))
+
+    await add(memory, "I play the cello")  # a new memory, neither pinned nor a member
+    assert texts((await memory.plan([SPACE], ask)).stable) == ["I live in Lisbon"]
+    assert reads == []
+
+    await add(memory, "I live in Porto")  # supersedes the pinned member
+    plan = await memory.plan([SPACE], ask)
+    assert reads and "I live in Lisbon" not in texts(plan.stable)
+
+
 async def test_stable_block_respects_its_share_of_one_token_budget(memory: MemoryOS) -> None:
     facts = [
         "Keeps a rusty saw in the garden shed",
