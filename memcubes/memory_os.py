@@ -179,7 +179,7 @@ class MemoryOS:
         """A write to ``space`` committed (of ``cubes``, when known): if it may have changed the
         stable block, re-read it and let listeners rebuild what depends on it (in the
         background: callers are write paths)."""
-        self.retriever.invalidate(space)
+        self.retriever.invalidate(space, None if cubes is None else [cube.id for cube in cubes])
         if not self.scheduler.invalidate(space, cubes):
             return
         task = asyncio.get_running_loop().create_task(self.scheduler.announce(space))

@@ -27,6 +27,7 @@ from typing import Protocol, TypeVar
 
 from memcubes.config import RetrievalSettings
 from memcubes.cube import MemCube
+from memcubes.cube_cache import CubeCache
 from memcubes.embedder import Embedder, Vectors
 from memcubes.errors import IndexUnavailable
 from memcubes.hot_vectors import HotVectors
@@ -179,9 +180,12 @@ class Retriever:
         self.settings = settings
         self._hot = hot
         self._speakers: dict[str, _Speakers] = {}
+        self._cubes = CubeCache(store)
 
-    def invalidate(self, space: str) -> None:
-        """A write to ``space``: its next search also reads the speakers of the new rows."""
+    def invalidate(self, space: str, cube_ids: Iterable[str] | None = None) -> None:
+        """A write to ``space`` (of ``cube_ids``, when known): those cubes are read again, and the
+        next search also reads the speakers of the new rows."""
+        self._cubes.forget(cube_ids)
         cached = self._speakers.get(space)
         if cached is not None:
             cached.changed = True
@@ -241,15 +245,21 @@ class Retriever:
                 degraded = True
                 return []
 
-        lexical_runs, dense_runs = await asyncio.gather(
+        async def speakers() -> set[str]:  # needed after the cubes are loaded; read meanwhile
+            if settings.speaker_boost == 1.0:
+                return set()
+            return set().union(*[await self._speaker_names(space) for space in spaces])
+
+        lexical_runs, dense_runs, speaker_names = await asyncio.gather(
             asyncio.gather(*(lexical(space) for space in spaces)),
             asyncio.gather(*(dense(space) for space in spaces)),
+            speakers(),
         )
         query_vector = (await embedding)[0]
-        scores = fuse(
+        scores = fuse(  # dense first: equal scores keep its order (the head is sorted stably)
             [
-                *((ranking, settings.lexical_weight) for ranking in lexical_runs),
                 *((ranking, settings.dense_weight) for ranking in dense_runs),
+                *((ranking, settings.lexical_weight) for ranking in lexical_runs),
             ],
             k=settings.rrf_k,
         )
@@ -258,9 +268,9 @@ class Retriever:
         # Only the head of the fused ranking can make it into the result (a named speaker's
         # memories at most double their score): load those cubes, not every candidate.
         head = sorted((c for c in scores if c not in excluded), key=lambda c: -scores[c])[: max(4 * limit, 40)]
-        cubes = await asyncio.to_thread(self._store.get_many, head)
-        if settings.speaker_boost != 1.0:
-            names = mentioned(set().union(*[await self._speaker_names(s) for s in spaces]), query)
+        cubes = await self._cubes.get_many(head)
+        if speaker_names:
+            names = mentioned(speaker_names, query)
             for cube_id, cube in cubes.items():
                 if names.intersection(cube.source.names):
                     scores[cube_id] *= settings.speaker_boost
