@@ -76,7 +76,7 @@ class _BatchingWorker:
     re-indexing). A batch takes every urgent text; background texts go only when no request waits,
     in small batches, so a query never queues behind a large write-back batch."""
 
-    _BACKGROUND_BATCH = 16
+    _BACKGROUND_BATCH = 4
 
     def __init__(self, encode: Callable[[list[str]], Vectors], *, max_batch: int) -> None:
         self._encode = encode

@@ -4,6 +4,7 @@ the memory layer and the backends onto ``app.state``. No module-level state."""
 from __future__ import annotations
 
 import logging
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -66,7 +67,9 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
             # idle connections go before common upstream keep-alive limits (uvicorn's is 5 s)
             connector=aiohttp.TCPConnector(limit=2048, limit_per_host=0, keepalive_timeout=4.0),
             timeout=aiohttp.ClientTimeout(total=None),
-            trust_env=True,  # HTTPS_PROXY and friends, as httpx and the OpenAI SDK honour them
+            # HTTPS_PROXY and friends, as httpx and the OpenAI SDK honour them; only when set: aiohttp
+            # then looks them (and ~/.netrc) up in a worker thread on every request.
+            trust_env=bool(urllib.request.getproxies()),
         )
         router = build_router(settings, client)
         for backend in router.backends():
