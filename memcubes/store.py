@@ -347,12 +347,15 @@ class Store:
         if not words:
             return []
         match = f'space_key : "{space_key(space)}" AND content : (' + " OR ".join(f'"{w}"' for w in words) + ")"
+        # One row holding every hit: the sqlite3 module lets go of the GIL around each row it
+        # steps to, and under load a thread waits to get it back for each of ~50 rows.
         rows = self._read(
+            "SELECT json_group_array(json_array(id, rank)) AS hits FROM ("
             "SELECT c.id AS id, bm25(cubes_fts, 0.0, 1.0) AS rank FROM cubes_fts "
-            "JOIN cubes c ON c.rid = cubes_fts.rowid WHERE cubes_fts MATCH ? ORDER BY rank LIMIT ?",
+            "JOIN cubes c ON c.rid = cubes_fts.rowid WHERE cubes_fts MATCH ? ORDER BY rank LIMIT ?)",
             (match, limit),
         )
-        return [(row["id"], -float(row["rank"])) for row in rows]
+        return [(cube_id, -float(rank)) for cube_id, rank in json.loads(rows[0]["hits"])]
 
     def touch(self, hits: Mapping[str, tuple[int, float]], *, half_life: float, at: datetime | None = None) -> set[str]:
         """Record relevance hits since the last call, as (count, heat weight) per cube: ``heat``

@@ -1,8 +1,8 @@
 """Write-back: exchanges are journalled durably, then distilled into cubes off the request path.
 
     submit(exchange) ─▶ journal row (SQLite, committed) ─▶ bounded queue ─▶ worker:
-        reader.distill → embed (batched) → lifecycle.reconcile → store.apply (cubes, history,
-        journal 'done' in one transaction) → index sync (outbox)
+        reader.distill → embed (batched) ─▶ under the space's lock: lifecycle.reconcile →
+        store.apply (cubes, history, journal 'done' in one transaction) ─▶ index sync (outbox)
 
 A crash at any point loses nothing: a journalled exchange that is not 'done' is picked up again by
 the sweeper (at start-up and every ``retry_seconds``), and marking it done is part of the same
@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,13 +30,13 @@ from memcubes.errors import (
     MemoryOSError,
     StoreUnavailable,
 )
-from memcubes.exchange import Exchange
+from memcubes.exchange import Exchange, Turn
 from memcubes.foreground import Foreground
 from memcubes.indexing import IndexSync
 from memcubes.lifecycle import Decision, Lifecycle, Resolution, fact_slot
 from memcubes.reader import Candidate, Reader
 from memcubes.spill import JournalSpill
-from memcubes.store import ChangeSet, HistoryEvent, Store
+from memcubes.store import ChangeSet, HistoryEvent, JournalEntry, Store
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,22 @@ def _new_cube(exchange: Exchange, resolution: Resolution, reader: str) -> MemCub
         tags=list(exchange.tags),
         meta={"slot": slot} if (slot := fact_slot(candidate.content)) else {},
     )
+
+
+def _not_distilled(candidates: Sequence[Candidate], unseen: set[str]) -> list[int]:
+    """Positions of the candidates that still say something new: facts, and those drawn from at
+    least one user or tool turn the space has not distilled (answers never make one stale)."""
+    keep = []
+    for position, candidate in enumerate(candidates):
+        said = [turn for turn in candidate.turns if not turn.generated]
+        if not said or any(turn.digest() in unseen for turn in said):
+            keep.append(position)
+    return keep
+
+
+def _report(entry: JournalEntry) -> list[MemoryChange]:
+    """What a finished exchange did, as recorded with it."""
+    return [MemoryChange(**item) for item in (entry.result or {}).get("changes", [])]
 
 
 def plan_changes(
@@ -227,24 +243,31 @@ class WriteBack:
 
     async def process(self, exchange_id: str, *, urgent: bool = False, drain: bool = True) -> list[MemoryChange]:
         """Distil one journalled exchange (exactly once). ``urgent`` when a caller waits for it;
-        ``drain=False`` leaves the index writes to the caller (one drain for a batch)."""
+        ``drain=False`` leaves the index writes to the caller (one drain for a batch).
+
+        Reading and embedding happen outside the space's lock, so the exchanges of one busy space
+        are distilled (an LLM call, in ``llm`` mode) and embedded together; only reconciling with
+        what the space holds and committing are done one exchange at a time."""
         entry = await asyncio.to_thread(self._store.journal_get, exchange_id)
         if entry is None:
             raise MemoryOSError(f"exchange {exchange_id} is not in the journal")
-        lock = self._locks[zlib.crc32(entry.space.encode()) % _LOCK_STRIPES]
+        if entry.state == "done":
+            return _report(entry)
+        exchange = Exchange.model_validate(entry.payload)
+        turns = await self._unseen(exchange, exchange.turns)
+        reader = self._readers.get(exchange.mode) or self._readers["heuristic"]
+        candidates = await reader.distill(turns)
+        candidates += [Candidate(fact.strip(), (), exchange.created_at) for fact in exchange.facts if fact.strip()]
+        vectors: Vectors = await self._embedder.embed([c.content for c in candidates], urgent=urgent)
+        lock = self._locks[zlib.crc32(exchange.space.encode()) % _LOCK_STRIPES]
         async with lock:
             entry = await asyncio.to_thread(self._store.journal_get, exchange_id)
-            if entry is None or entry.state == "done":
-                return [MemoryChange(**item) for item in (entry.result or {}).get("changes", [])] if entry else []
-            exchange = Exchange.model_validate(entry.payload)
-            turns = exchange.turns
-            if exchange.skip_seen:
-                unseen = await asyncio.to_thread(self._store.unseen, exchange.space, [turn.digest() for turn in turns])
-                turns = [turn for turn in turns if turn.generated or turn.digest() in unseen]
-            reader = self._readers.get(exchange.mode) or self._readers["heuristic"]
-            candidates = await reader.distill(turns)
-            candidates += [Candidate(fact.strip(), (), exchange.created_at) for fact in exchange.facts if fact.strip()]
-            vectors: Vectors = await self._embedder.embed([c.content for c in candidates], urgent=urgent)
+            if entry is None or entry.state == "done":  # another worker got there first
+                return _report(entry) if entry else []
+            if exchange.skip_seen:  # an exchange committed meanwhile may have distilled some turns
+                turns = await self._unseen(exchange, turns)
+                keep = _not_distilled(candidates, {turn.digest() for turn in turns})
+                candidates, vectors = [candidates[i] for i in keep], vectors[keep]
             resolutions = await self._lifecycle.reconcile(exchange.space, candidates, vectors, mode=reader.mode)
             changes, report, positions = plan_changes(exchange, resolutions, reader=reader.mode)
             changes.seen = [(exchange.space, turn.digest()) for turn in turns] if exchange.skip_seen else []
@@ -261,6 +284,14 @@ class WriteBack:
             await self._drain(urgent=urgent)
         return report
 
+    async def _unseen(self, exchange: Exchange, turns: Sequence[Turn]) -> list[Turn]:
+        """The turns still to distil: with ``skip_seen``, those the space has not distilled
+        before (answers the model generated are always read)."""
+        if not exchange.skip_seen:
+            return list(turns)
+        unseen = await asyncio.to_thread(self._store.unseen, exchange.space, [turn.digest() for turn in turns])
+        return [turn for turn in turns if turn.generated or turn.digest() in unseen]
+
     async def _drain(self, *, urgent: bool = False) -> None:
         known, self._known = self._known, {}
         await self._index_sync.drain(known, urgent=urgent)
@@ -271,7 +302,7 @@ class WriteBack:
         while True:
             batch = [await self._queue.get()]
             defer = self._settings.defer_ms / 1000
-            if defer:
+            if defer and self._queue.qsize() < _BATCH:  # a backlog of a batch or more goes at once
                 await self._foreground.quiet(settle=min(defer, _SETTLE_SECONDS), at_most=defer)
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
