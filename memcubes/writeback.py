@@ -261,9 +261,6 @@ class WriteBack:
         vectors: Vectors = await self._embedder.embed([c.content for c in candidates], urgent=urgent)
         lock = self._locks[zlib.crc32(exchange.space.encode()) % _LOCK_STRIPES]
         async with lock:
-            entry = await asyncio.to_thread(self._store.journal_get, exchange_id)
-            if entry is None or entry.state == "done":  # another worker got there first
-                return _report(entry) if entry else []
             if exchange.skip_seen:  # an exchange committed meanwhile may have distilled some turns
                 turns = await self._unseen(exchange, turns)
                 keep = _not_distilled(candidates, {turn.digest() for turn in turns})
@@ -275,8 +272,9 @@ class WriteBack:
             known = {cube_id: vectors[position] for cube_id, position in positions.items()}
             try:
                 await asyncio.to_thread(self._store.apply, changes)
-            except AlreadyApplied:
-                return await self.process(exchange_id, urgent=urgent, drain=drain)
+            except AlreadyApplied:  # another worker (or process) finished it meanwhile: its report
+                entry = await asyncio.to_thread(self._store.journal_get, exchange_id)
+                return _report(entry) if entry else []
             if changes.cubes:
                 self._on_commit(exchange.space, changes.cubes)
         self._known.update(known)

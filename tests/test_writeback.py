@@ -49,3 +49,19 @@ async def both_distilled(memory: MemoryOS) -> None:
     assert about_bees == ["ADD"]
     texts = sorted(cube.content for cube in await asyncio.to_thread(memory.store.live_cubes, SPACE))
     assert texts == ["I also grow tomatoes on the balcony.", bees]
+
+
+async def test_one_exchange_processed_twice_at_once_is_distilled_once(embedder: Embedder, tmp_path: Path) -> None:
+    """As when the sweeper and a worker (or two processes) pick up the same journalled exchange."""
+    memory = await MemoryOS.open(MemorySettings(data_dir=tmp_path / "data"), embedder=embedder)
+    try:
+        said = exchange(1, "I keep bees on the roof of my building.")
+        await asyncio.to_thread(memory.store.journal_put, said.id, SPACE, said.model_dump(mode="json"))
+        first, second = await asyncio.gather(*(memory.writeback.process(said.id) for _ in range(2)))
+        assert [change.event for change in first] == [change.event for change in second] == ["ADD"]
+        assert first[0].id == second[0].id
+        assert [cube.content for cube in await asyncio.to_thread(memory.store.live_cubes, SPACE)] == [
+            "I keep bees on the roof of my building."
+        ]
+    finally:
+        await memory.close()
