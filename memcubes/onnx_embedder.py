@@ -166,15 +166,19 @@ def _quantize(fp32_path: Path, max_length: int, folder: Path) -> Path:
     return path
 
 
+def _not_preprocessing_advice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Please consider to run pre-processing")
+
+
 @contextlib.contextmanager
 def _quiet_root_logger() -> Iterator[None]:
+    """Drop the quantiser's advice (logged on the root logger), nothing else."""
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    root.addFilter(_not_preprocessing_advice)
     try:
         yield
     finally:
-        root.setLevel(level)
+        root.removeFilter(_not_preprocessing_advice)
 
 
 class OnnxEmbedder(BatchedEmbedder):
