@@ -6,8 +6,7 @@ sentence-transformers/torch; through ONNX Runtime 6.0 ms on one thread, 4.9 ms o
 CPU); with int8 weights (dynamic quantisation, per channel) 1.6-2.1 ms on one thread, and a batch
 of 16 takes 25 ms of CPU instead of 74. Int8 vectors keep cosine 0.98-0.99 to fp32 for sentences
 (mean 0.993 over 400 LOCOMO turns, 91% of top-10 neighbours shared; 0.97 for a bare "ok") and the
-same LOCOMO retrieval scores;
-``precision: fp32`` keeps the exact model.
+same LOCOMO retrieval scores; ``precision: fp32`` keeps the exact model.
 
 The graph (transformer, mean pooling, normalisation) is exported from the local model once (about
 a second, no download), checked against torch on a few inputs, quantised and checked again, and
