@@ -38,13 +38,14 @@ async def journal(client: aiohttp.ClientSession, url: str) -> dict[str, int]:
 
 
 def settle(client: aiohttp.ClientSession, url: str, *, timeout: float = 120.0) -> Callable[[], Awaitable[None]]:
-    """Wait until every journalled exchange is distilled (nothing pending or queued)."""
+    """Wait until every journalled exchange is distilled and indexed (nothing pending, queued or
+    waiting for the vector index, whose writes memproxy gathers for a moment)."""
 
     async def wait() -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             counts = await journal(client, url)
-            if not counts.get("pending") and not counts.get("queued"):
+            if not any(counts.get(key) for key in ("pending", "queued", "indexing")):
                 return
             await asyncio.sleep(0.02)
         raise TimeoutError(f"memproxy write-back did not settle in {timeout:.0f} s: {counts}")

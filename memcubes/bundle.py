@@ -516,5 +516,6 @@ async def import_contents(
     )
     if plan.changes.cubes:
         await asyncio.to_thread(store.apply, plan.changes)
-        await index_sync.drain(plan.vectors)
+        index_sync.remember(plan.vectors)
+        await index_sync.drain(urgent=True)
     return plan.report

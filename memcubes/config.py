@@ -96,6 +96,12 @@ class VectorIndexSettings(_Strict):
     host: str | None = None
     port: int = 8000
     ssl: bool = False
+    write_delay_ms: float = Field(
+        500.0,
+        ge=0,
+        description="background index writes are gathered this long into one write per space (searches see "
+        "them at once in RAM; a cold space searched through the index may miss them meanwhile)",
+    )
 
 
 class SchedulerSettings(_Strict):

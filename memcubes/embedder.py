@@ -1,10 +1,10 @@
 """Text embedders: a small async base class and a registry of implementations by name.
 
-Embedding is the dominant cost of a memory lookup on CPU (~7 ms for one query with MiniLM on
-2 cores), so the sentence-transformers implementation runs the model in one dedicated thread that
-batches whatever requests are waiting (concurrent chat requests share one forward pass) and keeps
-an LRU of recent texts (a session repeats its queries, write-back re-embeds what search just saw).
-The worker is a thread rather than an asyncio task so one embedder can serve several event loops.
+Embedding is the dominant cost of a memory lookup on CPU (2-7 ms for one query with MiniLM on
+one core, by CPU), so the model runs in dedicated threads, one for queries and one for background
+work, each batching whatever texts are waiting (concurrent chat requests share one forward pass),
+behind an LRU of recent texts (a session repeats its queries, write-back re-embeds what search just
+saw). Workers are threads rather than asyncio tasks so one embedder can serve several event loops.
 """
 
 from __future__ import annotations
@@ -70,28 +70,21 @@ class _LRU:
 
 
 class _BatchingWorker:
-    """One thread that encodes every waiting text in a single call, queries first.
+    """One thread that encodes every text waiting for it in a single call (up to ``max_batch``)."""
 
-    Two queues: ``urgent`` (a request is waiting: retrieval queries) and background (write-back,
-    re-indexing). A batch takes every urgent text; background texts go only when no request waits,
-    in small batches, so a query never queues behind a large write-back batch."""
-
-    _BACKGROUND_BATCH = 4
-
-    def __init__(self, encode: Callable[[list[str]], Vectors], *, max_batch: int) -> None:
+    def __init__(self, encode: Callable[[list[str]], Vectors], *, max_batch: int, name: str) -> None:
         self._encode = encode
         self._max_batch = max_batch
-        self._urgent: deque[tuple[str, concurrent.futures.Future[Any]]] = deque()
-        self._background: deque[tuple[str, concurrent.futures.Future[Any]]] = deque()
+        self._waiting: deque[tuple[str, concurrent.futures.Future[Any]]] = deque()
         self._ready = threading.Condition()
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="memcubes-embedder", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, text: str, *, urgent: bool) -> concurrent.futures.Future[Any]:
+    def submit(self, text: str) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._ready:
-            (self._urgent if urgent else self._background).append((text, future))
+            self._waiting.append((text, future))
             self._ready.notify()
         return future
 
@@ -103,14 +96,11 @@ class _BatchingWorker:
 
     def _next_batch(self) -> list[tuple[str, concurrent.futures.Future[Any]]] | None:
         with self._ready:
-            while not (self._urgent or self._background or self._stopped):
+            while not (self._waiting or self._stopped):
                 self._ready.wait()
             if self._stopped:
                 return None
-            source, limit = (
-                (self._urgent, self._max_batch) if self._urgent else (self._background, self._BACKGROUND_BATCH)
-            )
-            return [source.popleft() for _ in range(min(limit, len(source)))]
+            return [self._waiting.popleft() for _ in range(min(self._max_batch, len(self._waiting)))]
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
@@ -129,12 +119,21 @@ class _BatchingWorker:
 
 
 class BatchedEmbedder(Embedder):
-    """An embedder whose model runs in one batching worker thread, behind an LRU of texts;
-    subclasses only say how to encode a batch."""
+    """An embedder whose model runs in batching worker threads, behind an LRU of texts;
+    subclasses only say how to encode a batch (from two threads at once).
+
+    Queries and background texts have a thread each: a query never waits for a write-back
+    batch to finish (one text takes ~6 ms on a core without AVX-512, so a batch of four put
+    ~25 ms on the next request's lookup), and at low load the two use both cores."""
+
+    _BACKGROUND_BATCH = 16
 
     def __init__(self, settings: EmbedderSettings) -> None:
         self._cache = _LRU(settings.cache_size)
-        self._worker = _BatchingWorker(self._encode, max_batch=settings.batch_size)
+        self._urgent = _BatchingWorker(self._encode, max_batch=settings.batch_size, name="memcubes-embedder")
+        self._background = _BatchingWorker(
+            self._encode, max_batch=min(settings.batch_size, self._BACKGROUND_BATCH), name="memcubes-embedder-bg"
+        )
 
     @abstractmethod
     def _encode(self, texts: list[str]) -> Vectors:
@@ -144,7 +143,8 @@ class BatchedEmbedder(Embedder):
         rows: list[npt.NDArray[np.float32] | None] = [self._cache.get(text) for text in texts]
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
-            futures = [asyncio.wrap_future(self._worker.submit(texts[i], urgent=urgent)) for i in missing]
+            worker = self._urgent if urgent else self._background
+            futures = [asyncio.wrap_future(worker.submit(texts[i])) for i in missing]
             for i, vector in zip(missing, await asyncio.gather(*futures), strict=True):
                 rows[i] = vector
                 self._cache.put(texts[i], vector)
@@ -153,7 +153,8 @@ class BatchedEmbedder(Embedder):
         return np.stack([row for row in rows if row is not None])
 
     def close(self) -> None:
-        self._worker.stop()
+        self._urgent.stop()
+        self._background.stop()
 
 
 class SentenceTransformerEmbedder(BatchedEmbedder):

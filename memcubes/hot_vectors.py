@@ -6,7 +6,9 @@ scores a cube by its whole text and its best sentence together, which an ANN que
 cannot do without a second round trip (measured here: a Chroma query for 150 entries ~3 ms, a get
 of 400 vectors ~8 ms). Chroma stays the persistent index; a space is loaded from it on first use
 (in the background: that request uses Chroma directly) and kept up to date by the index sync.
-A byte budget bounds RAM; the least recently used spaces are dropped.
+A byte budget bounds RAM; the least recently used spaces are dropped. Writes reach RAM before the
+index (``IndexSync`` gathers index writes), so the writes the index may still lack are kept per
+space and replayed onto a space loaded from it.
 
 Everything here runs on the event loop thread, so no locks are needed.
 """
@@ -39,6 +41,9 @@ class _Grouping:
     part_rows: npt.NDArray[np.int64]  # sentence rows, grouped by cube
     part_starts: npt.NDArray[np.int64]  # where each cube's group starts in part_rows
     part_slots: npt.NDArray[np.int64]  # the cube of each group
+
+
+_Write = tuple[Sequence[VectorEntry], list[str]]  # upserts, removed cube ids
 
 
 class SpaceVectors:
@@ -169,8 +174,10 @@ class HotVectors:
         self._budget = budget_bytes
         self._spaces: OrderedDict[str, SpaceVectors] = OrderedDict()
         self._loading: dict[str, asyncio.Task[SpaceVectors]] = {}
-        # Writes that land while a space is being read from the index, replayed onto it after.
-        self._pending: dict[str, list[tuple[Sequence[VectorEntry], list[str]]]] = {}
+        # Writes the index may not have yet (until ``flushed``), and those landing while a space is
+        # being read from the index: replayed onto what was read, in order (they are idempotent).
+        self._unflushed: dict[str, list[_Write]] = {}
+        self._pending: dict[str, list[_Write]] = {}
 
     def get(self, space: str) -> SpaceVectors | None:
         """The space's vectors if held (and fresh); otherwise start loading them and return None."""
@@ -185,7 +192,7 @@ class HotVectors:
         return vectors
 
     async def load(self, space: str) -> SpaceVectors:
-        self._pending[space] = []
+        self._pending[space] = list(self._unflushed.get(space, []))
         try:
             entries = await self._index.entries(space)
             vectors = SpaceVectors(self._dimension)
@@ -208,8 +215,10 @@ class HotVectors:
         return vectors.ranked(vector, sentence_weight=0.0, limit=limit)
 
     def apply(self, space: str, *, upserts: Sequence[VectorEntry] = (), removed: Iterable[str] = ()) -> None:
-        """Mirror an index write (only for spaces held; others load fresh when next used)."""
+        """Mirror a write on its way to the index (into RAM only for spaces held; others load
+        when next used, and get it replayed until ``flushed``)."""
         removed = list(removed)
+        self._unflushed.setdefault(space, []).append((upserts, removed))
         if space in self._pending:
             self._pending[space].append((upserts, removed))
         vectors = self._spaces.get(space)
@@ -220,9 +229,15 @@ class HotVectors:
             vectors.add(upserts)
         self._evict()
 
+    def flushed(self, space: str) -> None:
+        """The index has every write of ``space`` applied so far (or will read them again from
+        the outbox): a load no longer needs them replayed."""
+        self._unflushed.pop(space, None)
+
     def drop(self, space: str) -> None:
         self._spaces.pop(space, None)
         self._pending.pop(space, None)
+        self._unflushed.pop(space, None)
         task = self._loading.pop(space, None)
         if task is not None:
             task.cancel()

@@ -79,7 +79,13 @@ class MemoryOS:
         self.scheduler = MemScheduler(
             retriever=self.retriever, store=store, settings=settings.scheduler, retrieval=settings.retrieval
         )
-        self.index_sync = IndexSync(store=store, index=index, embedder=embedder, hot=self.hot)
+        self.index_sync = IndexSync(
+            store=store,
+            index=index,
+            embedder=embedder,
+            hot=self.hot,
+            write_delay=settings.vector_index.write_delay_ms / 1000,
+        )
         self.lifecycle = Lifecycle(
             store=store, vectors=self.hot, dedupe_threshold=settings.extraction.dedupe_threshold, judge=llm
         )
@@ -133,6 +139,7 @@ class MemoryOS:
                 await self._heat_task
         with contextlib.suppress(Exception):
             await self._flush_heat()
+        await self.index_sync.close()
         self.index.close()
         if self._owns_embedder:
             self.embedder.close()
@@ -246,7 +253,7 @@ class MemoryOS:
                 self.store.apply, ChangeSet(cubes=[cube], events=[HistoryEvent(cube, "DELETE", "api")])
             )
             self._changed(cube.space)
-        await self.index_sync.drain()
+        await self.index_sync.drain(urgent=True)
 
     async def edit(self, cube_id: str, changes: dict[str, Any], *, spaces: Sequence[str] | None = None) -> MemCube:
         """An edit is a new version of the same cube; the previous one stays in its history."""
@@ -268,7 +275,7 @@ class MemoryOS:
         if updated.pinned != cube.pinned:  # a pin joins (or leaves) the end of the stable block
             await asyncio.to_thread(self.store.set_stable, {cube.id: utcnow() if updated.pinned else None})
         self._changed(updated.space)
-        await self.index_sync.drain()
+        await self.index_sync.drain(urgent=True)
         return updated
 
     async def reindex(self, space: str | None = None) -> int:
@@ -284,7 +291,7 @@ class MemoryOS:
         """Forget everything of one space, in SQLite and in the vector index; nothing else."""
         count = await asyncio.to_thread(self.store.delete_space, space)
         self._changed(space)
-        await self.index_sync.drain()
+        await self.index_sync.drain(urgent=True)
         return count
 
     # -- portable bundles ---------------------------------------------------------------------

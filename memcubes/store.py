@@ -435,7 +435,10 @@ class Store:
             (cube.space, space_key(cube.space), _iso(utcnow())),
         )
         doc = cube.model_dump_json(exclude={"access"})
-        row = conn.execute("SELECT rid FROM cubes WHERE id = ?", (cube.id,)).fetchone()
+        row = conn.execute(
+            "SELECT rid, space, state, json_extract(doc, '$.content') AS content FROM cubes WHERE id = ?", (cube.id,)
+        ).fetchone()
+        live = cube.state is CubeState.ACTIVE
         values = (
             cube.space,
             cube.state.value,
@@ -461,8 +464,12 @@ class Store:
                 "pinned = ?, slot = ?, doc = ? WHERE rid = ?",
                 (*values, rid),
             )
+            was_live = row["state"] == CubeState.ACTIVE.value
+            if (row["space"], was_live, row["content"]) == (cube.space, live, cube.content):
+                # What is searched is unchanged (a duplicate only gained sources, an edit of tags):
+                # the lexical and vector indexes need nothing, and re-embedding it would be waste.
+                return
             conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (rid,))
-        live = cube.state is CubeState.ACTIVE
         if live:
             conn.execute(
                 "INSERT INTO cubes_fts (rowid, space_key, content) VALUES (?, ?, ?)",
@@ -586,8 +593,13 @@ class Store:
 
     # -- vector-index outbox ------------------------------------------------------------------
 
-    def outbox_pending(self, *, limit: int = 1000) -> list[OutboxRow]:
-        rows = self._read("SELECT * FROM outbox ORDER BY seq LIMIT ?", (limit,))
+    def outbox_pending(self, *, skip: Sequence[int] = (), limit: int = 1000) -> list[OutboxRow]:
+        """Rows in order, but those in ``skip`` (what a caller has taken already). Numbers are
+        reused once the rows holding them are deleted, so only a row's presence names it."""
+        rows = self._read(
+            "SELECT * FROM outbox WHERE seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
+            (json.dumps(list(skip)), limit),
+        )
         return [OutboxRow(row["seq"], row["space"], row["cube_id"], row["op"]) for row in rows]
 
     def outbox_count(self) -> int:

@@ -179,7 +179,6 @@ class WriteBack:
         self._queued: set[str] = set()
         self._locks = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
         self._tasks: list[asyncio.Task[None]] = []
-        self._known: dict[str, Vectors] = {}  # vectors of committed cubes not yet in the index
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -269,17 +268,16 @@ class WriteBack:
             changes, report, positions = plan_changes(exchange, resolutions, reader=reader.mode)
             changes.seen = [(exchange.space, turn.digest()) for turn in turns] if exchange.skip_seen else []
             changes.journal_done = (exchange.id, {"changes": [change.to_dict() for change in report]})
-            known = {cube_id: vectors[position] for cube_id, position in positions.items()}
             try:
                 await asyncio.to_thread(self._store.apply, changes)
             except AlreadyApplied:  # another worker (or process) finished it meanwhile: its report
                 entry = await asyncio.to_thread(self._store.journal_get, exchange_id)
                 return _report(entry) if entry else []
+            self._index_sync.remember({cube_id: vectors[position] for cube_id, position in positions.items()})
             if changes.cubes:
                 self._on_commit(exchange.space, changes.cubes)
-        self._known.update(known)
         if drain:
-            await self._drain(urgent=urgent)
+            await self._index_sync.drain(urgent=urgent)
         return report
 
     async def _unseen(self, exchange: Exchange, turns: Sequence[Turn]) -> list[Turn]:
@@ -289,10 +287,6 @@ class WriteBack:
             return list(turns)
         unseen = await asyncio.to_thread(self._store.unseen, exchange.space, [turn.digest() for turn in turns])
         return [turn for turn in turns if turn.generated or turn.digest() in unseen]
-
-    async def _drain(self, *, urgent: bool = False) -> None:
-        known, self._known = self._known, {}
-        await self._index_sync.drain(known, urgent=urgent)
 
     async def _work(self) -> None:
         """Take every exchange waiting (up to a batch), distil them concurrently (their embeddings
@@ -306,7 +300,7 @@ class WriteBack:
                 batch.append(self._queue.get_nowait())
             try:
                 await asyncio.gather(*(self._process_logged(exchange_id) for exchange_id in batch))
-                await self._drain()
+                await self._index_sync.drain()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the outbox keeps the index writes; the sweeper retries

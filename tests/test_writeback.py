@@ -4,11 +4,13 @@ what one of them distilled meanwhile is not distilled again by another."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 from memcubes.config import MemorySettings
 from memcubes.cube import utcnow
-from memcubes.embedder import Embedder
+from memcubes.embedder import Embedder, Vectors
 from memcubes.exchange import Exchange, Turn
 from memcubes.memory_os import MemoryOS
 
@@ -64,4 +66,49 @@ async def test_one_exchange_processed_twice_at_once_is_distilled_once(embedder: 
             "I keep bees on the roof of my building."
         ]
     finally:
+        await memory.close()
+
+
+class Recording(Embedder):
+    """The session's embedder, noting every text it is asked for."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.name, self.dimension, self._inner = inner.name, inner.dimension, inner
+        self.texts: list[str] = []
+
+    async def embed(self, texts: Sequence[str], *, urgent: bool = True) -> Vectors:
+        self.texts += texts
+        return await self._inner.embed(texts, urgent=urgent)
+
+
+async def test_a_duplicate_gaining_sources_is_not_indexed_again(embedder: Embedder, tmp_path: Path) -> None:
+    """Only what is searched (content, state, space) needs the indexes: a near duplicate that merges
+    its message id into the existing memory leaves no outbox row, so nothing is re-embedded; an
+    edit of the text still is re-indexed."""
+    recording = Recording(embedder)
+    memory = await MemoryOS.open(MemorySettings(data_dir=tmp_path / "data"), embedder=recording)
+    db = sqlite3.connect(tmp_path / "data" / "memproxy.db")
+    pending = "SELECT count(*) FROM outbox"
+
+    def matches(word: str) -> int:
+        return int(db.execute("SELECT count(*) FROM cubes_fts WHERE cubes_fts MATCH ?", (word,)).fetchone()[0])
+
+    try:
+        [added] = await memory.writeback.run_now(exchange(1, "I keep bees on the roof of my building."))
+        again = exchange(2, "I keep bees on the roof of my building!")
+        again.turns[0].id = "later"
+        recording.texts.clear()
+        [merged] = await memory.writeback.run_now(again)
+        assert recording.texts == [added.text]  # the candidate only: the merged memory is not re-embedded
+        assert (merged.event, merged.id) == ("NOOP", added.id)
+        assert (await memory.get(added.id)).source.message_ids == ["m0", "later"]
+        assert db.execute(pending).fetchone()[0] == 0 and matches("bees") == 1
+        await memory.edit(added.id, {"tags": ["garden"]})
+        assert db.execute(pending).fetchone()[0] == 0
+        await memory.edit(added.id, {"content": "I keep bees on the roof of my office."})
+        assert matches("office") == 1 and matches("building") == 0
+        [(nearest, score)] = await memory.index.query(SPACE, (await embedder.embed(["bees at the office"]))[0], limit=1)
+        assert nearest == added.id and score > 0.6
+    finally:
+        db.close()
         await memory.close()
