@@ -97,11 +97,12 @@ class VectorIndexSettings(_Strict):
     port: int = 8000
     ssl: bool = False
     write_delay_ms: float = Field(
-        500.0,
+        2000.0,
         ge=0,
-        description="background index writes are gathered this long into one write per space (searches see "
-        "them at once in RAM; a cold space searched through the index may miss them meanwhile)",
+        description="background index writes are gathered into one write per space for at most this long "
+        "(searches see them at once in RAM; a cold space searched through the index may miss them meanwhile)",
     )
+    write_idle_ms: float = Field(200.0, ge=0, description="...or until no write has come for this long")
 
 
 class SchedulerSettings(_Strict):

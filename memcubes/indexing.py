@@ -8,9 +8,11 @@ whole text plus, when it has several sentences, each sentence.
 
 A drain applies rows to the in-RAM vectors at once, so retrieval sees a write as soon as it is
 committed, but writes the index itself at once only when a caller waits for it (``urgent``).
-Background writes are gathered for up to ``write_delay_ms`` and written in one call per space:
-measured here, an embedded Chroma upsert costs ~7 ms of CPU for one entry and ~15 ms for sixteen,
-which at one write-back per request was the largest cost of write-back after embedding. Until
+Background writes are gathered and written in one call per space once writes pause for
+``write_idle_ms``, or at the latest ``write_delay_ms`` after the first, when no request is retrieving.
+Measured here, an embedded Chroma upsert costs ~7 ms of CPU for one entry and ~15 ms for ten,
+and holds the GIL for 10-15 ms of it, stalling the event loop: at one write per exchange it was
+the largest cost of write-back after embedding, and the main source of slow requests. Until
 then the rows stay in the outbox, and ``HotVectors`` replays the staged writes onto a space it
 loads from the index meanwhile.
 """
@@ -27,6 +29,7 @@ import numpy as np
 
 from memcubes.cube import MemCube
 from memcubes.embedder import Embedder, Vectors
+from memcubes.foreground import Foreground
 from memcubes.hot_vectors import HotVectors
 from memcubes.sentences import sentence_texts
 from memcubes.store import OP_DELETE, OP_DROP_SPACE, OP_UPSERT, Store
@@ -35,6 +38,7 @@ from memcubes.vectors import WHOLE, VectorEntry, VectorIndex
 log = logging.getLogger(__name__)
 
 _FLUSH_ENTRIES = 512  # staged entries that are written at once, whatever the delay
+_QUIET_SECONDS = 0.1  # longest a write waits for no request to be retrieving
 
 
 async def cube_entries(
@@ -70,13 +74,24 @@ class _Staged:
 
 class IndexSync:
     def __init__(
-        self, *, store: Store, index: VectorIndex, embedder: Embedder, hot: HotVectors, write_delay: float = 0.5
+        self,
+        *,
+        store: Store,
+        index: VectorIndex,
+        embedder: Embedder,
+        hot: HotVectors,
+        foreground: Foreground | None = None,
+        write_delay: float = 2.0,
+        write_idle: float = 0.2,
     ) -> None:
         self._store = store
         self._index = index
         self._embedder = embedder
         self._hot = hot
+        self._foreground = foreground
         self._write_delay = write_delay
+        self._write_idle = write_idle
+        self._last_staged = 0.0
         self._lock = asyncio.Lock()
         self._known: dict[str, Vectors] = {}  # vectors of committed cubes, waiting for their rows
         self._staged: dict[str, _Staged] = {}
@@ -92,6 +107,8 @@ class IndexSync:
         when ``urgent`` (a caller waits to search) or enough is staged, else after the delay."""
         async with self._lock:
             applied = await self._stage(urgent=urgent)
+            if applied:
+                self._last_staged = asyncio.get_running_loop().time()
             if urgent or sum(staged.size() for staged in self._staged.values()) >= _FLUSH_ENTRIES:
                 await self._flush()
             elif self._staged_rows and self._flush_task is None:
@@ -104,8 +121,13 @@ class IndexSync:
             await self._flush()
 
     async def _flush_later(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._write_delay
         try:
-            await asyncio.sleep(self._write_delay)
+            while (wait := min(self._last_staged + self._write_idle, deadline) - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            if self._foreground is not None:
+                await self._foreground.quiet(settle=0.0, at_most=_QUIET_SECONDS)
             await self.flush()
         except Exception as exc:  # the rows stay in the outbox; the next drain stages them again
             log.warning("vector index write failed (will retry): %s", exc)

@@ -34,7 +34,7 @@ from memcubes.writeback import MemoryChange, WriteBack
 
 log = logging.getLogger(__name__)
 
-_HEAT_FLUSH_SECONDS = 1.0
+_MAINTENANCE_SECONDS = 1.0
 _EMBEDDER_META = "embedder"
 
 
@@ -79,17 +79,19 @@ class MemoryOS:
         self.scheduler = MemScheduler(
             retriever=self.retriever, store=store, settings=settings.scheduler, retrieval=settings.retrieval
         )
+        self._foreground = Foreground()
         self.index_sync = IndexSync(
             store=store,
             index=index,
             embedder=embedder,
             hot=self.hot,
+            foreground=self._foreground,
             write_delay=settings.vector_index.write_delay_ms / 1000,
+            write_idle=settings.vector_index.write_idle_ms / 1000,
         )
         self.lifecycle = Lifecycle(
             store=store, vectors=self.hot, dedupe_threshold=settings.extraction.dedupe_threshold, judge=llm
         )
-        self._foreground = Foreground()
         self.writeback = WriteBack(
             store=store,
             embedder=embedder,
@@ -103,7 +105,7 @@ class MemoryOS:
         )
         self._hits: dict[str, tuple[int, float]] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._heat_task: asyncio.Task[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -128,15 +130,16 @@ class MemoryOS:
 
     async def start(self) -> None:
         """Start write-back workers; journalled work and index writes left by a crash resume."""
+        self.store.checkpoint_in_background()
         await self.writeback.start()
-        self._heat_task = asyncio.create_task(self._flush_heat_forever(), name="memory-heat")
+        self._maintenance = asyncio.create_task(self._maintain_forever(), name="memory-maintenance")
 
     async def close(self) -> None:
         await self.writeback.stop()
-        if self._heat_task is not None:
-            self._heat_task.cancel()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._heat_task
+                await self._maintenance
         with contextlib.suppress(Exception):
             await self._flush_heat()
         await self.index_sync.close()
@@ -193,13 +196,18 @@ class MemoryOS:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _flush_heat_forever(self) -> None:
+    async def _maintain_forever(self) -> None:
+        """Every second: record heat, and checkpoint the store's WAL off the write path."""
         while True:
-            await asyncio.sleep(_HEAT_FLUSH_SECONDS)
+            await asyncio.sleep(_MAINTENANCE_SECONDS)
             try:
                 await self._flush_heat()
             except Exception as exc:
                 log.warning("could not record memory heat: %s", exc)
+            try:
+                await asyncio.to_thread(self.store.checkpoint)
+            except Exception as exc:
+                log.warning("could not checkpoint the store: %s", exc)
 
     # -- writing ------------------------------------------------------------------------------
 

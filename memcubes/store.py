@@ -173,6 +173,7 @@ class Store:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._writer = threading.Lock()
+        self._background_checkpoints = False
 
     @classmethod
     def open(cls, path: Path) -> Store:
@@ -228,6 +229,9 @@ class Store:
         try:
             with self._translate():
                 conn = self._conn()
+                if self._background_checkpoints and getattr(self._local, "autocheckpoint", True):
+                    conn.execute("PRAGMA wal_autocheckpoint=0")
+                    self._local.autocheckpoint = False
                 conn.execute(f"PRAGMA busy_timeout={int(max(0.0, wait - (time.monotonic() - started)) * 1000)}")
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -238,6 +242,18 @@ class Store:
                 conn.execute("COMMIT")
         finally:
             self._writer.release()
+
+    def checkpoint_in_background(self) -> None:
+        """From now on commits leave the WAL to ``checkpoint()``, which the caller runs
+        periodically. Left to SQLite, the commit that takes the WAL past 1,000 pages copies it into
+        the database, fsync included: measured 8-15 ms here, spent holding the writer lock, so
+        now and then a chat answer waited that long for its journal row."""
+        self._background_checkpoints = True
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database, without waiting for readers or writers."""
+        with self._translate():
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._translate():
