@@ -45,6 +45,7 @@ import aiohttp
 from bench import memory_api, workload
 from bench.litellm_env import LITELLM_VERSION, ensure_litellm
 from bench.load import Sample, Target, run_load, session
+from bench.machine import cpu_description
 from bench.servers import Server, litellm_proxy, memproxy, scripted_backend
 from bench.stats import percentile, table
 
@@ -241,7 +242,7 @@ async def run(args: argparse.Namespace) -> str:
         "every request retrieves (stable block off); "
         f"{args.rounds} interleaved rounds; times in ms; peak RSS over the run: "
         + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in peaks.items())
-        + f"; {os.cpu_count()} CPUs, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+        + f"; {cpu_description()}, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
     body = table(
         [

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import workload
+from bench.machine import cpu_description
 from bench.servers import proc_status_mib
 from bench.stats import percentile, table
 from memcubes.config import EmbedderSettings, MemorySettings
@@ -227,7 +228,7 @@ async def run(args: argparse.Namespace) -> str:
         f"bulk insert with precomputed vectors ({POOL_SIZE} real MiniLM embeddings + noise); "
         f"{args.queries} cold and {args.queries} warm searches per checkpoint, one at a time, query cache off; "
         f"RSS baseline (model loaded, store empty) {baseline:.0f} MiB, peak {peak:.0f} MiB; "
-        f"{os.cpu_count()} CPUs, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+        f"{cpu_description()}, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
     growth_rows = [
         [
