@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -379,23 +380,27 @@ class Store:
         if not hits:
             return set()
         now = at or utcnow()
-        spaces: set[str] = set()
+        # Two statements whatever the number of cubes, each reading or writing all rows at once:
+        # this runs every second under the writer lock, and the sqlite3 module lets go of the GIL
+        # around every row it steps to (under load, a wait to get it back for each row).
         with self._write() as conn:
-            ids = list(hits)
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                rows = conn.execute(
-                    f"SELECT id, space, heat, last_hit_at FROM cubes WHERE id IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                ).fetchall()
-                updates = []
-                for row in rows:
-                    spaces.add(row["space"])
-                    heat = decayed(row["heat"], _time(row["last_hit_at"]), now, half_life=half_life)
-                    count, weight = hits[row["id"]]
-                    updates.append((count, heat + weight, _iso(now), row["id"]))
-                conn.executemany("UPDATE cubes SET hits = hits + ?, heat = ?, last_hit_at = ? WHERE id = ?", updates)
-        return spaces
+            found = conn.execute(
+                "SELECT json_group_array(json_array(id, space, heat, last_hit_at)) FROM cubes "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(hits)),),
+            ).fetchone()[0]
+            rows = json.loads(found)
+            updates = []
+            for cube_id, _, heat, last in rows:
+                count, weight = hits[cube_id]
+                kept = decayed(heat, _time(last), now, half_life=half_life)
+                updates.append([cube_id, count, (kept if math.isfinite(kept) else 0.0) + weight])
+            conn.execute(
+                "UPDATE cubes SET hits = hits + json_extract(j.value, '$[1]'), heat = json_extract(j.value, '$[2]'), "
+                "last_hit_at = ? FROM json_each(?) AS j WHERE cubes.id = json_extract(j.value, '$[0]')",
+                (_iso(now), json.dumps(updates)),
+            )
+        return {space for _, space, _, _ in rows}
 
     def stable_members(self, space: str) -> list[MemCube]:
         """The space's stable block as it stands: pinned cubes and promoted ones, in the order

@@ -1,10 +1,12 @@
-"""The store's WAL: checkpointed by the store's owner, off the write path, when asked to."""
+"""The store's WAL (checkpointed by its owner, off the write path, when asked to) and heat."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from memcubes.store import Store
+from memcubes.cube import MemCube
+from memcubes.store import ChangeSet, HistoryEvent, Store
 
 MIB = 1024 * 1024
 
@@ -34,3 +36,18 @@ def test_commits_leave_the_wal_to_background_checkpoints(tmp_path: Path) -> None
     assert background.journal_counts() == {"pending": 12 * 16 + 6 * 16}
     automatic.close()
     background.close()
+
+
+def test_touch_decays_heat_by_its_half_life_and_counts_hits(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "heat.db")
+    cubes = [MemCube(space="user:ada", content=f"fact {n}") for n in range(3)]
+    store.apply(ChangeSet(cubes=cubes, events=[HistoryEvent(cube, "ADD") for cube in cubes]))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    hits = {cubes[0].id: (2, 1.5), cubes[1].id: (1, 0.5), "no-such-cube": (1, 1.0)}
+    assert store.touch(hits, half_life=3600, at=start) == {"user:ada"}
+    assert store.touch({cubes[0].id: (1, 1.0)}, half_life=3600, at=start + timedelta(hours=2)) == {"user:ada"}
+    found = store.get_many([cube.id for cube in cubes])
+    first, second, third = (found[cube.id].access for cube in cubes)
+    assert (first.hits, first.heat, first.last_hit_at) == (3, 1.5 * 0.25 + 1.0, start + timedelta(hours=2))
+    assert (second.hits, second.heat, third.hits, third.heat) == (1, 0.5, 0, 0.0)
+    store.close()
