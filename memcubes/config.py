@@ -97,7 +97,7 @@ class VectorIndexSettings(_Strict):
     port: int = 8000
     ssl: bool = False
     write_delay_ms: float = Field(
-        2000.0,
+        10_000.0,
         ge=0,
         description="background index writes are gathered into one write per space for at most this long "
         "(searches see them at once in RAM; a cold space searched through the index may miss them meanwhile)",

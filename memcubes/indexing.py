@@ -11,8 +11,9 @@ committed, but writes the index itself at once only when a caller waits for it (
 Background writes are gathered and written in one call per space once writes pause for
 ``write_idle_ms``, or at the latest ``write_delay_ms`` after the first, when no request is retrieving.
 Measured here, an embedded Chroma upsert costs ~7 ms of CPU for one entry and ~15 ms for ten,
-and holds the GIL for 10-15 ms of it, stalling the event loop: at one write per exchange it was
-the largest cost of write-back after embedding, and the main source of slow requests. Until
+and holds the GIL for 10-15 ms of it (~40 ms for 64 entries), stalling the event loop: at one
+write per exchange it was the largest cost of write-back after embedding, and every write is a
+slow request for whoever is waiting then, so they are few, and made in chunks. Until
 then the rows stay in the outbox, and ``HotVectors`` replays the staged writes onto a space it
 loads from the index meanwhile.
 """
@@ -38,7 +39,8 @@ from memcubes.vectors import WHOLE, VectorEntry, VectorIndex
 log = logging.getLogger(__name__)
 
 _FLUSH_ENTRIES = 512  # staged entries that are written at once, whatever the delay
-_QUIET_SECONDS = 0.1  # longest a write waits for no request to be retrieving
+_QUIET_SECONDS = 0.1  # longest a background write waits for no request to be retrieving
+_UPSERT_CHUNK = 64  # entries per index call in the background: the GIL is held ~40 ms for 64
 
 
 async def cube_entries(
@@ -81,7 +83,7 @@ class IndexSync:
         embedder: Embedder,
         hot: HotVectors,
         foreground: Foreground | None = None,
-        write_delay: float = 2.0,
+        write_delay: float = 10.0,
         write_idle: float = 0.2,
     ) -> None:
         self._store = store
@@ -126,9 +128,8 @@ class IndexSync:
         try:
             while (wait := min(self._last_staged + self._write_idle, deadline) - loop.time()) > 0:
                 await asyncio.sleep(wait)
-            if self._foreground is not None:
-                await self._foreground.quiet(settle=0.0, at_most=_QUIET_SECONDS)
-            await self.flush()
+            async with self._lock:
+                await self._flush(paced=True)
         except Exception as exc:  # the rows stay in the outbox; the next drain stages them again
             log.warning("vector index write failed (will retry): %s", exc)
         finally:
@@ -195,23 +196,31 @@ class IndexSync:
         staged.removed.update(cube.id for cube in live if cube.version > 1)
         self._hot.apply(space, upserts=entries)
 
-    async def _flush(self) -> None:
-        """One delete and one upsert per space, then the rows are done. On failure nothing is
-        kept: the rows are read from the outbox again (and re-embedded) by a later drain."""
+    async def _flush(self, *, paced: bool = False) -> None:
+        """One delete and one upsert per space (``paced``: in chunks, each once no request is
+        retrieving), then the rows are done. On failure nothing is kept: the rows are read from
+        the outbox again (and re-embedded) by a later drain."""
         staged, rows = self._staged, self._staged_rows
         self._staged, self._staged_rows = {}, []
+        chunk = _UPSERT_CHUNK if paced else _FLUSH_ENTRIES * 8
         try:
             for space, writes in staged.items():
                 if writes.removed:
+                    await self._pace(paced)
                     await self._index.delete_cubes(space, sorted(writes.removed))
                 entries = [entry for cube_entries in writes.entries.values() for entry in cube_entries]
-                if entries:
-                    await self._index.upsert(space, entries)
+                for start in range(0, len(entries), chunk):
+                    await self._pace(paced)
+                    await self._index.upsert(space, entries[start : start + chunk])
             if rows:
                 await asyncio.to_thread(self._store.outbox_done, rows)
         finally:
             for space in staged:
                 self._hot.flushed(space)
+
+    async def _pace(self, paced: bool) -> None:
+        if paced and self._foreground is not None:
+            await self._foreground.quiet(settle=0.0, at_most=_QUIET_SECONDS)
 
     async def reindex(self, space: str | None = None, *, batch: int = 256) -> int:
         """Rebuild the index from the store (``memproxy reindex``): drop, re-embed, re-insert."""
