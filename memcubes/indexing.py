@@ -38,7 +38,7 @@ from memcubes.vectors import WHOLE, VectorEntry, VectorIndex
 
 log = logging.getLogger(__name__)
 
-_FLUSH_ENTRIES = 512  # staged entries that are written at once, whatever the delay
+_FLUSH_ENTRIES = 512  # staged entries that are written without waiting for the delay
 _QUIET_SECONDS = 0.1  # longest a background write waits for no request to be retrieving
 _UPSERT_CHUNK = 64  # entries per index call in the background: the GIL is held ~40 ms for 64
 
@@ -99,6 +99,7 @@ class IndexSync:
         self._staged: dict[str, _Staged] = {}
         self._staged_rows: list[int] = []  # outbox rows done once the staged writes are in the index
         self._flush_task: asyncio.Task[None] | None = None
+        self._due = asyncio.Event()  # enough is staged: write without waiting for the delay
 
     def remember(self, vectors: Mapping[str, Vectors]) -> None:
         """Vectors of cubes about to be committed, so that indexing them embeds nothing again."""
@@ -106,14 +107,18 @@ class IndexSync:
 
     async def drain(self, *, urgent: bool = False) -> int:
         """Stage every pending outbox row (the in-RAM vectors change at once); write the index now
-        when ``urgent`` (a caller waits to search) or enough is staged, else after the delay."""
+        when ``urgent`` (a caller waits to search), else in the background: once writes pause,
+        after the delay, or as soon as enough is staged."""
         async with self._lock:
             applied = await self._stage(urgent=urgent)
             if applied:
                 self._last_staged = asyncio.get_running_loop().time()
-            if urgent or sum(staged.size() for staged in self._staged.values()) >= _FLUSH_ENTRIES:
+            if urgent:
                 await self._flush()
-            elif self._staged_rows and self._flush_task is None:
+                return applied
+            if sum(staged.size() for staged in self._staged.values()) >= _FLUSH_ENTRIES:
+                self._due.set()  # written now, but paced like any background write
+            if self._staged_rows and self._flush_task is None:
                 self._flush_task = asyncio.get_running_loop().create_task(self._flush_later())
         return applied
 
@@ -127,8 +132,11 @@ class IndexSync:
         deadline = loop.time() + self._write_delay
         try:
             while (wait := min(self._last_staged + self._write_idle, deadline) - loop.time()) > 0:
-                await asyncio.sleep(wait)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._due.wait(), wait)
+                    break
             async with self._lock:
+                self._due.clear()
                 await self._flush(paced=True)
         except Exception as exc:  # the rows stay in the outbox; the next drain stages them again
             log.warning("vector index write failed (will retry): %s", exc)
@@ -202,7 +210,7 @@ class IndexSync:
         the outbox again (and re-embedded) by a later drain."""
         staged, rows = self._staged, self._staged_rows
         self._staged, self._staged_rows = {}, []
-        chunk = _UPSERT_CHUNK if paced else _FLUSH_ENTRIES * 8
+        chunk = _UPSERT_CHUNK if paced else 4096
         try:
             for space, writes in staged.items():
                 if writes.removed:
