@@ -158,3 +158,17 @@ async def test_closing_writes_what_is_staged(embedder: Embedder, tmp_path: Path)
         assert await reopened.index.count(SPACE) == 3 and outbox(reopened) == 0
     finally:
         await reopened.close()
+
+
+async def test_a_full_staging_area_is_written_in_chunks_without_waiting(embedder: Embedder, tmp_path: Path) -> None:
+    """Past 512 staged entries the delay is not waited out; a background write goes in chunks (each
+    Chroma call holds the GIL, stalling requests, for as long as it takes)."""
+    async with opened(embedder, tmp_path) as memory:
+        facts = [f"My locker number {number} is painted blue." for number in range(600)]
+        await memory.add(Exchange(space=SPACE, facts=facts, mode="raw"), sync=False)
+        for _ in range(600):
+            if await memory.index.count(SPACE) == 600:
+                break
+            await asyncio.sleep(0.1)
+        assert await memory.index.count(SPACE) == 600
+        assert sum(watched(memory).upserts) == 600 and max(watched(memory).upserts) <= 64
