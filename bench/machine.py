@@ -9,7 +9,7 @@ from pathlib import Path
 def cpu_description() -> str:
     """``2 CPUs (AMD EPYC, AVX2, no VNNI)``. The int8 embedder's speed turns on VNNI: one query
     took ~2 ms on a core with it and ~9 ms (30 tokens) on one with AVX2 only."""
-    model, flags = "unknown CPU", set()
+    model, flags = "unknown CPU", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")

@@ -131,7 +131,8 @@ async def grow(memory: MemoryOS, spaces: Sequence[str], add_per_space: int, pool
         started = time.perf_counter()
         await asyncio.to_thread(memory.store.apply, changes)
         stored = time.perf_counter()
-        await memory.index_sync.drain({cube.id: vector for cube, vector in zip(cubes, vectors, strict=True)})
+        memory.index_sync.remember({cube.id: vector for cube, vector in zip(cubes, vectors, strict=True)})
+        await memory.index_sync.drain(urgent=True)
         store_seconds += stored - started
         index_seconds += time.perf_counter() - stored
     return Growth(add_per_space * len(spaces), store_seconds, index_seconds)
@@ -182,7 +183,7 @@ async def write_back(memory: MemoryOS, spaces: Sequence[str], count: int, seed: 
     for _ in range(count):
         await memory.record(exchange(rng.choice(spaces), rng))
     await memory.writeback.wait_idle()
-    await memory.index_sync.drain()
+    await memory.index_sync.drain(urgent=True)  # written to the index, not only staged
     seconds = time.perf_counter() - started
     written = await asyncio.to_thread(memory.store.count) - before
     sync_add = []
