@@ -82,9 +82,9 @@ class IndexSync:
         index: VectorIndex,
         embedder: Embedder,
         hot: HotVectors,
-        foreground: Foreground | None = None,
-        write_delay: float = 10.0,
-        write_idle: float = 0.2,
+        foreground: Foreground,
+        write_delay: float,
+        write_idle: float,
     ) -> None:
         self._store = store
         self._index = index
@@ -210,13 +210,13 @@ class IndexSync:
         the outbox again (and re-embedded) by a later drain."""
         staged, rows = self._staged, self._staged_rows
         self._staged, self._staged_rows = {}, []
-        chunk = _UPSERT_CHUNK if paced else 4096
         try:
             for space, writes in staged.items():
                 if writes.removed:
                     await self._pace(paced)
                     await self._index.delete_cubes(space, sorted(writes.removed))
                 entries = [entry for cube_entries in writes.entries.values() for entry in cube_entries]
+                chunk = _UPSERT_CHUNK if paced else max(len(entries), 1)
                 for start in range(0, len(entries), chunk):
                     await self._pace(paced)
                     await self._index.upsert(space, entries[start : start + chunk])
@@ -227,7 +227,7 @@ class IndexSync:
                 self._hot.flushed(space)
 
     async def _pace(self, paced: bool) -> None:
-        if paced and self._foreground is not None:
+        if paced:
             await self._foreground.quiet(settle=0.0, at_most=_QUIET_SECONDS)
 
     async def reindex(self, space: str | None = None, *, batch: int = 256) -> int:

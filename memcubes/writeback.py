@@ -290,7 +290,7 @@ class WriteBack:
 
     async def _work(self) -> None:
         """Take every exchange waiting (up to a batch), distil them concurrently (their embeddings
-        share forward passes), then write the index once for all of them."""
+        share forward passes), then hand their index writes to the index sync at once."""
         while True:
             batch = [await self._queue.get()]
             defer = self._settings.defer_ms / 1000
