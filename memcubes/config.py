@@ -31,6 +31,16 @@ class ExtractionSettings(_Strict):
     dedupe_threshold: float = Field(
         0.95, ge=0.0, le=1.0, description="cosine similarity at or above which a new memory is a duplicate"
     )
+    episodes: bool = Field(
+        True,
+        description="also keep each message as an episodic memory (the evidence) beside the facts distilled "
+        "from it; raw mode keeps episodes only",
+    )
+    episode_roles: list[str] = Field(
+        default_factory=lambda: ["user"],
+        description="message roles kept as episodes (add assistant to keep the answers too; they often restate "
+        "the memories injected into them)",
+    )
 
 
 RETRIEVAL_PRESETS: dict[str, dict[str, Any]] = {
@@ -58,6 +68,9 @@ class RetrievalSettings(_Strict):
         0.5, ge=0, le=1, description="dense score = (1-w) * whole-text similarity + w * best-sentence similarity"
     )
     speaker_boost: float = Field(2.0, ge=1, description="score factor for memories of a speaker the query names")
+    stale_episode_weight: float = Field(
+        0.5, ge=0, le=1, description="score factor for an episode whose fact was superseded (history, not current)"
+    )
     compact: bool = Field(True, description="render a long memory as its sentence most relevant to the query")
     min_similarity: float = Field(-1.0, ge=-1.0, le=1.0)
     hot_vectors_mb: int = Field(512, ge=0, description="RAM for the vectors of recently searched spaces")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from memcubes.sentences import split_sentences
 
-__all__ = ["FactKey", "extract_facts", "fact_key", "negation_of", "normalize"]
+__all__ = ["FactKey", "extract_facts", "fact_key", "negation_of", "normalize", "says_nothing"]
 
 
 @dataclass(frozen=True)
@@ -592,3 +592,22 @@ def extract_facts(text: str) -> list[str]:
             seen.add(normalize(fact))
             facts.append(fact)
     return facts
+
+
+def says_nothing(text: str) -> bool:
+    """True when no sentence of a message states anything: greetings, acknowledgements, questions
+    and requests only ("hi there!", "thanks, that helps", "What's 2+2?"): nothing a later turn
+    could need as evidence."""
+    for sentence in _sentences(text):
+        body = _strip_filler(sentence)
+        statement = _strip_filler(_statement_part(body, asks="?" in sentence[-2:]))
+        canonical = _canonical(statement)
+        words = len(statement.split()) if " " in statement else len(statement) // _CHARS_PER_WORD
+        if _is_fact(statement) or (
+            words >= 3 and not (_CHITCHAT.match(canonical) or _CHITCHAT_START.match(canonical))
+        ):
+            return False
+    return True
+
+
+_CHARS_PER_WORD = 2  # scripts written without spaces (Japanese, Chinese): about two characters a word

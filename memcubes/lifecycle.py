@@ -39,7 +39,7 @@ from memcubes.store import Store, content_hash
 # Attributes that hold one value at a time: a new value replaces the old one. Others ("likes")
 # accumulate, so they are never updated by rule.
 SINGLE_VALUED = frozenset({"residence", "employer", "job", "age", "name", "diet", "relationship status", "school"})
-_NEIGHBOURS = 5
+_NEIGHBOURS = 10  # episodes sit among the neighbours of a fact; facts are compared with facts
 log = logging.getLogger(__name__)
 
 
@@ -111,7 +111,7 @@ class Lifecycle:
                 resolutions.append(Resolution(Decision.NOOP, candidate, None, "duplicate within the exchange"))
                 continue
             batch_hashes.add(digest)
-            if mode == "raw":
+            if mode == "raw" or candidate.episode:
                 existing = await asyncio.to_thread(self._store.find_by_hash, space, digest)
                 decision = Decision.NOOP if existing is not None else Decision.ADD
                 resolutions.append(Resolution(decision, candidate, existing, "raw"))
@@ -152,10 +152,13 @@ class Lifecycle:
                 value = heuristics.fact_key(_statement(cube.content))
                 if not retracted.value or (value is not None and value.value == retracted.value):
                     return Resolution(Decision.DELETE, candidate, cube, f"retracted {slot}")
-        if hits and hits[0][1] >= self._threshold:
-            near = await asyncio.to_thread(self._store.get, hits[0][0])
-            if near is not None and near.is_live():
-                return Resolution(Decision.NOOP, candidate, near, f"near duplicate ({hits[0][1]:.3f})")
+        close = [(cube_id, sim) for cube_id, sim in hits if sim >= self._threshold]
+        if close:
+            cubes = await asyncio.to_thread(self._store.get_many, [cube_id for cube_id, _ in close])
+            for cube_id, sim in close:
+                near = cubes.get(cube_id)
+                if near is not None and near.is_live() and not near.is_episode:
+                    return Resolution(Decision.NOOP, candidate, near, f"near duplicate ({sim:.3f})")
         own_slot = fact_slot(candidate.content)
         if own_slot is not None and retracted is None:
             new_value = heuristics.fact_key(statement)
@@ -171,7 +174,11 @@ class Lifecycle:
         so it cannot name a memory that does not exist; an unusable answer means "use the rules"."""
         assert self._judge is not None
         cubes = await asyncio.to_thread(self._store.get_many, [cube_id for cube_id, _ in hits])
-        shown = [cubes[cube_id] for cube_id, _ in hits if cube_id in cubes and cubes[cube_id].is_live()]
+        shown = [
+            cubes[cube_id]
+            for cube_id, _ in hits
+            if cube_id in cubes and cubes[cube_id].is_live() and not cubes[cube_id].is_episode
+        ]
         slot = fact_slot(candidate.content)
         if slot is not None:
             same = await asyncio.to_thread(self._store.by_slot, space, slot)

@@ -24,7 +24,7 @@ from memcubes.foreground import Foreground
 from memcubes.hot_vectors import HotVectors
 from memcubes.indexing import IndexSync
 from memcubes.lifecycle import Lifecycle, fact_slot
-from memcubes.reader import LLMComplete, build_readers
+from memcubes.reader import LLMComplete, build_readers, episode_reader
 from memcubes.retrieval import Retriever
 from memcubes.scheduler import InjectionPlan, MemScheduler
 from memcubes.spill import JournalSpill
@@ -98,6 +98,7 @@ class MemoryOS:
             lifecycle=self.lifecycle,
             index_sync=self.index_sync,
             readers=build_readers(settings.extraction, llm),
+            episodes=episode_reader(settings.extraction),
             settings=settings.writeback,
             spill=JournalSpill(settings.data_dir / "journal-spill.jsonl", limit=settings.writeback.spill_limit),
             on_commit=self._changed,

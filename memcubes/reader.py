@@ -40,6 +40,7 @@ class Candidate:
     content: str
     turns: tuple[Turn, ...]
     occurred_at: datetime | None = None
+    episode: bool = False  # a message kept as said (the evidence), not a fact distilled from it
 
 
 def _when(turns: Sequence[Turn]) -> datetime | None:
@@ -55,14 +56,23 @@ class Reader(ABC):
 
 
 class RawReader(Reader):
+    """Episodes: one memory per message, as said ("Speaker: text"). In ``raw`` mode they are all
+    that is kept; in the other modes they are kept beside the facts (``extraction.episodes``)."""
+
     mode = "raw"
 
+    def __init__(self, roles: Sequence[str] | None = None) -> None:
+        self._roles = None if roles is None else set(roles)
+
     async def distill(self, turns: Sequence[Turn]) -> list[Candidate]:
+        episodes = self._roles is not None  # beside facts, keep only messages that say something
         candidates = []
         for turn in turns:
+            if episodes and (turn.role not in self._roles or heuristics.says_nothing(turn.content)):
+                continue
             text = strip_memory_blocks(turn.content).strip()
             if text:
-                candidates.append(Candidate(f"{turn.speaker}: {text}", (turn,), turn.created_at))
+                candidates.append(Candidate(f"{turn.speaker}: {text}", (turn,), turn.created_at, episode=True))
         return candidates
 
 
@@ -163,3 +173,8 @@ def build_readers(settings: ExtractionSettings, complete: LLMComplete | None) ->
     if complete is not None:
         readers["llm"] = LLMReader(settings, complete)
     return readers
+
+
+def episode_reader(settings: ExtractionSettings) -> Reader | None:
+    """What keeps episodes beside the facts of ``heuristic`` and ``llm`` mode (None: facts only)."""
+    return RawReader(settings.episode_roles) if settings.episodes else None

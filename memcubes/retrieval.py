@@ -20,7 +20,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -83,6 +83,7 @@ class RetrievedItem:
     created_at: datetime
     tokens: int
     pinned: bool = False
+    episode: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def item_of(cube: MemCube, score: float, *, sentence: int | None = None) -> Retr
         created_at=cube.occurred_at,
         tokens=count_tokens(text),
         pinned=cube.pinned,
+        episode=cube.is_episode,
     )
 
 
@@ -130,19 +132,37 @@ class Costed(Protocol):
 CostedT = TypeVar("CostedT", bound=Costed)
 
 
-def fit(items: Iterable[CostedT], *, top_k: int, token_budget: int) -> list[CostedT]:
+def fit(
+    items: Iterable[CostedT],
+    *,
+    top_k: int,
+    token_budget: int,
+    redundant: Callable[[CostedT, list[CostedT]], bool] | None = None,
+) -> list[CostedT]:
     """Best first; an item that does not fit is skipped so a shorter one behind it still can.
     ``items`` may be a lazy generator: nothing past the last needed item is rendered or counted.
+    ``redundant(item, packed)`` skips what the items packed already say.
     (The evaluation harness packs its baselines with this same rule.)"""
     packed: list[CostedT] = []
     used = 0
     for item in items:
         if len(packed) >= top_k or used >= token_budget:
             break
+        if redundant is not None and redundant(item, packed):
+            continue
         if used + item.tokens <= token_budget:
             packed.append(item)
             used += item.tokens
     return packed
+
+
+def said_already(item: RetrievedItem, packed: list[RetrievedItem]) -> bool:
+    """A fact and its own episode are one piece of evidence: whichever ranks first is packed, the
+    other is redundant when the messages it comes from are all covered by the other layer."""
+    if not item.sources:
+        return False
+    covered = {source for other in packed if other.episode != item.episode for source in other.sources}
+    return covered.issuperset(item.sources)
 
 
 def pack(ranked: Iterable[tuple[MemCube, float]], *, top_k: int, token_budget: int) -> list[RetrievedItem]:
@@ -274,6 +294,9 @@ class Retriever:
             for cube_id, cube in cubes.items():
                 if names.intersection(cube.source.names):
                     scores[cube_id] *= settings.speaker_boost
+        for cube_id, cube in cubes.items():
+            if cube.meta.get("stale"):  # its fact was superseded: history, below the current fact
+                scores[cube_id] *= settings.stale_episode_weight
         hot = {space: vectors for space in spaces if (vectors := self._hot.get(space)) is not None}
 
         def ranked_items() -> Iterable[RetrievedItem]:
@@ -291,4 +314,5 @@ class Retriever:
                 yield item_of(cube, scores[cube_id], sentence=sentence)
 
         budget = token_budget if token_budget is not None else settings.token_budget
-        return RetrievalResult(fit(ranked_items(), top_k=limit, token_budget=budget), degraded=degraded)
+        packed = fit(ranked_items(), top_k=limit, token_budget=budget, redundant=said_already)
+        return RetrievalResult(packed, degraded=degraded)

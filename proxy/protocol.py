@@ -191,6 +191,7 @@ class MemoryChangeOut(_MemoryModel):
     text: str
     sources: list[str]
     previous_id: str | None = None
+    layer: Literal["fact", "episode"] = Field("fact", description="a distilled fact, or a message kept as said")
 
 
 class AddMemoriesResponse(_MemoryModel):

@@ -17,15 +17,17 @@ from tests.conftest import Backend, Proxy, proxy_settings
 
 
 def say(http: httpx.Client, user: str, *texts: str, mode: str = "heuristic", **extra: Any) -> list[dict[str, Any]]:
+    """The facts these messages changed (episodes, the messages kept as said, aside)."""
     messages = [{"role": "user", "content": text, **extra} for text in texts]
     response = http.post("/v1/memories", json={"user": user, "messages": messages, "mode": mode, "sync": True})
     assert response.status_code == 200, response.text
-    return list(response.json()["results"])
+    return [r for r in response.json()["results"] if r["layer"] == "fact"]
 
 
 def memories(http: httpx.Client, user: str, *states: str) -> list[dict[str, Any]]:
+    """The space's facts in these states (default active)."""
     params: list[tuple[str, str]] = [("user", user), ("limit", "500")] + [("state", s) for s in states]
-    return list(http.get("/v1/memories", params=params).json()["data"])
+    return [m for m in http.get("/v1/memories", params=params).json()["data"] if m["meta"].get("layer") != "episode"]
 
 
 def search(http: httpx.Client, user: str, query: str) -> list[str]:
@@ -96,7 +98,9 @@ def test_raw_mode_keeps_every_turn(proxy: Proxy) -> None:
     with proxy.http() as http:
         say(http, "raw", "I live in Lisbon.", mode="raw")
         say(http, "raw", "I moved to Porto.", mode="raw")
-        assert len(memories(http, "raw")) == 2
+        kept = http.get("/v1/memories", params={"user": "raw"}).json()["data"]
+        assert sorted(m["content"] for m in kept) == ["user: I live in Lisbon.", "user: I moved to Porto."]
+        assert {m["meta"]["layer"] for m in kept} == {"episode"}  # raw mode keeps episodes only
 
 
 def test_llm_mode_decides_with_integer_ids(backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path) -> None:
