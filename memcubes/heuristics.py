@@ -604,10 +604,11 @@ def says_nothing(text: str) -> bool:
         canonical = _canonical(statement)
         words = len(statement.split()) if " " in statement else len(statement) // _CHARS_PER_WORD
         if _is_fact(statement) or (
-            words >= 3 and not (_CHITCHAT.match(canonical) or _CHITCHAT_START.match(canonical))
+            words >= _STATEMENT_WORDS and not (_CHITCHAT.match(canonical) or _CHITCHAT_START.match(canonical))
         ):
             return False
     return True
 
 
 _CHARS_PER_WORD = 2  # scripts written without spaces (Japanese, Chinese): about two characters a word
+_STATEMENT_WORDS = 4  # shorter, a sentence that is not a fact is small talk ("hi there, thanks")

@@ -107,6 +107,7 @@ class MemoryOS:
         self._hits: dict[str, tuple[int, float]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._maintenance: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     @classmethod
     async def open(
@@ -138,9 +139,11 @@ class MemoryOS:
     async def close(self) -> None:
         await self.writeback.stop()
         if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+            # Not cancelled: a checkpoint running in a worker thread would go on after the store
+            # closed its connection under it (a segfault seen at shutdown). It ends after the
+            # step in progress.
+            self._closing.set()
+            await self._maintenance
         with contextlib.suppress(Exception):
             await self._flush_heat()
         await self.index_sync.close()
@@ -200,7 +203,10 @@ class MemoryOS:
     async def _maintain_forever(self) -> None:
         """Every second: record heat, and checkpoint the store's WAL off the write path."""
         while True:
-            await asyncio.sleep(_MAINTENANCE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), _MAINTENANCE_SECONDS)
+            if self._closing.is_set():
+                return
             try:
                 await self._flush_heat()
             except Exception as exc:

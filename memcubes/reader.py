@@ -65,10 +65,10 @@ class RawReader(Reader):
         self._roles = None if roles is None else set(roles)
 
     async def distill(self, turns: Sequence[Turn]) -> list[Candidate]:
-        episodes = self._roles is not None  # beside facts, keep only messages that say something
         candidates = []
         for turn in turns:
-            if episodes and (turn.role not in self._roles or heuristics.says_nothing(turn.content)):
+            # Beside facts (roles given), only the messages of those roles that say something.
+            if self._roles is not None and (turn.role not in self._roles or heuristics.says_nothing(turn.content)):
                 continue
             text = strip_memory_blocks(turn.content).strip()
             if text:

@@ -2,7 +2,10 @@
 
     query ─┬─ dense: exact, in RAM (``hot_vectors``): each cube scored by its whole text and its
            │         best sentence together; a cold space falls back to a Chroma ANN query
-           └─ lexical: FTS5 BM25 over the space
+           ├─ lexical: FTS5 BM25 over the space
+           └─ time: when the query names a window ("in March 2021", "the week after 2 October",
+                    "last month": ``timewords``), the memories dated in it or telling of it,
+                    in dense order
     ─▶ reciprocal-rank fusion (weights, k) ─▶ memories of a speaker the query names count more
     ─▶ validity filter (superseded, deleted, expired never come back) ─▶ dedupe
     ─▶ render each memory compactly: its date, and for a long memory only its sentence most
@@ -22,17 +25,18 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from memcubes.config import RetrievalSettings
-from memcubes.cube import MemCube
+from memcubes.cube import MemCube, utcnow
 from memcubes.cube_cache import CubeCache
 from memcubes.embedder import Embedder, Vectors
 from memcubes.errors import IndexUnavailable
 from memcubes.hot_vectors import HotVectors
-from memcubes.sentences import sentence_texts
+from memcubes.sentences import sentence_texts, split_speaker
 from memcubes.store import Store, content_hash
+from memcubes.timewords import Window, query_window
 from memcubes.tokens import count_tokens
 from memcubes.vectors import VectorIndex
 
@@ -49,6 +53,9 @@ _STOPWORDS = frozenset(
 )
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SPEAKERS_TTL = 30.0
+_INSTANT = timedelta(seconds=1)
+_HOP_SEEDS = 3  # first-hop memories whose words the second hop adds
+_HOP_TERMS = 6
 log = logging.getLogger(__name__)
 
 
@@ -237,6 +244,46 @@ class Retriever:
         )
         return [cube_id for cube_id, _ in ranked]
 
+    async def _second_hop(self, spaces: Sequence[str], terms: list[str], scores: dict[str, float]) -> None:
+        """Multi-hop: the words the best first-hop memories add to the query (a name, a place, an
+        event the question only implies) are looked up once more, lexically, and fused in."""
+        settings = self.settings
+        best = sorted(scores, key=lambda c: -scores[c])[:_HOP_SEEDS]
+        cubes = await self._cubes.get_many(best)
+        asked = set(terms)
+        counts: dict[str, int] = {}
+        for cube in cubes.values():
+            for term in query_terms(split_speaker(cube.content)[1]):
+                if term not in asked and not term.isdigit():
+                    counts[term] = counts.get(term, 0) + 1
+        added = sorted(counts, key=lambda t: -counts[t])[:_HOP_TERMS]
+        if not added:
+            return
+        runs = await asyncio.gather(
+            *(asyncio.to_thread(self._store.lexical, space, [*terms, *added], limit=settings.candidates) for space in spaces)
+        )
+        for cube_id, score in fuse(
+            (([cube_id for cube_id, _ in run], settings.hop_weight) for run in runs), k=settings.rrf_k
+        ).items():
+            scores[cube_id] = scores.get(cube_id, 0.0) + score
+
+    async def _in_window(self, space: str, window: Window, query: Vectors) -> list[str]:
+        """Cubes of the space dated in ``window`` or telling of a time in it, most similar to the
+        query first (in time order when the space's vectors are not in RAM)."""
+        inside = []
+        for cube_id, created, mentions in await asyncio.to_thread(self._store.times, space):
+            moment = datetime.fromisoformat(created)
+            spans = [(moment, moment + _INSTANT)]
+            spans += [(datetime.fromisoformat(start), datetime.fromisoformat(end)) for start, end in mentions or []]
+            if any(window.overlaps(start, end) for start, end in spans):
+                inside.append(cube_id)
+        vectors = self._hot.get(space)
+        if vectors is None or not inside:
+            return inside[: self.settings.candidates]
+        wanted = set(inside)
+        ranked = vectors.ranked(query, sentence_weight=self.settings.sentence_weight)
+        return [cube_id for cube_id, _ in ranked if cube_id in wanted][: self.settings.candidates]
+
     async def search(
         self,
         spaces: Sequence[str],
@@ -270,9 +317,17 @@ class Retriever:
                 return set()
             return set().union(*[await self._speaker_names(space) for space in spaces])
 
-        lexical_runs, dense_runs, speaker_names = await asyncio.gather(
+        window = query_window(query, utcnow()) if settings.time_weight else None
+
+        async def in_window(space: str) -> list[str]:
+            if window is None:
+                return []
+            return await self._in_window(space, window, (await embedding)[0])
+
+        lexical_runs, dense_runs, time_runs, speaker_names = await asyncio.gather(
             asyncio.gather(*(lexical(space) for space in spaces)),
             asyncio.gather(*(dense(space) for space in spaces)),
+            asyncio.gather(*(in_window(space) for space in spaces)),
             speakers(),
         )
         query_vector = (await embedding)[0]
@@ -280,9 +335,12 @@ class Retriever:
             [
                 *((ranking, settings.dense_weight) for ranking in dense_runs),
                 *((ranking, settings.lexical_weight) for ranking in lexical_runs),
+                *((ranking, settings.time_weight) for ranking in time_runs),
             ],
             k=settings.rrf_k,
         )
+        if settings.hop_weight:
+            await self._second_hop(spaces, terms, scores)
         excluded = set(exclude)
         limit = top_k if top_k is not None else settings.top_k
         # Only the head of the fused ranking can make it into the result (a named speaker's

@@ -343,6 +343,16 @@ class Store:
         )
         return {str(row["name"]) for row in rows}, max(after, int(last[0]["last"] or 0))
 
+    def times(self, space: str) -> list[tuple[str, str, list[list[str]] | None]]:
+        """Each live cube's id, time (``created_at``) and the windows its text mentions
+        (``meta.when``), for time-aware retrieval; one row holding them all (see ``lexical``)."""
+        rows = self._read(
+            "SELECT json_group_array(json_array(id, created_at, json_extract(doc, '$.meta.when'))) AS cubes "
+            "FROM cubes WHERE space = ? AND state = 'active'",
+            (space,),
+        )
+        return [(cube_id, created, when) for cube_id, created, when in json.loads(rows[0]["cubes"])]
+
     def by_slot(self, space: str, slot: str) -> list[MemCube]:
         """Live cubes stating the same single-valued fact (``subject|attribute``), newest first."""
         rows = self._read(

@@ -39,6 +39,7 @@ from memcubes.reader import Candidate, Reader
 from memcubes.sentences import split_speaker
 from memcubes.spill import JournalSpill
 from memcubes.store import ChangeSet, HistoryEvent, JournalEntry, Store
+from memcubes.timewords import mentioned_windows
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,15 @@ def _new_cube(exchange: Exchange, resolution: Resolution, reader: str) -> MemCub
 
 
 def _layer_meta(candidate: Candidate) -> dict[str, Any]:
-    """Episodes are marked as such; a fact carries its slot (the key its later versions share)."""
-    if candidate.episode:
-        return {"layer": "episode"}
-    slot = fact_slot(candidate.content)
-    return {"layer": "fact", "slot": slot} if slot else {"layer": "fact"}
+    """Episodes are marked as such; a fact carries its slot (the key its later versions share).
+    Both record when what they tell happened, where the text says so ("yesterday", "in 2019"),
+    resolved against when it was said: time-aware retrieval finds them by it."""
+    meta: dict[str, Any] = {"layer": "episode" if candidate.episode else "fact"}
+    if not candidate.episode and (slot := fact_slot(candidate.content)):
+        meta["slot"] = slot
+    if windows := mentioned_windows(candidate.content, candidate.occurred_at):
+        meta["when"] = [window.as_json() for window in windows]
+    return meta
 
 
 def _layer(cube: MemCube) -> str:
