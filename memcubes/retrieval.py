@@ -260,7 +260,10 @@ class Retriever:
         if not added:
             return
         runs = await asyncio.gather(
-            *(asyncio.to_thread(self._store.lexical, space, [*terms, *added], limit=settings.candidates) for space in spaces)
+            *(
+                asyncio.to_thread(self._store.lexical, space, [*terms, *added], limit=settings.candidates)
+                for space in spaces
+            )
         )
         for cube_id, score in fuse(
             (([cube_id for cube_id, _ in run], settings.hop_weight) for run in runs), k=settings.rrf_k
