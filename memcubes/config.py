@@ -82,6 +82,23 @@ class RetrievalSettings(_Strict):
     )
     compact: bool = Field(True, description="render a long memory as its sentence most relevant to the query")
     min_similarity: float = Field(-1.0, ge=-1.0, le=1.0)
+    relevance: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: no volatile block for turns that need no personal context (small talk, arithmetic, "
+        "generic tasks) and none of memories below min_relevance; off: always fill top_k",
+    )
+    min_relevance: float = Field(
+        0.0, ge=-1.0, le=1.0, description="auto: a retrieved memory less similar than this (cosine) is not injected"
+    )
+    impersonal_min_relevance: float = Field(
+        0.35,
+        ge=-1.0,
+        le=1.0,
+        description="auto: a turn that does not speak of the user gets memory only when the best match is this close",
+    )
+    profile_floor: int = Field(
+        5, ge=0, le=20, description="auto: profile facts a personal turn asking advice (or matching nothing) gets"
+    )
     hot_vectors_mb: int = Field(512, ge=0, description="RAM for the vectors of recently searched spaces")
     timeout_ms: int = Field(2000, ge=1, description="a slower lookup is abandoned (status degraded)")
 

@@ -91,6 +91,7 @@ class RetrievedItem:
     tokens: int
     pinned: bool = False
     episode: bool = False
+    similarity: float | None = None  # to the query, dense (None: not among the dense candidates)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,9 @@ class RetrievalResult:
         return [cube_id for item in self.items for cube_id in item.cube_ids]
 
 
-def item_of(cube: MemCube, score: float, *, sentence: int | None = None) -> RetrievedItem:
+def item_of(
+    cube: MemCube, score: float, *, sentence: int | None = None, similarity: float | None = None
+) -> RetrievedItem:
     text = render_item(cube, sentence=sentence)
     return RetrievedItem(
         cube_ids=[cube.id],
@@ -118,6 +121,7 @@ def item_of(cube: MemCube, score: float, *, sentence: int | None = None) -> Retr
         tokens=count_tokens(text),
         pinned=cube.pinned,
         episode=cube.is_episode,
+        similarity=similarity,
     )
 
 
@@ -232,17 +236,17 @@ class Retriever:
             cached.names |= names
         return cached.names
 
-    async def _dense(self, space: str, vector: Vectors) -> list[str]:
-        """Cube ids, best first: exact and sentence-aware when the space is in RAM, else ANN."""
+    async def _dense(self, space: str, vector: Vectors) -> list[tuple[str, float]]:
+        """(cube id, similarity), best first: exact and sentence-aware when the space is in RAM,
+        else ANN."""
         settings = self.settings
         vectors = self._hot.get(space)
         if vectors is None:
             hits = await self._index.query(space, vector, limit=settings.candidates)  # may raise: see search
-            return [cube_id for cube_id, sim in hits if sim >= settings.min_similarity]
-        ranked = vectors.ranked(
+            return [(cube_id, sim) for cube_id, sim in hits if sim >= settings.min_similarity]
+        return vectors.ranked(
             vector, sentence_weight=settings.sentence_weight, limit=settings.candidates, floor=settings.min_similarity
         )
-        return [cube_id for cube_id, _ in ranked]
 
     async def _second_hop(self, spaces: Sequence[str], terms: list[str], scores: dict[str, float]) -> None:
         """Multi-hop: the words the best first-hop memories add to the query (a name, a place, an
@@ -306,7 +310,7 @@ class Retriever:
 
         degraded = False
 
-        async def dense(space: str) -> list[str]:
+        async def dense(space: str) -> list[tuple[str, float]]:
             nonlocal degraded
             try:
                 return await self._dense(space, (await embedding)[0])
@@ -327,13 +331,15 @@ class Retriever:
                 return []
             return await self._in_window(space, window, (await embedding)[0])
 
-        lexical_runs, dense_runs, time_runs, speaker_names = await asyncio.gather(
+        lexical_runs, dense_hits, time_runs, speaker_names = await asyncio.gather(
             asyncio.gather(*(lexical(space) for space in spaces)),
             asyncio.gather(*(dense(space) for space in spaces)),
             asyncio.gather(*(in_window(space) for space in spaces)),
             speakers(),
         )
         query_vector = (await embedding)[0]
+        dense_runs = [[cube_id for cube_id, _ in hits] for hits in dense_hits]
+        similarity = {cube_id: sim for hits in dense_hits for cube_id, sim in hits}
         scores = fuse(  # dense first: equal scores keep its order (the head is sorted stably)
             [
                 *((ranking, settings.dense_weight) for ranking in dense_runs),
@@ -372,7 +378,7 @@ class Retriever:
                 seen.add(digest)
                 vectors = hot.get(cube.space)
                 sentence = vectors.best_sentence(cube_id, query_vector) if settings.compact and vectors else None
-                yield item_of(cube, scores[cube_id], sentence=sentence)
+                yield item_of(cube, scores[cube_id], sentence=sentence, similarity=similarity.get(cube_id))
 
         budget = token_budget if token_budget is not None else settings.token_budget
         packed = fit(ranked_items(), top_k=limit, token_budget=budget, redundant=said_already)

@@ -30,7 +30,8 @@ from typing import Any
 from memcubes.config import RetrievalSettings, SchedulerSettings
 from memcubes.cube import MemCube, utcnow
 from memcubes.layout import message_text
-from memcubes.retrieval import RetrievedItem, Retriever, fit, item_of, pack
+from memcubes.relevance import NOTHING_RELEVANT, PROFILE_QUERY, asks_advice, is_personal, skip_reason
+from memcubes.retrieval import RetrievedItem, Retriever, fit, item_of, pack, said_already
 from memcubes.store import Store, decayed
 
 _SHORT_QUERY_WORDS = 6
@@ -47,6 +48,8 @@ class InjectionPlan:
     volatile: list[RetrievedItem] = field(default_factory=list)
     relevant: list[str] = field(default_factory=list)  # ids retrieved as relevant (heat credit)
     degraded: bool = False  # part of the memory layer failed; what could be found is here
+    considered: int = 0  # memories retrieved for this turn before the budget and relevance cut
+    reason: str | None = None  # why no volatile block: see ``memcubes.relevance``
 
     @property
     def items(self) -> list[RetrievedItem]:
@@ -59,6 +62,14 @@ class InjectionPlan:
     @property
     def cube_ids(self) -> list[str]:
         return [cube_id for item in self.items for cube_id in item.cube_ids]
+
+
+def last_user_text(messages: Sequence[dict[str, Any]]) -> str:
+    """What the user said last (memory blocks removed)."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message_text(message).strip()
+    return ""
 
 
 def query_from(messages: Sequence[dict[str, Any]]) -> str:
@@ -188,6 +199,8 @@ class MemScheduler:
         query = query_from(messages)
         if not query or room <= 0:
             return InjectionPlan(stable=stable)
+        if self._retrieval.relevance == "auto" and (reason := skip_reason(last_user_text(messages))):
+            return InjectionPlan(stable=stable, reason=reason)
         # Stable members are not excluded from retrieval: being retrieved is what keeps them hot.
         result = await self._retriever.search(spaces, query, top_k=limit + len(stable_ids), token_budget=budget)
         relevant = [item for item in result.items if not stable_ids.intersection(item.cube_ids)]
@@ -195,10 +208,51 @@ class MemScheduler:
         key = (tuple(spaces), session) if session else None
         if key is not None:
             scored = await self._with_working_memory(key, scored, exclude=stable_ids)
-        volatile = fit((item for item, _ in scored), top_k=limit, token_budget=room)
+        text = last_user_text(messages)
+        wanted = self._relevant(text, [item for item, _ in scored])
+        wanted = [*await self._floor(spaces, text, wanted, room=room), *wanted]
+        volatile = fit(wanted, top_k=limit, token_budget=room, redundant=said_already)
         if key is not None:
             self._remember(key, volatile, scored)
-        return InjectionPlan(stable=stable, volatile=volatile, relevant=result.cube_ids, degraded=result.degraded)
+        return InjectionPlan(
+            stable=stable,
+            volatile=volatile,
+            relevant=result.cube_ids,
+            degraded=result.degraded,
+            considered=len(relevant),
+            reason=None if volatile or not relevant else NOTHING_RELEVANT,
+        )
+
+    async def _floor(
+        self, spaces: Sequence[str], text: str, items: list[RetrievedItem], *, room: int
+    ) -> list[RetrievedItem]:
+        """Implicit personalisation: a personal turn asking for advice, or one whose memories are
+        all far from its words (another language, a vague request), also gets the user's profile
+        facts (``PROFILE_QUERY``), at most ``profile_floor`` of them, before the rest."""
+        settings = self._retrieval
+        if settings.relevance == "off" or not settings.profile_floor or not is_personal(text):
+            return []
+        best = max((item.similarity or 0.0 for item in items), default=0.0)
+        if not asks_advice(text) and best >= settings.impersonal_min_relevance:
+            return []
+        profile = await self._retriever.search(
+            spaces, PROFILE_QUERY, top_k=settings.profile_floor, token_budget=max(room // 4, 0)
+        )
+        shown = {cube_id for item in items for cube_id in item.cube_ids}
+        return [item for item in profile.items if not shown.intersection(item.cube_ids)]
+
+    def _relevant(self, text: str, items: list[RetrievedItem]) -> list[RetrievedItem]:
+        """What is close enough to inject. A personal turn keeps what its memories share with it
+        above ``min_relevance`` (lexical hits without a dense score count as close); an impersonal
+        one keeps all or nothing: memory only when the space's best match clears
+        ``impersonal_min_relevance`` (most general-knowledge questions match nothing that well)."""
+        settings = self._retrieval
+        if settings.relevance == "off":
+            return items
+        if not is_personal(text):
+            best = max((item.similarity or 0.0 for item in items), default=0.0)
+            return items if best >= settings.impersonal_min_relevance else []
+        return [item for item in items if item.similarity is None or item.similarity >= settings.min_relevance]
 
     async def _with_working_memory(
         self, key: tuple[tuple[str, ...], str], scored: list[tuple[RetrievedItem, float]], *, exclude: set[str]

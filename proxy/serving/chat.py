@@ -78,8 +78,11 @@ class ChatService:
             "x-memory-tokens": str(plan.tokens),
             "x-memory-ids": ",".join(plan.cube_ids),
             "x-memory-overhead-ms": f"{(time.perf_counter() - started) * 1000:.2f}",
+            "x-memory-considered": str(plan.considered),
             "x-request-id": request_id,
         }
+        if plan.reason is not None:
+            memory_headers["x-memory-reason"] = plan.reason
         if self._memory is not None and plan.relevant:
             self._memory.record_hits(plan.relevant)
         if request.stream:
