@@ -98,3 +98,31 @@ def test_an_idle_conversation_takes_a_new_snapshot() -> None:
     frozen.changed("user:a", None, by_person=True)  # read across a person's change: not kept
     frozen.keep(key, block, epoch=epoch)
     assert frozen.get(key) is None
+
+
+def test_provider_cache_numbers_reach_the_client_untouched(
+    backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path
+) -> None:
+    """OpenAI's ``prompt_tokens_details.cached_tokens`` through the byte relay and through litellm;
+    Anthropic's ``cache_read_input_tokens`` through litellm's Anthropic path."""
+    settings = proxy_settings(backend.url, tmp_path / "d")
+    data = settings.model_dump(mode="json")
+    via_litellm = {**data["model_list"][0], "model_name": "fake-litellm", "forward": "litellm"}
+    claude = {
+        "model_name": "claude",
+        "litellm_params": {"model": "anthropic/claude-x", "api_base": backend.url, "api_key": "x"},
+    }
+    data["model_list"] += [via_litellm, claude]
+    proxy = start_proxy(type(settings).model_validate(data))
+    client = proxy.openai()
+    messages: Any = [SYSTEM, {"role": "user", "content": "hi"}]
+    for model in ("fake", "fake-litellm"):
+        backend.queue({"text": "hello", "usage": {"prompt_tokens_details": {"cached_tokens": 1024}}})
+        usage = client.chat.completions.create(model=model, messages=messages, user="mira").usage
+        assert usage is not None and usage.prompt_tokens_details is not None
+        assert usage.prompt_tokens_details.cached_tokens == 1024, model
+    backend.queue({"text": "hello", "usage": {"cache_read_input_tokens": 2048}})
+    answer = client.chat.completions.create(model="claude", messages=messages, user="mira", max_tokens=50)
+    assert answer.choices[0].message.content == "hello"
+    assert answer.usage is not None and answer.usage.model_extra is not None
+    assert answer.usage.model_extra["cache_read_input_tokens"] == 2048
