@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from memcubes.conversations import FrozenStableBlocks, conversation_id
 from memcubes.cube import MemCube
 from tests.conftest import Backend, Proxy, proxy_settings
@@ -100,11 +102,19 @@ def test_an_idle_conversation_takes_a_new_snapshot() -> None:
     assert frozen.get(key) is None
 
 
-def test_provider_cache_numbers_reach_the_client_untouched(
+def test_openai_cache_numbers_pass_the_relay_untouched(proxy: Proxy, backend: Backend) -> None:
+    backend.queue({"text": "hello", "usage": {"prompt_tokens_details": {"cached_tokens": 1024}}})
+    usage = proxy.openai().chat.completions.create(model="fake", messages=[SYSTEM], user="mira").usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 1024
+
+
+@pytest.mark.slow  # imports litellm: 3-15 s here
+def test_provider_cache_numbers_pass_litellm_untouched(
     backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path
 ) -> None:
-    """OpenAI's ``prompt_tokens_details.cached_tokens`` through the byte relay and through litellm;
-    Anthropic's ``cache_read_input_tokens`` through litellm's Anthropic path."""
+    """OpenAI's ``prompt_tokens_details.cached_tokens`` and Anthropic's ``cache_read_input_tokens``
+    through litellm (the Anthropic one from a real Messages-API answer)."""
     settings = proxy_settings(backend.url, tmp_path / "d")
     data = settings.model_dump(mode="json")
     via_litellm = {**data["model_list"][0], "model_name": "fake-litellm", "forward": "litellm"}
@@ -113,14 +123,12 @@ def test_provider_cache_numbers_reach_the_client_untouched(
         "litellm_params": {"model": "anthropic/claude-x", "api_base": backend.url, "api_key": "x"},
     }
     data["model_list"] += [via_litellm, claude]
-    proxy = start_proxy(type(settings).model_validate(data))
-    client = proxy.openai()
+    client = start_proxy(type(settings).model_validate(data)).openai()
     messages: Any = [SYSTEM, {"role": "user", "content": "hi"}]
-    for model in ("fake", "fake-litellm"):
-        backend.queue({"text": "hello", "usage": {"prompt_tokens_details": {"cached_tokens": 1024}}})
-        usage = client.chat.completions.create(model=model, messages=messages, user="mira").usage
-        assert usage is not None and usage.prompt_tokens_details is not None
-        assert usage.prompt_tokens_details.cached_tokens == 1024, model
+    backend.queue({"text": "hello", "usage": {"prompt_tokens_details": {"cached_tokens": 1024}}})
+    usage = client.chat.completions.create(model="fake-litellm", messages=messages, user="mira").usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 1024
     backend.queue({"text": "hello", "usage": {"cache_read_input_tokens": 2048}})
     answer = client.chat.completions.create(model="claude", messages=messages, user="mira", max_tokens=50)
     assert answer.choices[0].message.content == "hello"
