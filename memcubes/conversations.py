@@ -96,16 +96,12 @@ class FrozenStableBlocks:
         not in their block must not cost them their cache). Write-back's changes reach snapshots
         only when a member stopped being true (superseded by what the user just said, or
         expired); a member reworded or merged stays as shown until the conversation ends."""
-        if by_person:
-            ids = None if cubes is None else {cube.id for cube in cubes}
-            everything = cubes is None or any(cube.pinned for cube in cubes)
-        else:
-            ids = {cube.id for cube in cubes or () if not cube.is_live()}
-            everything = False
-        if not everything and not ids:
-            return
+        touched: set[str] | None = None  # None: every snapshot of the space
+        if not by_person or (cubes is not None and not any(cube.pinned for cube in cubes)):
+            touched = {cube.id for cube in cubes or () if by_person or not cube.is_live()}
+            if not touched:
+                return
         self._epochs[space] = self._epochs.get(space, 0) + 1
         for key in [key for key in self._snapshots if space in key[0]]:
-            held = self._snapshots[key].cubes
-            if everything or ids is None or any(cube.id in ids for cube in held):
+            if touched is None or any(cube.id in touched for cube in self._snapshots[key].cubes):
                 del self._snapshots[key]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from memcubes.conversations import FrozenStableBlocks, conversation_id
-from memcubes.cube import MemCube
+from memcubes.cube import CubeState, MemCube
 from tests.conftest import Backend, Proxy, proxy_settings
 
 PINNED = ["Mira is allergic to peanuts", "Mira prefers metric units"]
@@ -134,3 +134,26 @@ def test_provider_cache_numbers_pass_litellm_untouched(
     assert answer.choices[0].message.content == "hello"
     assert answer.usage is not None and answer.usage.model_extra is not None
     assert answer.usage.model_extra["cache_read_input_tokens"] == 2048
+
+
+def test_which_changes_reach_a_frozen_block() -> None:
+    frozen = FrozenStableBlocks(idle_seconds=60, limit=10)
+    member, other = MemCube(space="user:a", content="Lives in Oslo"), MemCube(space="user:a", content="Has a cat")
+    key = (("user:a",), "session:s")
+
+    def freeze() -> None:
+        frozen.keep(key, [member], epoch=frozen.epoch(["user:a"]))
+
+    freeze()
+    frozen.changed("user:a", [other], by_person=True)  # a person deletes a memory outside the block
+    reworded = member.model_copy(update={"content": "Lives in Oslo, Norway"})
+    frozen.changed("user:a", [reworded], by_person=False)  # write-back rewords a member
+    assert frozen.get(key) == [member]
+    frozen.changed("user:a", [member.model_copy(update={"state": CubeState.SUPERSEDED})], by_person=False)
+    assert frozen.get(key) is None  # a member that is no longer true goes at once
+    freeze()
+    frozen.changed("user:a", [other.model_copy(update={"pinned": True})], by_person=True)
+    assert frozen.get(key) is None  # a pin joins every block of the space
+    freeze()
+    frozen.changed("user:a", [reworded], by_person=True)  # a person edits a member
+    assert frozen.get(key) is None
