@@ -146,10 +146,25 @@ class VectorIndexSettings(_Strict):
 
 class SchedulerSettings(_Strict):
     """The MemScheduler: the stable block (pinned and hot memories, at the start of the prompt,
-    cacheable) and the per-session working memory."""
+    cacheable, frozen per conversation) and the per-session working memory."""
 
     stable_max: int = Field(16, ge=0, description="promoted (non-pinned) memories in the stable block")
     stable_share: float = Field(0.5, ge=0.0, le=1.0, description="share of the token budget the stable block may use")
+    stable_token_budget: int | None = Field(
+        None, ge=0, description="cl100k tokens for the stable block (default: stable_share of retrieval.token_budget)"
+    )
+    volatile_token_budget: int | None = Field(
+        None,
+        ge=0,
+        description="cl100k tokens for the volatile block, which no prefix cache holds "
+        "(default: what the stable block leaves of retrieval.token_budget)",
+    )
+    stable_refresh_minutes: float = Field(
+        60.0,
+        ge=0,
+        description="a conversation keeps the stable block it was first shown (promotions wait for the next one) "
+        "until it has been idle this long; 0 turns the freeze off",
+    )
     promote_heat: float = Field(4.0, gt=0, description="heat at which a memory joins the stable block")
     demote_heat: float = Field(1.0, ge=0, description="heat below which it leaves (hysteresis: < promote_heat)")
     heat_half_life_hours: float = Field(72.0, gt=0)

@@ -101,7 +101,7 @@ class MemoryOS:
             episodes=episode_reader(settings.extraction),
             settings=settings.writeback,
             spill=JournalSpill(settings.data_dir / "journal-spill.jsonl", limit=settings.writeback.spill_limit),
-            on_commit=self._changed,
+            on_commit=self._learned,
             foreground=self._foreground,
         )
         self._hits: dict[str, tuple[int, float]] = {}
@@ -162,15 +162,21 @@ class MemoryOS:
         session: str | None = None,
         top_k: int | None = None,
         token_budget: int | None = None,
+        freeze: bool = True,
     ) -> InjectionPlan:
+        """What to inject; the stable block is the conversation's frozen one unless not ``freeze``."""
         async with self._foreground.busy():
-            return await self.scheduler.plan(spaces, messages, session=session, top_k=top_k, token_budget=token_budget)
+            return await self.scheduler.plan(
+                spaces, messages, session=session, top_k=top_k, token_budget=token_budget, freeze=freeze
+            )
 
     async def search(
         self, spaces: Sequence[str], query: str, *, top_k: int | None = None, token_budget: int | None = None
     ) -> InjectionPlan:
         """Exactly what the chat path would inject for a user message equal to ``query``."""
-        return await self.plan(spaces, [{"role": "user", "content": query}], top_k=top_k, token_budget=token_budget)
+        return await self.plan(
+            spaces, [{"role": "user", "content": query}], top_k=top_k, token_budget=token_budget, freeze=False
+        )
 
     def record_hits(self, ranked_ids: Sequence[str]) -> None:
         """Credit heat to cubes retrieved as relevant, weighted by rank (1, 1/2, 1/3 ...) so that
@@ -189,10 +195,18 @@ class MemoryOS:
             for space in spaces:
                 await self.scheduler.rebalance(space)
 
-    def _changed(self, space: str, cubes: Sequence[MemCube] | None = None) -> None:
+    def _learned(self, space: str, cubes: Sequence[MemCube]) -> None:
+        """Write-back committed what it distilled: new conversations see it; running ones keep
+        their stable block unless a memory in it stopped being true (a person's change is
+        ``_changed``)."""
+        self._changed(space, cubes, by_person=False)
+
+    def _changed(self, space: str, cubes: Sequence[MemCube] | None = None, *, by_person: bool = True) -> None:
         """A write to ``space`` committed (of ``cubes``, when known): if it may have changed the
         stable block, re-read it and let listeners rebuild what depends on it (in the
-        background: callers are write paths)."""
+        background: callers are write paths). A person's change (``by_person``) also reaches the
+        conversations under way at once."""
+        self.scheduler.invalidate_frozen(space, cubes, by_person=by_person)
         self.retriever.invalidate(space, None if cubes is None else [cube.id for cube in cubes])
         if not self.scheduler.invalidate(space, cubes):
             return
@@ -260,14 +274,14 @@ class MemoryOS:
         cube = await self.get(cube_id, spaces=spaces)
         if purge:
             await asyncio.to_thread(self.store.purge, cube_id)
-            self._changed(cube.space)
+            self._changed(cube.space, [cube])
         elif cube.state is not CubeState.DELETED:
             cube.state = CubeState.DELETED
             cube.updated_at = utcnow()
             await asyncio.to_thread(
                 self.store.apply, ChangeSet(cubes=[cube], events=[HistoryEvent(cube, "DELETE", "api")])
             )
-            self._changed(cube.space)
+            self._changed(cube.space, [cube])
         await self.index_sync.drain(urgent=True)
 
     async def edit(self, cube_id: str, changes: dict[str, Any], *, spaces: Sequence[str] | None = None) -> MemCube:
@@ -289,7 +303,7 @@ class MemoryOS:
         )
         if updated.pinned != cube.pinned:  # a pin joins (or leaves) the end of the stable block
             await asyncio.to_thread(self.store.set_stable, {cube.id: utcnow() if updated.pinned else None})
-        self._changed(updated.space)
+        self._changed(updated.space, [updated])
         await self.index_sync.drain(urgent=True)
         return updated
 

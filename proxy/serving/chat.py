@@ -76,6 +76,7 @@ class ChatService:
             "x-memory-status": status,
             "x-memory-injected": str(len(plan.items)),
             "x-memory-tokens": str(plan.tokens),
+            "x-memory-volatile-tokens": str(plan.volatile_tokens),
             "x-memory-ids": ",".join(plan.cube_ids),
             "x-memory-overhead-ms": f"{(time.perf_counter() - started) * 1000:.2f}",
             "x-memory-considered": str(plan.considered),
