@@ -83,6 +83,7 @@ class RetrievedItem:
     created_at: datetime
     tokens: int
     pinned: bool = False
+    space: str = ""  # where the memory lives: chat marks those of shared spaces as shared
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def item_of(cube: MemCube, score: float, *, sentence: int | None = None) -> Retr
         created_at=cube.occurred_at,
         tokens=count_tokens(text),
         pinned=cube.pinned,
+        space=cube.space,
     )
 
 
