@@ -8,7 +8,7 @@ headers or settings, so the rules below live here only:
 - a key with ``user``: acts for exactly that user. A request may leave its user out (the key's
   is used) or name that same user; naming anyone else is refused (403);
 - a key with ``user_prefix``: acts for any user whose id starts with the prefix (``""``: any
-  user), and a request must name one;
+  user), and a request must name one; a key with neither acts for no user, only its spaces;
 - ``read_spaces`` are shared spaces the key also reads (chat retrieves from them too);
   ``write_spaces`` are shared spaces it may also write through the memory API (and read). Chat
   writes only ever go to the user's own space;
@@ -80,15 +80,15 @@ class Principal:
         names = [name for name in named if name is not None]
         for name in names:
             if not self.may_act_for(name):
-                raise PermissionDenied(
-                    f"this API key may not act for user {name[:64]!r}", param="user", code="permission_denied"
-                )
+                raise PermissionDenied(f"this API key may not act for user {name[:64]!r}", param="user")
         if names:
             return names[0]
         if self.admin:
             return None
         if self.user is not None:
             return self.user
+        if self.user_prefix is None:
+            raise PermissionDenied("this API key acts for no user, only for its shared spaces: name one with `space`")
         raise PermissionDenied(
             f"this API key acts for users whose id starts with {self.user_prefix!r}: name one with `user` "
             "or the X-Memory-User header",

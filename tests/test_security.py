@@ -393,3 +393,36 @@ def test_foreign_host_and_origin_are_refused_without_a_master_key(proxy: Proxy) 
         local = http.get("/v1/memories", params={"user": "victim"}, headers={"origin": proxy.url})
         assert local.status_code == 200 and local.json()["data"] == []
         assert http.get("/docs").status_code == 200  # loopback, no master key: open to this machine
+
+
+def test_keys_from_the_command_line(secured: Proxy, capsys: pytest.CaptureFixture[str]) -> None:
+    connection = ["--url", secured.url, "--api-key", MASTER]
+    assert cli_main(["keys", "create", "--user", "cli-al", "--read-space", "org:cli", "--rpm", "5", *connection]) == 0
+    created = capsys.readouterr().out
+    secret = re.search(r"key: (\S+)", created)
+    assert secret and "user=cli-al" in created and "reads=org:cli" in created
+    key_id = created.split()[0]
+    assert cli_main(["keys", "list", *connection]) == 0
+    listed = capsys.readouterr().out
+    assert key_id in listed and secret.group(1) not in listed
+    assert cli_main(["keys", "revoke", key_id, *connection]) == 0
+    with as_key(secured, secret.group(1)) as http:
+        assert error(http.get("/v1/models")) == (401, "key_revoked")
+    assert cli_main(["keys", "list", "--url", secured.url, "--api-key", secret.group(1)]) == 1  # not the master key
+
+
+def test_forget_and_purge_are_audited_without_memory_text(secured: Proxy) -> None:
+    [first, second] = remember(secured, "audit-fay", "Fay's diary says mango.", "Fay's pin is 0000.")
+    key_id, secret = new_key(secured, user="audit-fay")
+    with as_key(secured, secret) as http:
+        assert http.delete(f"/v1/memories/{first}", params={"purge": "true"}).status_code == 200
+        assert http.delete("/v1/spaces/user:audit-fay").json() == {"space": "user:audit-fay", "deleted": 1}
+        assert error(http.get("/v1/audit"))[0] == 403
+    with secured.http() as http:
+        rows = http.get("/v1/audit", params={"limit": 2}).json()
+    assert [(r["action"], r["key_id"], r["target"]) for r in rows["data"]] == [
+        ("space.forget", key_id, "user:audit-fay"),
+        ("memory.purge", key_id, "user:audit-fay"),
+    ]
+    assert rows["data"][0]["detail"] == {"memories": 1} and rows["data"][1]["detail"] == {"ids": [first]}
+    assert "mango" not in str(rows) and second not in str(rows) and rows["next_before"]

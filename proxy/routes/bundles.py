@@ -18,7 +18,8 @@ from memcubes.memory_os import MemoryOS
 from proxy.auth import CurrentPrincipal, principal
 from proxy.errors import InvalidRequest
 from proxy.protocol import ErrorResponse
-from proxy.serving.memories import MemoryService, space_param
+from proxy.routes.memories import Service
+from proxy.serving.memories import space_param
 
 IMPORT_PATH = "/v1/spaces/import"
 
@@ -26,14 +27,6 @@ router = APIRouter(dependencies=[Depends(principal)], tags=["bundles"])
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 503)}
 _SPOOL_BYTES = 16 * 1024 * 1024  # bundles up to this size stay in memory, larger ones go to disk
 _CHUNK = 256 * 1024
-
-
-def service(request: Request) -> MemoryService:
-    memories: MemoryService = request.app.state.memories
-    return memories
-
-
-Service = Annotated[MemoryService, Depends(service)]
 
 
 def bundle_filename(space: str) -> str:

@@ -6,24 +6,17 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
 from memcubes.keystore import KeySettings, KeyStore
 from proxy.auth import CurrentPrincipal, admin, digest, new_secret, principal
 from proxy.errors import NotFound
 from proxy.protocol import CreateKeyRequest, ErrorResponse
+from proxy.routes.memories import Service
 from proxy.serving.memories import MemoryService
 
 router = APIRouter(dependencies=[Depends(principal), Depends(admin)], tags=["keys"])
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 503)}
-
-
-def service(request: Request) -> MemoryService:
-    memories: MemoryService = request.app.state.memories
-    return memories
-
-
-Service = Annotated[MemoryService, Depends(service)]
 
 
 def _keys(memories: MemoryService) -> KeyStore:
