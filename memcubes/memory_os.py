@@ -112,6 +112,7 @@ class MemoryOS:
         self._hits: dict[str, tuple[int, float]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._maintenance: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     @classmethod
     async def open(
@@ -144,9 +145,10 @@ class MemoryOS:
     async def close(self) -> None:
         await self.writeback.stop()
         if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+            # Not cancelled: a cancelled task would leave its checkpoint running in a worker thread
+            # while close() closes that thread's connection (a segfault in the test suite).
+            self._closing.set()
+            await self._maintenance
         with contextlib.suppress(Exception):
             await self._flush_heat()
         await self.index_sync.close()
@@ -205,9 +207,13 @@ class MemoryOS:
         task.add_done_callback(self._background.discard)
 
     async def _maintain_forever(self) -> None:
-        """Every second: record heat, and checkpoint the store's WAL off the write path."""
+        """Every second: record heat, and checkpoint the store's WAL off the write path. Returns
+        once ``close()`` asks, after the step under way."""
         while True:
-            await asyncio.sleep(_MAINTENANCE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), _MAINTENANCE_SECONDS)
+            if self._closing.is_set():
+                return
             try:
                 await self._flush_heat()
             except Exception as exc:

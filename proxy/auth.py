@@ -13,9 +13,14 @@
   web page posting cross-site) is refused with 403. Keys are not looked up then.
 - Routes open to anyone (the health probes) depend on ``public`` instead, which keeps the guard.
 
-A new route gets all of this by depending on ``principal`` (``Annotated[Principal,
-Depends(principal)]`` or the router's ``dependencies``); ``tests/test_security.py`` enumerates
-the app's routes and fails for one that does not refuse a request without a key.
+A new route gets all of this by depending on ``principal`` (``CurrentPrincipal`` as a parameter,
+or the router's ``dependencies``; ``admin`` for master-key-only routes), then asks the
+``Principal`` (``acting_user``, ``authorize``, ``can_read``, ``chat_spaces``). A surface that is
+not a FastAPI route (a mounted ASGI app such as an MCP server) calls ``await
+principal(Request(scope))`` itself (``scope["app"]`` being memproxy's app) and answers the
+``ProxyError`` it may raise.
+``tests/test_security.py`` enumerates the app's routes and mounts and fails for one that does not
+refuse a request without a key.
 
 Keys are cached by digest in ``KeyRing``; the cache is dropped whenever the store's file changed
 (``KeyStore.changed``), so a key revoked by another process is refused on its next request.
