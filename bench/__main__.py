@@ -5,6 +5,7 @@ what was measured and how, then a plain-text table; its module docstring says ho
 
     python -m bench                          # everything at default sizes: about 8 minutes
     python -m bench overhead --with-read     # also memproxy retrieving without write-back
+    python -m bench overhead --with-key      # also memory off with a user key: the key check's cost
     python -m bench overhead --rounds 6 --requests 1200 --requests-loaded 4800 --max-seconds 30
                                              # more samples per cell for a steadier p99 (~30 min)
     python -m bench scale --max 1000000      # up to 1M memories (about 15-20 minutes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -18,12 +18,14 @@ from memcubes import bundle, importers
 from memcubes.config import MemorySettings
 from memcubes.cube import CubeState, MemCube, utcnow
 from memcubes.embedder import Embedder, build_embedder
-from memcubes.errors import CubeNotFound, InvalidMemoryInput
+from memcubes.errors import BundleError, CubeNotFound, InvalidMemoryInput
 from memcubes.exchange import Exchange
 from memcubes.foreground import Foreground
 from memcubes.hot_vectors import HotVectors
 from memcubes.indexing import IndexSync
+from memcubes.keystore import KeyStore
 from memcubes.lifecycle import Lifecycle, fact_slot
+from memcubes.names import space_name
 from memcubes.reader import LLMComplete, build_readers, episode_reader
 from memcubes.retrieval import Retriever
 from memcubes.scheduler import InjectionPlan, MemScheduler
@@ -35,6 +37,9 @@ from memcubes.writeback import MemoryChange, WriteBack
 log = logging.getLogger(__name__)
 
 _MAINTENANCE_SECONDS = 1.0
+
+SpaceFilter = Callable[[str], bool]
+"""Which spaces a caller may see (by-id operations answer ``CubeNotFound`` for the others)."""
 _EMBEDDER_META = "embedder"
 
 
@@ -67,6 +72,7 @@ class MemoryOS:
     ) -> None:
         self.settings = settings
         self.store = store
+        self.keys = KeyStore(store)
         self.embedder = embedder
         self.index = index
         self._owns_embedder = owns_embedder
@@ -128,6 +134,7 @@ class MemoryOS:
         if index is None:
             index = await asyncio.to_thread(build_index, settings.vector_index, data_dir)
         await asyncio.to_thread(_check_embedder, store, embedder.name)
+        await asyncio.to_thread(KeyStore.create_tables, store)
         return cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
 
     async def start(self) -> None:
@@ -139,14 +146,14 @@ class MemoryOS:
     async def close(self) -> None:
         await self.writeback.stop()
         if self._maintenance is not None:
-            # Not cancelled: a checkpoint running in a worker thread would go on after the store
-            # closed its connection under it (a segfault seen at shutdown). It ends after the
-            # step in progress.
+            # Not cancelled: a cancelled task would leave its checkpoint running in a worker thread
+            # while close() closes that thread's connection (a segfault in the test suite).
             self._closing.set()
             await self._maintenance
         with contextlib.suppress(Exception):
             await self._flush_heat()
         await self.index_sync.close()
+        self.keys.close()
         self.index.close()
         if self._owns_embedder:
             self.embedder.close()
@@ -215,7 +222,8 @@ class MemoryOS:
         task.add_done_callback(self._background.discard)
 
     async def _maintain_forever(self) -> None:
-        """Every second: record heat, and checkpoint the store's WAL off the write path."""
+        """Every second: record heat, and checkpoint the store's WAL off the write path. Returns
+        once ``close()`` asks, after the step under way."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), _MAINTENANCE_SECONDS)
@@ -256,22 +264,25 @@ class MemoryOS:
 
     # -- management ---------------------------------------------------------------------------
 
-    async def get(self, cube_id: str, *, spaces: Sequence[str] | None = None) -> MemCube:
+    async def get(self, cube_id: str, *, visible: SpaceFilter | None = None) -> MemCube:
+        """The cube, if it exists in a space ``visible`` accepts; else ``CubeNotFound``, the same
+        answer either way, so a caller cannot learn which ids exist in spaces it may not see."""
         cube = await asyncio.to_thread(self.store.get, cube_id)
-        if cube is None or (spaces is not None and cube.space not in spaces):
+        if cube is None or (visible is not None and not visible(cube.space)):
             raise CubeNotFound(f"no memory with id {cube_id}")
         return cube
 
     async def list_memories(self, query: CubeFilter) -> list[MemCube]:
         return await asyncio.to_thread(self.store.list_cubes, query)
 
-    async def history(self, cube_id: str, *, spaces: Sequence[str] | None = None) -> list[HistoryRecord]:
-        await self.get(cube_id, spaces=spaces)
+    async def history(self, cube_id: str, *, visible: SpaceFilter | None = None) -> list[HistoryRecord]:
+        await self.get(cube_id, visible=visible)
         return await asyncio.to_thread(self.store.history, cube_id)
 
-    async def delete(self, cube_id: str, *, spaces: Sequence[str] | None = None, purge: bool = False) -> None:
-        """Soft delete (state only, history kept), or ``purge``: gone from SQLite and the index."""
-        cube = await self.get(cube_id, spaces=spaces)
+    async def delete(self, cube_id: str, *, visible: SpaceFilter | None = None, purge: bool = False) -> MemCube:
+        """Soft delete (state only, history kept), or ``purge``: gone from SQLite and the index.
+        Returns the cube as it was."""
+        cube = await self.get(cube_id, visible=visible)
         if purge:
             await asyncio.to_thread(self.store.purge, cube_id)
             self._changed(cube.space, [cube])
@@ -283,10 +294,11 @@ class MemoryOS:
             )
             self._changed(cube.space, [cube])
         await self.index_sync.drain(urgent=True)
+        return cube
 
-    async def edit(self, cube_id: str, changes: dict[str, Any], *, spaces: Sequence[str] | None = None) -> MemCube:
+    async def edit(self, cube_id: str, changes: dict[str, Any], *, visible: SpaceFilter | None = None) -> MemCube:
         """An edit is a new version of the same cube; the previous one stays in its history."""
-        cube = await self.get(cube_id, spaces=spaces)
+        cube = await self.get(cube_id, visible=visible)
         if cube.state is not CubeState.ACTIVE:
             raise InvalidMemoryInput(f"memory {cube_id} is {cube.state.value}; only active memories can be edited")
         updated = cube.model_copy(update=changes, deep=True)
@@ -338,10 +350,19 @@ class MemoryOS:
         space: str | None = None,
         on_conflict: bundle.OnConflict = "skip",
         format: importers.ImportFormat = "auto",
+        check_target: Callable[[str], None] | None = None,
     ) -> bundle.ImportReport:
         """Import a memcube bundle, mem0 export or MemOS dump: everything is validated before one
-        atomic write, so a bad upload changes nothing."""
+        atomic write, so a bad upload changes nothing. The target space (``space``, else the
+        bundle's own) must be a name every route accepts (``memcubes.names``); ``check_target``
+        may refuse it by raising, before anything is written."""
         contents = await asyncio.to_thread(importers.load, data, format=format, space=space)
+        try:
+            space = space_name(space or contents.space)
+        except ValueError as exc:
+            raise BundleError(f"the target space {(space or contents.space)[:80]!r} {exc}") from None
+        if check_target is not None:
+            check_target(space)
         report = await bundle.import_contents(
             store=self.store,
             index_sync=self.index_sync,

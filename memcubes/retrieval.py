@@ -92,6 +92,7 @@ class RetrievedItem:
     pinned: bool = False
     episode: bool = False
     similarity: float | None = None  # to the query, dense (None: not among the dense candidates)
+    space: str = ""  # where the memory lives: chat marks those of shared spaces as shared
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def item_of(
         pinned=cube.pinned,
         episode=cube.is_episode,
         similarity=similarity,
+        space=cube.space,
     )
 
 

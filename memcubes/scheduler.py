@@ -250,7 +250,7 @@ class MemScheduler:
             scored = await self._with_working_memory(key, scored, exclude=stable_ids)
         text = last_user_text(messages)
         wanted = self._relevant(text, [item for item, _ in scored])
-        wanted = [*await self._floor(spaces, text, wanted, room=room), *wanted]
+        wanted = [*await self._floor(spaces, text, wanted, room=room, exclude=stable_ids), *wanted]
         volatile = fit(wanted, top_k=limit, token_budget=room, redundant=said_already)
         if key is not None:
             self._remember(key, volatile, scored)
@@ -264,7 +264,7 @@ class MemScheduler:
         )
 
     async def _floor(
-        self, spaces: Sequence[str], text: str, items: list[RetrievedItem], *, room: int
+        self, spaces: Sequence[str], text: str, items: list[RetrievedItem], *, room: int, exclude: set[str]
     ) -> list[RetrievedItem]:
         """Implicit personalisation: a personal turn asking for advice, or one whose memories are
         all far from its words (another language, a vague request), also gets the user's profile
@@ -276,7 +276,7 @@ class MemScheduler:
         if not asks_advice(text) and best >= settings.impersonal_min_relevance:
             return []
         profile = await self._retriever.search(
-            spaces, PROFILE_QUERY, top_k=settings.profile_floor, token_budget=max(room // 4, 0)
+            spaces, PROFILE_QUERY, top_k=settings.profile_floor, token_budget=max(room // 4, 0), exclude=exclude
         )
         shown = {cube_id for item in items for cube_id in item.cube_ids}
         return [item for item in profile.items if not shown.intersection(item.cube_ids)]

@@ -1,9 +1,11 @@
 """The system of record: SQLite (WAL) holding cubes, their history, the write-back journal, the
 vector-index outbox and an FTS5 index for lexical search.
 
-This is the only module that writes SQL. Every change is one transaction, so a crash leaves either
-all of a write-back or none of it; the vector index is derived data, fed through the ``outbox``
-table (one row per pending index write) that is replayed at start-up.
+This module owns the connections and transactions; besides it only ``memcubes.keystore`` (keys
+and the audit trail, through ``transaction()`` and ``read()``) writes SQL. Every change is one
+transaction, so a crash leaves either all of a write-back or none of it; the vector index is
+derived data, fed through the ``outbox`` table (one row per pending index write) that is
+replayed at start-up.
 
 Methods are blocking; the async layers above call them from worker threads. Each thread gets its
 own connection (SQLite connections must not be shared across threads while in use).
@@ -18,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -243,6 +245,15 @@ class Store:
                 conn.execute("COMMIT")
         finally:
             self._writer.release()
+
+    def transaction(self, *, wait: float = _BUSY_SECONDS) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction, for the modules that own tables of their own in this file
+        (``memcubes.keystore``): they share its connections and its writer queue."""
+        return self._write(wait=wait)
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one query, errors translated, for the same modules."""
+        return self._read(sql, params)
 
     def checkpoint_in_background(self) -> None:
         """From now on commits leave the WAL to ``checkpoint()``, which the caller runs
