@@ -16,8 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from memcubes.config import EmbedderSettings, MemorySettings
 from memcubes.cube import MemCube
+from memcubes.embedder import Embedder, build_embedder
+from memcubes.exchange import Exchange
 from memcubes.languages import cjk_grams, extract_facts, language_of, query_words
+from memcubes.memory_os import MemoryOS
 from memcubes.store import ChangeSet, Store
 from proxy import build_app
 from proxy.dev.serve_thread import ServerThread
@@ -156,3 +160,26 @@ def test_with_the_multilingual_embedder_too(backend: Backend, multilingual_proxy
     recall = _recall(multilingual_proxy, backend)
     _report("embedder.model: multilingual", recall)
     assert all(share >= TARGET for share in recall.values()), recall
+
+
+async def test_reindex_switches_a_data_dir_to_the_multilingual_embedder(embedder: Embedder, tmp_path: Path) -> None:
+    settings = MemorySettings(data_dir=tmp_path / "data")
+    memory = await MemoryOS.open(settings, embedder=embedder)
+    facts = ["Mein Hund heißt Bello.", "Meine Schwester heißt Greta.", "Ich wohne in Köln.", "Ich bin Tischler."]
+    await memory.add(Exchange(space="u", facts=facts, mode="heuristic"), sync=True)
+    await memory.close()
+
+    multilingual = build_embedder(EmbedderSettings(model="multilingual"))
+    memory = await MemoryOS.open(settings, embedder=multilingual)
+    try:
+        assert (multilingual.name, multilingual.dimension) == ("google/universal-sentence-encoder-multilingual-3", 512)
+        before = await memory.search(["u"], "Wie heißt meine Schwester?", top_k=1)  # 384-dim vectors, 512-dim query
+        assert "Greta" in before.items[0].text  # the word index still answers
+        assert await memory.reindex() == 4
+        assert memory.store.get_meta("embedder") == multilingual.name
+        # Asked in another language, no word in common: the multilingual vectors find it.
+        after = await memory.search(["u"], "What is my sister called?", top_k=1)
+        assert "Greta" in after.items[0].text
+    finally:
+        await memory.close()
+        multilingual.close()

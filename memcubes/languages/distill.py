@@ -74,10 +74,13 @@ def _statement(sentence: str, *, vocabulary: Vocabulary) -> str | None:
         or all(word in vocabulary.chitchat for word in words)
     ):
         return None
-    opening = words[:_FIRST_WORDS]
-    if not (vocabulary.first_person.intersection(opening) or vocabulary.verbs.intersection(opening)):
-        return None
-    return sentence
+    # The speaker is the subject near the start of the sentence or of one of its clauses
+    # ("Antes vivía en Bilbao, pero me mudé a Valencia.").
+    for clause in folded.split(","):
+        opening = _LETTERS.findall(clause.replace("'", " ").replace("’", " "))[:_FIRST_WORDS]
+        if vocabulary.first_person.intersection(opening) or vocabulary.verbs.intersection(opening):
+            return sentence
+    return None
 
 
 def _kept_as_written(sentence: str) -> str | None:

@@ -61,7 +61,8 @@ PORTUGUESE = Vocabulary(
         estudei nasci cresci mudei comecei deixei larguei acabei casei divorciei comprei vendi
         pretendo quero planeio planejo penso costumo ando jogo toco corro cozinho leio falo uso
         conduzo dirijo viajo viajei visitei perdi ganhei tive fiz comi bebo como chamo-me tenciono
-        dou faco sigo chamo mudei-me casei-me formei-me"""
+        dou faco sigo chamo mudei-me casei-me formei-me morava vivia trabalhava estudava tinha
+        estava ia"""
     ),
     questions=_words("que qual quais quem onde quando porque quanto quanta quantos quantas sera"),  # "como": I eat
     requests=_phrases(
@@ -91,7 +92,7 @@ SPANISH = Vocabulary(
         """vivo trabajo soy estoy tengo gusta encanta odio prefiero voy fui estudio estudie naci creci
         mude empece deje termine case divorcie compre vendi pienso quiero planeo suelo juego toco
         corro cocino leo hablo uso conduzco manejo viajo viaje visite perdi gane tuve hice como bebo
-        llamo dedico sigo acabo encantan gustan"""
+        llamo dedico sigo acabo encantan gustan vivia trabajaba estudiaba tenia estaba iba"""
     ),
     questions=_words("que cual cuales quien quienes donde adonde cuando cuanto cuanta cuantos cuantas"),
     requests=_phrases(
@@ -169,7 +170,7 @@ ITALIAN = Vocabulary(
         """vivo abito lavoro sono ho amo adoro odio preferisco vado andro studio nato nata cresciuto
         cresciuta trasferito trasferita cominciato iniziato lasciato sposato sposata comprato voglio
         penso pianifico gioco suono corro cucino leggo parlo uso guido viaggio visitato perso vinto
-        faccio mangio bevo chiamo seguo insegno"""
+        faccio mangio bevo chiamo seguo insegno sto tifo vivevo abitavo lavoravo studiavo avevo ero"""
     ),
     questions=_words("che cosa chi quale quali dove quando come perche quanto quanta quanti quante"),
     requests=_phrases(
