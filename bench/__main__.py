@@ -22,9 +22,14 @@ from types import ModuleType
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench import activation, overhead, scale
+from bench import activation, languages, overhead, scale
 
-SECTIONS: dict[str, ModuleType] = {"overhead": overhead, "scale": scale, "activation": activation}
+SECTIONS: dict[str, ModuleType] = {
+    "overhead": overhead,
+    "scale": scale,
+    "activation": activation,
+    "languages": languages,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
