@@ -45,12 +45,16 @@ TARGET = 0.8
         ("Moro no Porto.", ["Moro no Porto."]),  # no pronoun, and too short for the identifier to be sure
         ("Sou vegetariano, o que devo cozinhar?", ["Sou vegetariano."]),
         ("Olá! Obrigado. Onde é que eu moro?", []),
+        ("Por favor, lembra-te que moro em Braga.", ["Moro em Braga."]),
+        ("Por favor, escreve um poema sobre o mar.", []),
         ("Mi perro se llama Toby. ¿Puedes escribirme un poema sobre él?", ["Mi perro se llama Toby."]),
         ("Escribe un poema sobre el mar.", []),
         ("Ma fille s'appelle Chloé.", ["Ma fille s'appelle Chloé."]),
         ("Si j'étais riche, j'habiterais à Monaco.", []),
         ("Seit 2019 wohne ich in Hamburg. Kannst du mir helfen?", ["Seit 2019 wohne ich in Hamburg."]),
+        ("Übrigens, meine Tochter heißt Mia.", ["Meine Tochter heißt Mia."]),
         ("Vivo con i miei genitori a Bologna.", ["Vivo con i miei genitori a Bologna."]),  # not "I miei"
+        ("Antes vivía en Bilbao, pero me mudé a Valencia.", ["Antes vivía en Bilbao, pero me mudé a Valencia."]),
         ("私の猫の名前はミケです。私の猫は何歳ですか？", ["私の猫の名前はミケです。"]),
         ("我在上海的一家银行工作。", ["我在上海的一家银行工作。"]),
         ("Я живу в Москве с женой.", ["Я живу в Москве с женой."]),  # no rules: kept as written

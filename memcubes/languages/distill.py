@@ -32,7 +32,7 @@ from memcubes.sentences import split_sentences
 _CODE_BLOCK = re.compile(r"```.*?(?:```|\Z)", re.S)
 _CJK_SENTENCE_END = re.compile(r"(?<=[。！？])")
 _LETTERS = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
-_QUESTION_MARKS = ("?", "¿", "？", "؟", ";")  # ";" is the Greek question mark only after the text
+_QUESTION_MARKS = ("?", "¿", "？", "؟")
 _CJK_QUESTION_END = re.compile(r"(?:か|吗|嗎|呢|까|니|나요)[。.!！]?$")
 _FIRST_WORDS = 5  # the speaker is the subject within the first few words ("Desde 2019 vivo en ...")
 _MIN_WORDS, _MAX_WORDS = 2, 60  # two words: "Sou vegetariano."
@@ -54,11 +54,12 @@ def _tidy(sentence: str) -> str:
 
 
 def _is_question(sentence: str) -> bool:
-    return any(mark in sentence for mark in _QUESTION_MARKS[:4]) or bool(_CJK_QUESTION_END.search(sentence))
+    return any(mark in sentence for mark in _QUESTION_MARKS) or bool(_CJK_QUESTION_END.search(sentence))
 
 
 def _statement(sentence: str, *, vocabulary: Vocabulary) -> str | None:
     """The part of ``sentence`` that states a first-person fact, or None."""
+    sentence = vocabulary.remember.sub("", sentence, count=1)
     if _is_question(sentence):
         # "Sou vegetariano, o que devo cozinhar?": the clause before the question may be a statement.
         head, comma, _ = sentence.partition(",")

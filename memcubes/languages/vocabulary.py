@@ -21,10 +21,18 @@ class Vocabulary:
     requests: re.Pattern[str]  # a sentence starting with one asks the assistant for something
     chitchat: frozenset[str]  # a sentence made only of these says nothing lasting
     hypothetical: frozenset[str]  # "if I were ..." states nothing true
+    remember: re.Pattern[str]  # "please remember that ...": what follows is the statement
 
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
+
+
+def _lead(text: str) -> re.Pattern[str]:
+    """Matches one or more of the comma-separated phrases at the start of a sentence as typed
+    (case-insensitive; write each accented word as users type it, with and without accents)."""
+    phrases = "|".join(" ".join(phrase.split()).replace(" ", r"[\s,]+") for phrase in text.split(","))
+    return re.compile(rf"^(?:(?:{phrases})(?![\w'-])[\s,:;!.]*)+", re.I)
 
 
 def _phrases(text: str) -> re.Pattern[str]:
@@ -75,6 +83,11 @@ PORTUGUESE = Vocabulary(
         adeus ate logo beleza fixe otimo perfeito entendi percebi tudo bem haha kkk"""
     ),
     hypothetical=_words("se imagina imagine suponha supondo caso"),
+    remember=_lead(
+        """por favor, lembra-te de que, lembra-te que, lembre-se de que, lembre-se que, lembra que,
+        n[aã]o te esque[cç]as de que, n[aã]o te esque[cç]as que, n[aã]o esque[cç]a que, s[oó] para saberes,
+        fica a saber que, olha"""
+    ),
 )
 
 SPANISH = Vocabulary(
@@ -105,6 +118,7 @@ SPANISH = Vocabulary(
         genial perfecto entendido jaja jeje bueno"""
     ),
     hypothetical=_words("si imagina imaginemos supongamos suponiendo"),
+    remember=_lead("por favor, recuerda que, acu[eé]rdate de que, no olvides que, que sepas que, para que sepas, oye"),
 )
 
 FRENCH = Vocabulary(
@@ -129,6 +143,10 @@ FRENCH = Vocabulary(
         entendu compris au revoir a bientot haha mdr"""
     ),
     hypothetical=_words("si imagine imaginons supposons"),
+    remember=_lead(
+        """s'il te pla[iî]t, s'il vous pla[iî]t, rappelle-toi que, souviens-toi que, n'oublie pas que,
+        pour info, au fait, sache que"""
+    ),
 )
 
 GERMAN = Vocabulary(
@@ -138,7 +156,7 @@ GERMAN = Vocabulary(
         keine ja nein sehr viel viele wenig auch nur noch schon ich du er sie es wir ihr mich mir
         dich dir sich uns euch mein meine meinen meinem meiner meines dein deine sein seine ihr ihre
         unser unsere euer dieser diese dieses jener welche welcher welches wer wen wem wessen was wo
-        wohin woher wann wie warum wieviel wie viel bin bist ist sind seid war waren sein habe hast
+        wohin woher wann wie warum wieviel welchen welchem bin bist ist sind seid war waren sein habe hast
         hat haben hatte werde wird weisst erinnerst sag sagen etwas denn doch mal"""
     ),
     first_person=_words("ich mich mir mein meine meinen meinem meiner meines wir uns unser unsere unseren unserem"),
@@ -153,6 +171,9 @@ GERMAN = Vocabulary(
         perfekt verstanden tschuss bis bald haha genau alles"""
     ),
     hypothetical=_words("wenn falls angenommen stell"),
+    remember=_lead(
+        "bitte, merk dir dass, merk dir, denk daran dass, denk dran dass, vergiss nicht dass, [uü]brigens, zur info"
+    ),
 )
 
 ITALIAN = Vocabulary(
@@ -183,6 +204,9 @@ ITALIAN = Vocabulary(
         arrivederci presto haha dai"""
     ),
     hypothetical=_words("se immagina immaginiamo supponiamo"),
+    remember=_lead(
+        "per favore, ricorda che, ricordati che, non dimenticare che, tieni presente che, sappi che, comunque"
+    ),
 )
 
 VOCABULARIES: dict[str, Vocabulary] = {
