@@ -2,7 +2,8 @@
 
     query ─┬─ dense: exact, in RAM (``hot_vectors``): each cube scored by its whole text and its
            │         best sentence together; a cold space falls back to a Chroma ANN query
-           ├─ lexical: FTS5 BM25 over the space's words (stop words of the query's language dropped)
+           ├─ lexical: FTS5 BM25 over the space's words (stop words of the query's language dropped;
+           │           beyond English, long words match by their start: ``languages.words``)
            └─ lexical: FTS5 BM25 over character bigrams, for a query in Chinese, Japanese or Korean
     ─▶ reciprocal-rank fusion (weights, k) ─▶ memories of a speaker the query names count more
     ─▶ validity filter (superseded, deleted, expired never come back) ─▶ dedupe

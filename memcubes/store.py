@@ -30,7 +30,7 @@ from typing import Any
 
 from memcubes.cube import Access, CubeState, MemCube, utcnow
 from memcubes.errors import AlreadyApplied, StoreUnavailable
-from memcubes.languages.words import cjk_grams
+from memcubes.languages.words import PREFIX, cjk_grams
 
 SCHEMA_VERSION = 1
 _GRAMS_META = "grams_index"
@@ -391,10 +391,11 @@ class Store:
     def _bm25(
         self, table: str, column: str, space: str, terms: Sequence[str], *, limit: int
     ) -> list[tuple[str, float]]:
-        words = [t.replace('"', "") for t in terms if t.replace('"', "")]
+        words = [t.replace('"', "") for t in terms if t.replace('"', "").rstrip(PREFIX)]
         if not words:
             return []
-        match = f'space_key : "{space_key(space)}" AND {column} : (' + " OR ".join(f'"{w}"' for w in words) + ")"
+        quoted = (f'"{w[:-1]}"*' if w.endswith(PREFIX) else f'"{w}"' for w in words)
+        match = f'space_key : "{space_key(space)}" AND {column} : (' + " OR ".join(quoted) + ")"
         # One row holding every hit: the sqlite3 module lets go of the GIL around each row it
         # steps to, and under load a thread waits to get it back for each of ~50 rows.
         rows = self._read(

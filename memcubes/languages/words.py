@@ -24,6 +24,8 @@ _ENGLISH_WORD = re.compile(r"[\w][\w'’-]*")
 _WORD = re.compile(rf"(?:(?![{_CJK}])\w)+(?:['’-](?:(?![{_CJK}])\w)+)*")  # CJK runs go to cjk_grams
 _ELISION = re.compile(r"^(?:[ldjmnstc]|qu|all|dell|nell|sull|dall|un)['’]", re.I)  # l'hôpital, dell'anno
 MAX_GRAMS = 64  # a long CJK question adds little past its first 64 bigrams
+PREFIX = "*"  # ends a query word that matches every indexed word it starts
+_PREFIX_FROM, _PREFIX_MIN = 6, 5
 
 
 def fold(text: str) -> str:
@@ -59,4 +61,14 @@ def query_words(text: str) -> list[str]:
         words = [w.strip("'’-").lower() for w in _ENGLISH_WORD.findall(text)]
         return list(dict.fromkeys(w for w in words if w and w not in stop and (len(w) > 1 or w.isdigit())))
     words = [_ELISION.sub("", w).lower() for w in _WORD.findall(text)]
-    return list(dict.fromkeys(w for w in words if fold(w) not in stop and (len(w) > 1 or w.isdigit())))
+    kept = (w for w in words if fold(w) not in stop and (len(w) > 1 or w.isdigit()))
+    return list(dict.fromkeys(_stem(w) for w in kept))
+
+
+def _stem(word: str) -> str:
+    """A long word of a language the word index cannot stem becomes a prefix (``PREFIX``):
+    its last letters carry gender, number and person ("alergia", "alérgica", "alérgico";
+    "estudio", "estudia", "estudiante"), the start carries the meaning."""
+    if len(word) < _PREFIX_FROM or not word.isalpha():
+        return word
+    return word[: max(_PREFIX_MIN, len(word) - 2)] + PREFIX
