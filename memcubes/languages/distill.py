@@ -33,7 +33,7 @@ _CODE_BLOCK = re.compile(r"```.*?(?:```|\Z)", re.S)
 _CJK_SENTENCE_END = re.compile(r"(?<=[。！？])")
 _LETTERS = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
 _QUESTION_MARKS = ("?", "¿", "？", "؟")
-_CJK_QUESTION_END = re.compile(r"(?:か|吗|嗎|呢|까|니|나요)[。.!！]?$")
+_CJK_QUESTION_END = re.compile(r"(?:か|吗|嗎|呢)[。.!！]?$")  # a question without its mark
 _FIRST_WORDS = 5  # the speaker is the subject within the first few words ("Desde 2019 vivo en ...")
 _MIN_WORDS, _MAX_WORDS = 2, 60  # two words: "Sou vegetariano."
 _MIN_STATED_WORDS, _MIN_STATED_GRAMS = 3, 3  # in a language without rules

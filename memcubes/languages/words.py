@@ -34,10 +34,6 @@ def fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def has_cjk(text: str) -> bool:
-    return _CJK_RUN.search(text) is not None
-
-
 def cjk_grams(text: str) -> list[str]:
     """Overlapping character bigrams of every CJK run, in order, each once (a one-character run
     is its own gram); empty for text without CJK."""
