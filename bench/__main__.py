@@ -24,9 +24,15 @@ from types import ModuleType
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench import activation, cache, overhead, scale
+from bench import activation, cache, languages, overhead, scale
 
-SECTIONS: dict[str, ModuleType] = {"overhead": overhead, "scale": scale, "activation": activation, "cache": cache}
+SECTIONS: dict[str, ModuleType] = {
+    "overhead": overhead,
+    "scale": scale,
+    "activation": activation,
+    "cache": cache,
+    "languages": languages,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -115,7 +115,11 @@ class EmbedderSettings(_Strict):
     kind: Literal["onnx", "sentence-transformers"] = Field(
         "onnx", description="onnx: the same model run by ONNX Runtime (2.5x faster here), torch as fallback"
     )
-    model: str | None = Field(None, description="path or hub id; default is the bundled all-MiniLM-L6-v2")
+    model: str | None = Field(
+        None,
+        description="a sentence-transformers model folder (or hub id, when online); 'multilingual' for the "
+        "bundled multilingual encoder (16 languages); default: the bundled all-MiniLM-L6-v2 (English)",
+    )
     device: str = "cpu"
     batch_size: int = Field(64, ge=1)
     cache_size: int = Field(8192, ge=0, description="texts whose embeddings are kept (LRU)")

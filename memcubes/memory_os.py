@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from memcubes import bundle, importers
+from memcubes import bundle, importers, languages
 from memcubes.config import MemorySettings
 from memcubes.cube import CubeState, MemCube, utcnow
 from memcubes.embedder import Embedder, build_embedder
@@ -135,6 +135,7 @@ class MemoryOS:
             index = await asyncio.to_thread(build_index, settings.vector_index, data_dir)
         await asyncio.to_thread(_check_embedder, store, embedder.name)
         await asyncio.to_thread(KeyStore.create_tables, store)
+        await asyncio.to_thread(languages.warm_up)  # the language identifier loads in 0.6 s
         return cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
 
     async def start(self) -> None:

@@ -3,8 +3,8 @@
 Three modes, one small base class:
 
 - ``raw``: one memory per message ("Speaker: text"); lossless, used by benchmarks and imports.
-- ``heuristic``: offline rules (``memcubes.heuristics``) keep what the speaker states about
-  themselves and drop chit-chat, questions and requests.
+- ``heuristic``: offline rules (``memcubes.heuristics``; other languages: ``memcubes.languages``)
+  keep what the speaker states about themselves and drop chit-chat, questions and requests.
 - ``llm``: an extraction model answers in JSON; relative dates are resolved against the messages'
   timestamps and the user's language is kept. When its answer is unusable the heuristic reader
   takes over, so write-back never fails because a model misbehaved.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from memcubes import heuristics
+from memcubes import heuristics, languages
 from memcubes.config import ExtractionSettings
 from memcubes.errors import ExtractionFailed
 from memcubes.exchange import Turn
@@ -87,7 +87,7 @@ class HeuristicReader(Reader):
         for turn in turns:
             if turn.role not in self._roles:
                 continue
-            for fact in heuristics.extract_facts(strip_memory_blocks(turn.content)):
+            for fact in languages.extract_facts(strip_memory_blocks(turn.content)):
                 content = f"{turn.name}: {fact}" if turn.name else fact
                 candidates.append(Candidate(content, (turn,), turn.created_at))
         return candidates

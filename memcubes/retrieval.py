@@ -2,7 +2,9 @@
 
     query ─┬─ dense: exact, in RAM (``hot_vectors``): each cube scored by its whole text and its
            │         best sentence together; a cold space falls back to a Chroma ANN query
-           ├─ lexical: FTS5 BM25 over the space
+           ├─ lexical: FTS5 BM25 over the space's words (stop words of the query's language dropped;
+           │           beyond English, long words match by their start: ``languages.words``)
+           ├─ lexical: FTS5 BM25 over character bigrams, for a query in Chinese, Japanese or Korean
            └─ time: when the query names a window ("in March 2021", "the week after 2 October",
                     "last month": ``timewords``), the memories dated in it or telling of it,
                     in dense order
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
+from memcubes import languages
 from memcubes.config import RetrievalSettings
 from memcubes.cube import MemCube, utcnow
 from memcubes.cube_cache import CubeCache
@@ -40,17 +43,6 @@ from memcubes.timewords import Window, query_window
 from memcubes.tokens import count_tokens
 from memcubes.vectors import VectorIndex
 
-_WORD = re.compile(r"[\w][\w'’-]*", re.UNICODE)
-_STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from further had
-    has have having he her here hers herself him himself his how i if in into is it its itself just
-    me more most my myself no nor not now of off on once only or other our ours ourselves out over
-    own same she should so some such than that the their theirs them themselves then there these
-    they this those through to too under until up very was we were what when where which while who
-    whom why will with would you your yours yourself yourselves ever also tell know i'm i've it's
-    that's what's""".split()
-)
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SPEAKERS_TTL = 30.0
 _INSTANT = timedelta(seconds=1)
@@ -60,9 +52,9 @@ log = logging.getLogger(__name__)
 
 
 def query_terms(text: str) -> list[str]:
-    """Content words of a query, for BM25: lower-cased, stop words dropped, order kept."""
-    words = [w.strip("'’-").lower() for w in _WORD.findall(text)]
-    return list(dict.fromkeys(w for w in words if w and w not in _STOPWORDS and (len(w) > 1 or w.isdigit())))
+    """Content words of a query, for BM25: folded, the stop words of its language dropped, order
+    kept (English queries: exactly as before languages other than English were read)."""
+    return languages.query_words(text)
 
 
 def render_date(moment: datetime) -> str:
@@ -304,10 +296,17 @@ class Retriever:
     ) -> RetrievalResult:
         settings = self.settings
         terms = query_terms(query)
+        grams = languages.cjk_grams(query)[: languages.MAX_GRAMS]
         embedding = asyncio.ensure_future(self._embedder.embed([query]))
 
         async def lexical(space: str) -> list[str]:
             hits = await asyncio.to_thread(self._store.lexical, space, terms, limit=settings.candidates)
+            return [cube_id for cube_id, _ in hits]
+
+        async def lexical_grams(space: str) -> list[str]:
+            if not grams:
+                return []
+            hits = await asyncio.to_thread(self._store.lexical_grams, space, grams, limit=settings.candidates)
             return [cube_id for cube_id, _ in hits]
 
         degraded = False
@@ -333,8 +332,9 @@ class Retriever:
                 return []
             return await self._in_window(space, window, (await embedding)[0])
 
-        lexical_runs, dense_hits, time_runs, speaker_names = await asyncio.gather(
+        lexical_runs, gram_runs, dense_hits, time_runs, speaker_names = await asyncio.gather(
             asyncio.gather(*(lexical(space) for space in spaces)),
+            asyncio.gather(*(lexical_grams(space) for space in spaces)),
             asyncio.gather(*(dense(space) for space in spaces)),
             asyncio.gather(*(in_window(space) for space in spaces)),
             speakers(),
@@ -346,6 +346,7 @@ class Retriever:
             [
                 *((ranking, settings.dense_weight) for ranking in dense_runs),
                 *((ranking, settings.lexical_weight) for ranking in lexical_runs),
+                *((ranking, settings.lexical_weight) for ranking in gram_runs),
                 *((ranking, settings.time_weight) for ranking in time_runs),
             ],
             k=settings.rrf_k,
