@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
 
+from memcubes import past
 from memcubes.config import RetrievalSettings
 from memcubes.cube import MemCube
 from memcubes.cube_cache import CubeCache
@@ -71,7 +72,7 @@ def render_item(cube: MemCube, *, sentence: int | None = None) -> str:
         sentences = sentence_texts(cube.content)
         if 0 <= sentence < len(sentences):
             text = sentences[sentence]
-    return f"[{render_date(cube.occurred_at)}] {text}"
+    return f"[{past.label(cube, render_date) or render_date(cube.occurred_at)}] {text}"
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ class Retriever:
                 if names.intersection(cube.source.names):
                     scores[cube_id] *= settings.speaker_boost
         hot = {space: vectors for space in spaces if (vectors := self._hot.get(space)) is not None}
+        earlier = await past.predecessors(cubes, self._cubes.get_many) if past.asks_about_past(query) else {}
 
         def ranked_items() -> Iterable[RetrievedItem]:
             seen: set[str] = set()
@@ -289,6 +291,7 @@ class Retriever:
                 vectors = hot.get(cube.space)
                 sentence = vectors.best_sentence(cube_id, query_vector) if settings.compact and vectors else None
                 yield item_of(cube, scores[cube_id], sentence=sentence)
+                yield from (item_of(old, scores[cube_id]) for old in earlier.get(cube_id, ()))
 
         budget = token_budget if token_budget is not None else settings.token_budget
         return RetrievalResult(fit(ranked_items(), top_k=limit, token_budget=budget), degraded=degraded)
