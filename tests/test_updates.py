@@ -15,7 +15,7 @@ import pytest
 from memcubes.dates import became_true
 from memcubes.embedder import Embedder
 from memcubes.past import asks_about_past
-from proxy.eval.updates import evaluate_updates, load_corpus
+from proxy.eval.updates import evaluate_locally, evaluate_updates, load_corpus
 from tests.conftest import Backend, Proxy, own_proxy, proxy_settings
 
 CORPUS = Path(__file__).parent / "fixtures" / "updates_corpus.txt"
@@ -151,3 +151,13 @@ def test_when_a_change_became_true(text: str, expected: datetime | None) -> None
 )
 def test_which_questions_ask_about_the_past(query: str, past: bool) -> None:
     assert asks_about_past(query) is past
+
+
+@pytest.mark.slow
+def test_the_corpus_in_llm_mode_with_the_scripted_judge(embedder: Embedder) -> None:
+    """The judge names the replaced fact when it is shown: this measures that the rules show it
+    and that its answer is applied, one scenario at a time (about a minute)."""
+    report = evaluate_locally(load_corpus(CORPUS), mode="llm", embedder=embedder)
+    print(report.table(), *report.failures(), sep="\n")
+    assert report.update_rate >= 0.95
+    assert report.false_rate == 0.0

@@ -12,9 +12,12 @@ back once write-back is idle. The rates are those LongMemEval's "knowledge updat
 
 from __future__ import annotations
 
+import contextlib
+import json
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from memcubes.embedder import Embedder
+from proxy.dev.scripted_backend import BackendScript, build_scripted_backend
 from proxy.eval.locomo import EvalError
 
 FIELD_SEPARATOR, FACT_SEPARATOR, TARGET = " | ", ";;", "*"
@@ -205,3 +210,57 @@ def evaluate_updates(
         except httpx.HTTPError as exc:
             raise EvalError(f"the proxy at {url} failed: {exc!r}") from exc
     return UpdatesReport(mode, outcomes)
+
+
+def scripted_answers(scenario: Scenario) -> list[dict[str, Any]]:
+    """What the scripted backend answers for one scenario in ``llm`` mode: the chat reply, an
+    extraction that keeps the statement as said, and a judge that names the replaced fact when it
+    is shown (``{pick}``: the number it is listed under) and ADDs otherwise. It measures the
+    plumbing (is the replaced fact shown to the judge, is its answer applied), not a model."""
+    extraction = {"memories": [{"text": scenario.say, "date": None, "sources": [1]}]}
+    judge: dict[str, Any] = {"text": json.dumps({"event": "ADD", "id": None})}
+    if scenario.target is not None:
+        judge = {"text": '{"event": "UPDATE", "id": {pick}}', "pick": scenario.facts[scenario.target]}
+    return [{"text": "Noted."}, {"text": json.dumps(extraction)}, judge]
+
+
+@contextlib.contextmanager
+def scripted_proxy(mode: str, *, embedder: Embedder | None = None) -> Iterator[tuple[str, BackendScript]]:
+    """A proxy of its own (temporary data dir, extraction ``mode``) whose one model, ``scripted``,
+    is a scripted backend; yields the proxy's URL and the backend's script."""
+    from proxy.app import build_app
+    from proxy.config import Settings
+    from proxy.dev.serve_thread import ServerThread
+
+    script = BackendScript(record=False)
+    with (
+        ServerThread(build_scripted_backend(script)) as backend,
+        tempfile.TemporaryDirectory(prefix="memproxy-eval-updates-") as data_dir,
+    ):
+        model = {"model": "openai/scripted", "api_base": f"{backend.url}/v1", "api_key": "unused"}
+        settings = Settings.from_mapping(
+            {
+                "model_list": [{"model_name": "scripted", "litellm_params": model}],
+                "memory": {  # write-back at once: one scenario at a time waits for it
+                    "data_dir": data_dir,
+                    "extraction": {"mode": mode},
+                    "writeback": {"defer_ms": 0},
+                    "vector_index": {"write_idle_ms": 0},
+                },
+            },
+            env={},
+        )
+        with ServerThread(build_app(settings, embedder=embedder)) as proxy:
+            yield proxy.url, script
+
+
+def evaluate_locally(scenarios: Sequence[Scenario], *, mode: str, embedder: Embedder | None = None) -> UpdatesReport:
+    """The corpus against a proxy of its own in ``mode``; in ``llm`` mode the scripted model
+    answers as ``scripted_answers`` says, one scenario at a time."""
+    with scripted_proxy(mode, embedder=embedder) as (url, script):
+
+        def answer(scenario: Scenario) -> None:
+            script.steps[:] = scripted_answers(scenario)
+
+        before_each = answer if mode == "llm" else None
+        return evaluate_updates(scenarios, url=url, model="scripted", mode=mode, before_each=before_each)
