@@ -185,12 +185,15 @@ class Lifecycle:
     async def _replaced(self, candidate: Candidate, hits: list[tuple[str, float]]) -> tuple[MemCube, str] | None:
         """The live fact among the candidate's neighbours (most similar first) that it replaces
         by meaning, with the slot, when it states a change (``memcubes.updates``)."""
+        return await asyncio.to_thread(self._replaced_now, candidate, [cube_id for cube_id, _ in hits])
+
+    def _replaced_now(self, candidate: Candidate, neighbours: list[str]) -> tuple[MemCube, str] | None:
         speaker, statement = _said(candidate.content, [turn.name for turn in candidate.turns if turn.name])
         claim = updates.claim_of(statement, speaker=speaker)
         if claim is None or claim.settled:
             return None
-        cubes = await asyncio.to_thread(self._store.get_many, [cube_id for cube_id, _ in hits])
-        for cube_id, _ in hits:
+        cubes = self._store.get_many(neighbours)
+        for cube_id in neighbours:
             cube = cubes.get(cube_id)
             if cube is None or not cube.is_live() or cube.source.reader == "raw":  # verbatim turns are no facts
                 continue
