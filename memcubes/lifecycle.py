@@ -135,6 +135,9 @@ class Lifecycle:
                 resolution = Resolution(
                     Decision.UPDATE, candidate, None, f"new value for {slot}", replaces=batch_slots[slot]
                 )
+            if resolution.decision is Decision.ADD and (earlier := _replaced_earlier(candidate, resolutions)):
+                # "I work as a nurse. Last month I quit and became a tester." in one exchange.
+                resolution = Resolution(Decision.UPDATE, candidate, None, f"changed {earlier[1]}", replaces=earlier[0])
             if resolution.decision in (Decision.ADD, Decision.UPDATE) and slot is not None:
                 batch_slots[slot] = position
             resolutions.append(resolution)
@@ -188,8 +191,7 @@ class Lifecycle:
         return await asyncio.to_thread(self._replaced_now, candidate, [cube_id for cube_id, _ in hits])
 
     def _replaced_now(self, candidate: Candidate, neighbours: list[str]) -> tuple[MemCube, str] | None:
-        speaker, statement = _said(candidate.content, [turn.name for turn in candidate.turns if turn.name])
-        claim = updates.claim_of(statement, speaker=speaker)
+        claim = _claim(candidate)
         if claim is None or claim.settled:
             return None
         cubes = self._store.get_many(neighbours)
@@ -243,6 +245,26 @@ def _dated(candidate: Candidate) -> Candidate:
         return candidate
     began = became_true(candidate.content, candidate.occurred_at)
     return replace(candidate, occurred_at=began) if began is not None else candidate
+
+
+def _claim(candidate: Candidate) -> updates.Claim | None:
+    speaker, statement = _said(candidate.content, [turn.name for turn in candidate.turns if turn.name])
+    return updates.claim_of(statement, speaker=speaker)
+
+
+def _replaced_earlier(candidate: Candidate, resolutions: Sequence[Resolution]) -> tuple[int, str] | None:
+    """The position of a fact added earlier in the same exchange that the candidate replaces, and
+    the slot; the latest such fact when several are."""
+    claim = _claim(candidate)
+    if claim is None or claim.settled:
+        return None
+    for position in reversed(range(len(resolutions))):
+        earlier = resolutions[position]
+        old = _claim(earlier.candidate) if earlier.decision in (Decision.ADD, Decision.UPDATE) else None
+        slot = updates.replaces(claim, old) if old is not None else None
+        if slot is not None:
+            return position, slot
+    return None
 
 
 def _said(content: str, names: list[str]) -> tuple[str, str]:

@@ -47,14 +47,15 @@ _PET_WORDS = (
     r"dogs?|cats?|pupp(?:y|ies)|kittens?|pets?|parrots?|rabbits?|bunn(?:y|ies)|hamsters?|goldfish|"
     r"fish|horses?|birds?|turtles?|tortoises?|guinea\s+pigs?|ferrets?|lizards?|snakes?|budgies?"
 )
-_JOBS = "|".join(sorted(heuristics.JOB_WORDS)) + r"|\w+(?:ologist|ician|engineer|tester)"
+# Studying is the school slot, not work.
+_JOBS = "|".join(sorted(heuristics.JOB_WORDS - {"student"})) + r"|\w+(?:ologist|ician|engineer|tester)"
 _SLOTS = (
     _Slot(
         "residence",
         _words(
             r"live|lives|living|lived|reside|resides|residing|(?:moved|moving|relocated|relocating)\s+"
             r"(?:back\s+)?(?:to|into|in|out|away|abroad|home|house|across|here|there)|relocated|based\s+in|"
-            r"settled\s+in|home\s+is|(?:house|apartment|flat|address)\s+is|new\s+(?:address|apartment|flat|"
+            r"settled\s+in|home\s+is|(?:house|apartment|flat|(?<!mail\s)address)\s+is|new\s+(?:address|apartment|flat|"
             r"house|place|home)"
         ),
         single=True,
@@ -64,7 +65,7 @@ _SLOTS = (
     _Slot(
         "work",
         _words(
-            rf"work|works|working(?!\s+(?:on|out))|job|jobs|employer|employed|unemployed|hired|careers?|"
+            rf"(?:work|works|working)(?!\s+(?:on|out|phone|e-?mail|number|address|laptop|schedule|trip|friends?))|job|jobs|employer|employed|unemployed|hired|careers?|"
             rf"position|role|promoted|promotion|resigned|retired|fired|laid\s+off|let\s+go|freelanc\w*|"
             rf"self-employed|internship|offer|joined|colleagues|profession|{_JOBS}"
         ),
@@ -158,6 +159,7 @@ _SLOTS = (
     ),
 )
 _SLOT_BY_NAME = {slot.name: slot for slot in _SLOTS}
+_ADDRESS = re.compile(r"\S+@\S+\.\w+")  # its words ("bob@work.org") are no slot's words
 _MAX_CHARS = 1000  # a fact is a sentence or two; longer text is read no further (bounds regex work)
 _FACT_KEY_SLOTS = {"employer": "work", "job": "work", "relationship status": "partner"}
 _PARTNERS = frozenset("wife husband partner spouse boyfriend girlfriend fiance".split())
@@ -293,12 +295,14 @@ def claim_of(statement: str, *, speaker: str = "") -> Claim | None:
     """The claim a statement makes (without its "Speaker: " prefix), or None when it speaks of no
     slot this module knows. Cached: a space's facts are read again for each new one (~0.7 ms each)."""
     statement = statement[:_MAX_CHARS]
-    text = heuristics.canonical(" ".join(statement.split()))
+    text = _ADDRESS.sub(" email ", heuristics.canonical(" ".join(statement.split())))
     body = heuristics.clean(statement)
     slots = {slot.name for slot in _SLOTS if slot.mention.search(text)}
     key = heuristics.fact_key(statement)
-    if key is not None:
+    if key is not None and re.fullmatch(_PET_WORDS, key.subject) is None:  # two cats have two names
         attribute = _FACT_KEY_SLOTS.get(key.attribute, key.attribute)
+        if attribute == "work" and key.value.endswith("student"):
+            attribute = "school"
         slots.add(attribute if key.subject == "user" else f"{key.subject} {attribute}")
     positive = _opinions(body)
     slots |= positive.keys()

@@ -161,3 +161,15 @@ def test_the_corpus_in_llm_mode_with_the_scripted_judge(embedder: Embedder) -> N
     print(report.table(), *report.failures(), sep="\n")
     assert report.update_rate >= 0.95
     assert report.false_rate == 0.0
+
+
+def test_a_change_told_in_the_same_exchange_supersedes_the_fact_before_it(proxy: Proxy) -> None:
+    with proxy.http() as http:
+        messages = [
+            {"role": "user", "content": "I work as a nurse at Santa Maria hospital."},
+            {"role": "user", "content": "I quit my nursing job; I am now a software tester."},
+        ]
+        body = {"user": "ida", "messages": messages, "sync": True}
+        nurse, tester = http.post("/v1/memories", json=body).json()["results"]
+        assert (nurse["event"], tester["event"], tester["previous_id"]) == ("ADD", "UPDATE", nurse["id"])
+        assert http.get(f"/v1/memories/{nurse['id']}").json()["state"] == "superseded"
