@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from memcubes import languages
+from memcubes import languages, past
 from memcubes.config import RetrievalSettings
 from memcubes.cube import MemCube, utcnow
 from memcubes.cube_cache import CubeCache
@@ -70,7 +70,7 @@ def render_item(cube: MemCube, *, sentence: int | None = None) -> str:
         sentences = sentence_texts(cube.content)
         if 0 <= sentence < len(sentences):
             text = sentences[sentence]
-    return f"[{render_date(cube.occurred_at)}] {text}"
+    return f"[{past.label(cube, render_date) or render_date(cube.occurred_at)}] {text}"
 
 
 @dataclass(frozen=True)
@@ -368,6 +368,7 @@ class Retriever:
             if cube.meta.get("stale"):  # its fact was superseded: history, below the current fact
                 scores[cube_id] *= settings.stale_episode_weight
         hot = {space: vectors for space in spaces if (vectors := self._hot.get(space)) is not None}
+        earlier = await past.predecessors(cubes, self._cubes.get_many) if past.asks_about_past(query) else {}
 
         def ranked_items() -> Iterable[RetrievedItem]:
             seen: set[str] = set()
@@ -382,6 +383,7 @@ class Retriever:
                 vectors = hot.get(cube.space)
                 sentence = vectors.best_sentence(cube_id, query_vector) if settings.compact and vectors else None
                 yield item_of(cube, scores[cube_id], sentence=sentence, similarity=similarity.get(cube_id))
+                yield from (item_of(old, scores[cube_id]) for old in earlier.get(cube_id, ()))
 
         budget = token_budget if token_budget is not None else settings.token_budget
         packed = fit(ranked_items(), top_k=limit, token_budget=budget, redundant=said_already)

@@ -1,4 +1,4 @@
-"""Memories evolve: updates supersede, retractions delete, duplicates merge, edits version,
+"""Memories evolve: updates and retractions supersede, duplicates merge, edits version,
 expiry hides, pins always inject, purge and forget leave nothing behind."""
 
 from __future__ import annotations
@@ -54,16 +54,17 @@ def test_moving_to_porto_supersedes_lisbon(proxy: Proxy) -> None:
         assert any("Porto" in t for t in texts) and not any("Lisbon" in t for t in texts)
 
 
-def test_an_explicit_retraction_deletes_and_keeps_history(proxy: Proxy) -> None:
+def test_an_explicit_retraction_ends_the_fact_and_keeps_it_as_history(proxy: Proxy) -> None:
     with proxy.http() as http:
-        [job] = say(http, "ben", "I work at Google.")
-        [retraction] = say(http, "ben", "I quit my job at Google.")
-        assert retraction["event"] == "DELETE" and retraction["id"] == job["id"]
-        assert memories(http, "ben") == []
-        assert [m["id"] for m in memories(http, "ben", "deleted")] == [job["id"]]
+        [job] = say(http, "ben", "I work at Google.", created_at="2024-01-10T09:00:00Z")
+        [retraction] = say(http, "ben", "I quit my job at Google.", created_at="2025-05-02T09:00:00Z")
+        assert retraction["event"] == "UPDATE" and retraction["previous_id"] == job["id"]
+        assert [m["content"] for m in memories(http, "ben")] == ["I quit my job at Google."]
+        old = http.get(f"/v1/memories/{job['id']}").json()
+        assert old["state"] == "superseded" and old["valid_to"] == "2025-05-02T09:00:00Z"
         history = http.get(f"/v1/memories/{job['id']}/history").json()["data"]
-        assert [h["event"] for h in history] == ["ADD", "DELETE"]
-        assert not any("Google" in t for t in search(http, "ben", "Where do I work?"))
+        assert [h["event"] for h in history] == ["ADD", "SUPERSEDE"]
+        assert not any("I work at Google." in t for t in search(http, "ben", "Where do I work?"))
 
 
 def test_duplicates_merge_sources_instead_of_piling_up(proxy: Proxy) -> None:

@@ -18,13 +18,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from proxy.commands import eval_updates
 from proxy.eval.locomo import HOLDOUT
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``eval`` (and its ``locomo`` benchmark) to memproxy's command line."""
     benchmarks = subparsers.add_parser("eval", help="measure memory quality on a benchmark")
-    locomo = benchmarks.add_subparsers(dest="benchmark", required=True).add_parser(
+    kinds = benchmarks.add_subparsers(dest="benchmark", required=True)
+    eval_updates.register(kinds)
+    locomo = kinds.add_parser(
         "locomo", help="LOCOMO: evidence recall within a token budget vs baselines, optional LLM-judged QA"
     )
     locomo.add_argument("--data", type=Path, required=True, help="LOCOMO JSON (locomo10.json format)")

@@ -13,6 +13,9 @@ Scripted steps (``POST /_script`` with a JSON list, consumed one per chat reques
 ``{"drop_after": 2}``                          stream two chunks, then cut the connection
 ``{"invalid_json": true}``                    a 200 whose body is not JSON
 ``{"delay": 0.5}``                             sleep first (combine with any of the above)
+``{"text": "... {pick} ...", "pick": "X"}``     ``{pick}`` becomes the number ``n`` of the line
+                                              ``[n] X`` in the last message (``null`` if none):
+                                              a judge that names a listed item as a model would
 ``{"usage": {...}}``                           merged into the answer's usage (provider cache numbers)
 
 ``POST /v1/messages`` answers in Anthropic's Messages format (for litellm's Anthropic path), with
@@ -73,6 +76,16 @@ def default_reply(body: dict[str, Any]) -> str:
     return f"Noted: {last[:200]}" if last else "Hello."
 
 
+def step_text(body: dict[str, Any], step: dict[str, Any]) -> str:
+    """The answer a step gives to a request: its text (with ``{pick}`` filled in), or the default."""
+    text = step.get("text", default_reply(body))
+    if "pick" in step:
+        messages = body.get("messages") or [{}]
+        listed = re.search(rf"^\[(\d+)\] {re.escape(str(step['pick']))}$", _message_text(messages[-1]), re.M)
+        text = text.replace("{pick}", listed.group(1) if listed else "null")
+    return str(text)
+
+
 def _tool_calls(step: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
@@ -95,7 +108,7 @@ def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
 
 
 def _completion(body: dict[str, Any], step: dict[str, Any], completion_id: str) -> dict[str, Any]:
-    text = step.get("text", default_reply(body))
+    text = step_text(body, step)
     choices = []
     for index in range(int(body.get("n") or 1)):
         message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -149,7 +162,7 @@ def _chunk(body: dict[str, Any], completion_id: str, delta: dict[str, Any], fini
 async def _stream(
     body: dict[str, Any], step: dict[str, Any], completion_id: str, interval: float
 ) -> AsyncIterator[bytes]:
-    text = step.get("text", default_reply(body))
+    text = step_text(body, step)
     pieces = [w + " " for w in text.split(" ")]
     pieces[-1] = pieces[-1].rstrip(" ")
     yield _chunk(body, completion_id, {"role": "assistant", "content": ""}, None)
