@@ -5,11 +5,13 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 CONFIG ?= config/default.yaml
-LOCOMO ?= ../shared/data/locomo/locomo-dev.json
+# LOCOMO data is not shipped (CC BY-NC 4.0): get data/locomo10.json from the snap-research/LoCoMo
+# repository on GitHub and run `make eval LOCOMO=path/to/locomo10.json`.
+LOCOMO ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-memproxy
 
-.PHONY: install run test test-slow demo bench eval lint clean
+.PHONY: install run test test-slow demo bench eval locomo-data lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +40,12 @@ demo: install
 bench: install
 	$(BIN)/python -m bench
 
-eval: install
+eval: locomo-data install
 	$(BIN)/memproxy eval locomo --data $(LOCOMO)
 	$(BIN)/memproxy eval updates --corpus tests/fixtures/updates_corpus.txt
+
+locomo-data:
+	@test -n "$(LOCOMO)" || { echo "make eval needs LOCOMO=path/to/locomo10.json: the file data/locomo10.json of the snap-research/LoCoMo repository on GitHub (CC BY-NC 4.0, not shipped here)"; exit 2; }
 
 lint: install
 	$(BIN)/ruff check proxy memcubes tests bench

@@ -135,6 +135,7 @@ class ImportReport:
     history: int
     vectors_reused: int
     vectors_embedded: int
+    skipped_because: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -439,6 +440,11 @@ def plan_import(
         history=len(changes.events),
         vectors_reused=len(vectors),
         vectors_embedded=len(live) - len(vectors),
+        skipped_because=(
+            {f"already in {space} (same id): on_conflict=overwrite replaces them, new-ids copies them": skipped}
+            if skipped
+            else {}
+        ),
     )
     return ImportPlan(changes=changes, vectors=vectors, report=report)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -230,8 +230,11 @@ class IndexSync:
         if paced:
             await self._foreground.quiet(settle=0.0, at_most=_QUIET_SECONDS)
 
-    async def reindex(self, space: str | None = None, *, batch: int = 256) -> int:
-        """Rebuild the index from the store (``memproxy reindex``): drop, re-embed, re-insert."""
+    async def reindex(
+        self, space: str | None = None, *, batch: int = 256, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Rebuild the index from the store (``memproxy reindex``): drop, re-embed, re-insert;
+        ``progress`` hears how many cubes each batch indexed (for a progress bar)."""
         spaces = [space] if space else await asyncio.to_thread(self._store.spaces)
         total = 0
         async with self._lock:
@@ -243,6 +246,8 @@ class IndexSync:
                 for start in range(0, len(cubes), batch):
                     entries = await cube_entries(cubes[start : start + batch], embedder=self._embedder, known={})
                     await self._index.upsert(name, entries)
+                    if progress is not None:
+                        progress(min(batch, len(cubes) - start))
                 total += len(cubes)
                 log.info("reindexed %d cubes of %s", len(cubes), name)
         return total

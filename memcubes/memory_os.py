@@ -250,6 +250,11 @@ class MemoryOS:
         counts["spilled"] = self.writeback.spilled
         return counts
 
+    async def oldest_pending_age(self) -> float | None:
+        """Seconds the oldest unfinished exchange has waited (write-back lag); ``None``: none waits."""
+        oldest = await asyncio.to_thread(self.store.journal_oldest_pending)
+        return None if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
+
     async def record(self, exchange: Exchange) -> bool:
         """Journal an exchange for background distillation (the chat path)."""
         return await self.writeback.submit(exchange)
@@ -320,9 +325,10 @@ class MemoryOS:
         await self.index_sync.drain(urgent=True)
         return updated
 
-    async def reindex(self, space: str | None = None) -> int:
-        """Rebuild the vector index from the store (all spaces, or one)."""
-        count = await self.index_sync.reindex(space)
+    async def reindex(self, space: str | None = None, *, progress: Callable[[int], None] | None = None) -> int:
+        """Rebuild the vector index from the store (all spaces, or one); ``progress`` hears each
+        batch's count of cubes indexed."""
+        count = await self.index_sync.reindex(space, progress=progress)
         for name in [space] if space else await asyncio.to_thread(self.store.spaces):
             self.hot.drop(name)
         if space is None:

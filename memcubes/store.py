@@ -658,6 +658,11 @@ class Store:
         rows = self._read("SELECT state, count(*) AS n FROM journal GROUP BY state")
         return {row["state"]: int(row["n"]) for row in rows}
 
+    def journal_oldest_pending(self) -> datetime | None:
+        """When the oldest exchange still waiting was journalled (write-back lag; indexed)."""
+        rows = self._read("SELECT min(created_at) AS at FROM journal WHERE state = 'pending'")
+        return datetime.fromisoformat(rows[0]["at"]) if rows and rows[0]["at"] else None
+
     @staticmethod
     def _journal_entry(row: sqlite3.Row) -> JournalEntry:
         return JournalEntry(

@@ -265,6 +265,7 @@ class WriteBack:
         self._queued: set[str] = set()
         self._locks = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
         self._tasks: list[asyncio.Task[None]] = []
+        self.failures = 0  # failed attempts in this process, for metrics
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -405,8 +406,10 @@ class WriteBack:
             await self.process(exchange_id, drain=False)
         except (StoreUnavailable, IndexUnavailable, EmbedderUnavailable) as exc:
             # The infrastructure is down, not the exchange at fault: retried until it is back.
+            self.failures += 1
             log.warning("write-back of %s waits for the store: %s", exchange_id, exc)
         except Exception as exc:
+            self.failures += 1
             log.warning("write-back of %s failed (attempt counted, will retry): %s", exchange_id, exc)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._store.journal_failed, exchange_id, str(exc))

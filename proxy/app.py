@@ -3,6 +3,8 @@ the memory layer and the backends onto ``app.state``. No module-level state."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import urllib.request
 from collections.abc import AsyncIterator
@@ -18,15 +20,20 @@ from memcubes.memory_os import MemoryOS
 from memcubes.reader import LLMComplete
 from memcubes.retrieval import RetrievedItem
 from memcubes.scheduler import StableListener
+from proxy.access import AccessLog
 from proxy.auth import KeyRing
 from proxy.backends import ForwardContext, ModelRouter, build_router
 from proxy.backends.base import answer_text
 from proxy.config import Settings
+from proxy.content_type import JsonByDefault
 from proxy.errors import install_error_handlers
 from proxy.limits import BodySizeLimit
+from proxy.metrics import Metrics
 from proxy.routes import bundles, chat, docs, health, keys, memories, models
+from proxy.routes.metrics import metrics_router
 from proxy.serving.chat import ChatService
 from proxy.serving.memories import MemoryService
+from proxy.tracing import build_tracing
 
 log = logging.getLogger("memproxy")
 
@@ -59,8 +66,22 @@ def rebuild_activation_caches(router: ModelRouter) -> StableListener:
     return listener
 
 
-def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAPI:
-    """The ASGI app. ``embedder`` lets tests and benchmarks share one loaded model."""
+_SAMPLE_SECONDS = 15.0
+
+
+async def _sample_forever(metrics: Metrics, memory: MemoryOS) -> None:
+    """Keep this process's write-back gauges current for scrapes another worker answers."""
+    while True:
+        with contextlib.suppress(Exception):  # a store that is down shows in /readyz; retry later
+            await metrics.sample(memory)
+        await asyncio.sleep(_SAMPLE_SECONDS)
+
+
+def build_app(settings: Settings, *, embedder: Embedder | None = None, span_exporter: Any | None = None) -> FastAPI:
+    """The ASGI app. ``embedder`` lets tests and benchmarks share one loaded model;
+    ``span_exporter`` (an OpenTelemetry exporter) turns tracing on for tests."""
+    metrics = Metrics(multiproc_dir=settings.server.prometheus_multiproc_dir)
+    tracing = build_tracing(settings.server.otlp_endpoint, exporter=span_exporter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,12 +94,17 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
             trust_env=bool(urllib.request.getproxies()),
         )
         router = build_router(settings, client)
-        for backend in router.backends():
-            await backend.start()
+        try:
+            for backend in router.backends():
+                await backend.start()
+        except BaseException:
+            await client.close()  # else aiohttp warns "Unclosed client session" on the way out
+            raise
         memory: MemoryOS | None = None
         try:
             memory = await MemoryOS.open(settings.memory, embedder=embedder, llm=extraction_llm(settings, router))
             memory.scheduler.on_stable_change(rebuild_activation_caches(router))
+            memory.scheduler.on_stable_change(lambda space, stable: metrics.stable_block_changed())
             await memory.start()
         except Exception:
             log.exception("memory layer failed to start; chat is served without memory (degraded)")
@@ -86,11 +112,16 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
         app.state.router = router
         app.state.memory = memory
         app.state.keyring = KeyRing(memory.keys if memory is not None else None)
-        app.state.chat = ChatService(router=router, memory=memory, settings=settings)
+        app.state.chat = ChatService(router=router, memory=memory, settings=settings, metrics=metrics, tracing=tracing)
         app.state.memories = MemoryService(memory=memory, settings=settings)
+        sampler = asyncio.create_task(_sample_forever(metrics, memory)) if memory is not None else None
         try:
             yield
         finally:
+            if sampler is not None:
+                sampler.cancel()
+            tracing.close()
+            metrics.close()
             if memory is not None:
                 await memory.close()
             for backend in router.backends():
@@ -101,6 +132,7 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
     # the key check, without CDN assets.
     app = FastAPI(title="memproxy", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
+    app.state.metrics = metrics
     install_error_handlers(app)
     limits = settings.general_settings
     app.add_middleware(
@@ -108,6 +140,11 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
         max_bytes=int(limits.max_request_size_mb * 1024 * 1024),
         path_limits={bundles.IMPORT_PATH: int(limits.max_import_size_mb * 1024 * 1024)},
     )
+    app.add_middleware(JsonByDefault)
+    app.add_middleware(
+        AccessLog, metrics=metrics, tracing=tracing, log_user_ids=settings.server.log_user_ids
+    )  # outermost: what the size limit refuses is logged and counted too
     for module in (chat, models, memories, bundles, keys, health, docs):
         app.include_router(module.router)
+    app.include_router(metrics_router(settings.server.metrics))
     return app

@@ -106,12 +106,32 @@ class RouterSettings(_Strict):
     fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     keep_alive_seconds: float = Field(
         30.0, gt=0, description="idle keep-alive connections are closed after this; longer than clients' pools reuse"
+    )
+    # -- operating it: metrics, logs, traces (README "Operating memproxy") --
+    metrics: Literal["key", "open", "off"] = Field(
+        "key", description="GET /metrics: key = behind the master key (when one is set), open = without it, off = 404"
+    )
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text or one JSON object each")
+    log_user_ids: bool = Field(False, description="put the memory owner's user id in access lines")
+    otlp_endpoint: str | None = Field(
+        default_factory=lambda: os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+        description="send OpenTelemetry spans here (default: $OTEL_EXPORTER_OTLP_ENDPOINT); unset: no tracing",
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        default_factory=lambda: _env_path("PROMETHEUS_MULTIPROC_DIR"),
+        description="set by $PROMETHEUS_MULTIPROC_DIR (prometheus_client reads it at import): /metrics adds up "
+        "every worker process",
     )
 
 
@@ -260,3 +280,8 @@ def _model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:
 
 def default_config_path() -> Path:
     return Path(os.environ.get("MEMPROXY_CONFIG", "config/default.yaml"))
+
+
+def client_defaults() -> tuple[str | None, str | None]:
+    """``MEMPROXY_URL`` and ``MEMPROXY_API_KEY``: the client commands' ``--url`` and ``--api-key``."""
+    return os.environ.get("MEMPROXY_URL") or None, os.environ.get("MEMPROXY_API_KEY") or None

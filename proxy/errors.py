@@ -190,6 +190,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def proxy_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ProxyError)
+        if isinstance(exc, BackendError):  # the request id is added by the log handler
+            log.warning("upstream failed on %s: %s %s", request.url.path, exc.status, exc.message)
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     async def memory_error(request: Request, exc: Exception) -> JSONResponse:

@@ -416,6 +416,11 @@ def test_an_import_never_takes_or_reveals_a_cube_of_another_space(proxy: Proxy) 
             copies = everything(http, f"user:mallory-{on_conflict}")
             assert len(copies) == 5 and not {c["id"] for c in copies} & {c["id"] for c in original}
         assert everything(http) == original
+        assert report["skipped_because"] == {}
+        again = upload(http, export(http, "user:mallory-skip"), space="user:mallory-skip").json()
+        assert (again["imported"], again["skipped"]) == (0, 5)  # the same bundle again: the reply says why
+        (reason,) = again["skipped_because"]
+        assert "already in user:mallory-skip" in reason and again["skipped_because"][reason] == 5
 
 
 def test_space_rehomes_into_another_proxy(

@@ -249,6 +249,10 @@ def test_memory_lookup_failure_degrades_instead_of_failing(
     )
     assert raw.status_code == 200
     assert raw.headers["x-memory-status"] == "degraded"
+    with proxy.http() as http:  # counted as a timeout, not as a failing store
+        outcomes = [line for line in http.get("/metrics").text.splitlines() if line.startswith("memproxy_retrieval")]
+    assert any(line.startswith('memproxy_retrieval_total{outcome="timeout"}') for line in outcomes), outcomes
+    assert not any('outcome="degraded"' in line for line in outcomes), outcomes
 
 
 def test_fail_closed_refuses_instead(backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path) -> None:

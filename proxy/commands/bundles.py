@@ -8,16 +8,24 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+from tqdm import tqdm
 
 from proxy.commands.client import add_connection_arguments, checked, handler, print_json
 from proxy.routes.bundles import IMPORT_PATH, bundle_filename
 
 _FORMATS = ("auto", "memproxy", "mem0", "memos")
 _CONFLICTS = ("skip", "overwrite", "new-ids")
+_CHUNK = 256 * 1024
+
+
+def _bar(description: str, total: int | None) -> tqdm[bytes]:
+    """Bytes moved, on stderr and only on a terminal."""
+    return tqdm(total=total, desc=description, unit="B", unit_scale=True, disable=None)
 
 
 def _summary(path: Path) -> str:
@@ -36,9 +44,11 @@ def _export(args: argparse.Namespace, client: httpx.Client) -> int:
     partial = target.with_name(target.name + ".part")
     with client.stream("GET", f"/v1/spaces/{quote(args.space, safe=':/')}/export") as response:
         checked(response)
-        with partial.open("wb") as file:
+        size = int(response.headers.get("content-length") or 0) or None
+        with partial.open("wb") as file, _bar("exporting", size) as bar:
             for chunk in response.iter_bytes():
                 file.write(chunk)
+                bar.update(len(chunk))
     os.replace(partial, target)  # never leave a truncated bundle under the real name
     print(json.dumps({"path": str(target)}) if args.json else _summary(target))
     return 0
@@ -61,32 +71,47 @@ def _import(args: argparse.Namespace, client: httpx.Client) -> int:
     if args.space:
         params["space"] = args.space
     content_type = "application/zip" if data[:2] == b"PK" else "application/json"
-    response = client.post(IMPORT_PATH, params=params, content=data, headers={"content-type": content_type})
+    headers = {"content-type": content_type, "content-length": str(len(data))}
+    with _bar("uploading", len(data)) as bar:
+
+        def chunks() -> Iterator[bytes]:
+            for start in range(0, len(data), _CHUNK):
+                bar.update(min(_CHUNK, len(data) - start))
+                yield data[start : start + _CHUNK]
+
+        response = client.post(IMPORT_PATH, params=params, content=chunks(), headers=headers)
     report = checked(response).json()
     if args.json:
         print_json(report)
         return 0
     print(
         f"imported {report['imported']} memories into {report['space']} from a {report['format']} file "
-        f"({report['overwritten']} overwritten, {report['skipped']} skipped, {report['history']} history events; "
+        f"({report['overwritten']} overwritten, "
+        f"{report['skipped']} skipped, {report['history']} history events; "
         f"embeddings: {report['vectors_reused']} reused, {report['vectors_embedded']} computed)"
     )
-    if report["skipped"] and args.on_conflict == "skip":
-        print("skipped memories already exist (by id): --on-conflict overwrite replaces them, new-ids copies them")
+    for reason, count in report["skipped_because"].items():
+        print(f"skipped {count}: {reason}")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export = subparsers.add_parser("export", help="write a space as a portable .memcube bundle")
-    export.add_argument("--space", required=True, help="the space, e.g. user:alice")
+    export.add_argument("--space", required=True, help="the space: user:<id>, org:<name> or agent:<name>")
     export.add_argument("-o", "--output", help="the file to write (default: <space>.memcube)")
     export.set_defaults(run=handler(_export))
 
     load = subparsers.add_parser("import", help="import a .memcube bundle, a mem0 export or a MemOS dump")
     load.add_argument("file", help="a .memcube file, a mem0 get_all JSON, or a MemOS dump (directory or zip)")
     load.add_argument("--space", help="the space to import into (default: the bundle's own; required for mem0/MemOS)")
-    load.add_argument("--on-conflict", choices=_CONFLICTS, default="skip", help="when a memory id already exists")
-    load.add_argument("--format", choices=_FORMATS, default="auto")
+    load.add_argument(
+        "--on-conflict",
+        choices=_CONFLICTS,
+        default="skip",
+        help="a memory whose id the target space already holds: skip it (default), overwrite it, or copy "
+        "everything under new ids; ids held by another space are always copied under new ids",
+    )
+    load.add_argument("--format", choices=_FORMATS, default="auto", help="the file's format (default: recognised)")
     load.set_defaults(run=handler(_import))
 
     for parser in (export, load):

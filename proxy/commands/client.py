@@ -1,4 +1,5 @@
-"""What every HTTP subcommand shares: ``--url``/``--api-key``, one httpx client, and turning an
+"""What every HTTP subcommand shares: ``--url``/``--api-key`` (``$MEMPROXY_URL``,
+``$MEMPROXY_API_KEY``), one httpx client, and turning an
 OpenAI-shaped error answer (or an unreachable proxy) into one readable line and exit code 1."""
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from proxy.config import client_defaults
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 Handler = Callable[[argparse.Namespace, httpx.Client], int]
@@ -21,8 +24,13 @@ class CommandError(Exception):
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"the proxy's base URL (default {DEFAULT_URL})")
-    parser.add_argument("--api-key", help="the proxy's master key, when one is set")
+    url, api_key = client_defaults()
+    parser.add_argument(
+        "--url", default=url or DEFAULT_URL, help=f"the proxy's base URL (default: $MEMPROXY_URL or {DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--api-key", default=api_key, help="the proxy's master key, when one is set (default: $MEMPROXY_API_KEY)"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for an answer")
     parser.add_argument("--json", action="store_true", help="print the proxy's JSON answer")
 

@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     locomo = kinds.add_parser(
         "locomo", help="LOCOMO: evidence recall within a token budget vs baselines, optional LLM-judged QA"
     )
-    locomo.add_argument("--data", type=Path, required=True, help="LOCOMO JSON (locomo10.json format)")
+    locomo.add_argument(
+        "--data", type=Path, required=True, help="LOCOMO JSON (locomo10.json format; see the README's Evaluation)"
+    )
     locomo.add_argument("--budget", type=int, default=1000, help="cl100k tokens of memories per question")
     locomo.add_argument("--top-k", type=int, default=50, help="most memories per search")
     locomo.add_argument("--url", help="measure the proxy at this URL (its locomo-<sample> users are reset)")
@@ -52,10 +54,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def cmd_locomo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from memcubes.config import EmbedderSettings
     from memcubes.embedder import build_embedder
     from proxy.config import ConfigError, Settings
-    from proxy.eval.locomo import EvalError, evaluate_retrieval, load_samples, local_proxy
+    from proxy.eval.locomo import EvalError, evaluate_retrieval, load_samples, local_proxy, progress_total
     from proxy.eval.qa import qa_items, run_qa
 
     if args.qa and not (args.model and args.judge):
@@ -87,15 +91,17 @@ def cmd_locomo(args: argparse.Namespace) -> int:
                 url = args.url or stack.enter_context(
                     local_proxy(settings, budget=args.budget, top_k=args.top_k, embedder=shared)
                 )
-                report = evaluate_retrieval(
-                    samples,
-                    url=url,
-                    embedder=embedder,
-                    budget=args.budget,
-                    top_k=args.top_k,
-                    api_key=api_key,
-                    holdout=args.holdout,
-                )
+                with tqdm(total=progress_total(samples), desc="sessions + questions", disable=None) as bar:
+                    report = evaluate_retrieval(
+                        samples,
+                        url=url,
+                        embedder=embedder,
+                        budget=args.budget,
+                        top_k=args.top_k,
+                        api_key=api_key,
+                        holdout=args.holdout,
+                        progress=bar.update,
+                    )
                 print(report.table(), flush=True)
                 result["retrieval"] = report.to_json()
                 if args.qa:

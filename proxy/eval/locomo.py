@@ -40,7 +40,7 @@ import re
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -468,6 +468,11 @@ class RetrievalReport:
         return "\n".join(lines)
 
 
+def progress_total(samples: Sequence[Sample], *, systems: Sequence[str] = tuple(MODES)) -> int:
+    """Steps ``evaluate_retrieval`` reports: every session ingested and every question asked, per system."""
+    return len(systems) * sum(len(sample.sessions()) + len(sample.scored) for sample in samples)
+
+
 def evaluate_retrieval(
     samples: Sequence[Sample],
     *,
@@ -478,10 +483,12 @@ def evaluate_retrieval(
     api_key: str | None = None,
     systems: Sequence[str] = tuple(MODES),
     holdout: str | None = HOLDOUT,
+    progress: Callable[[int], None] | None = None,
 ) -> RetrievalReport:
     """Ingest every sample into the proxy at ``url`` once per memproxy system (see ``MODES``), ask
     its scored questions, and rank the same turns with the baselines (``embedder`` serves the
-    dense one)."""
+    dense one). ``progress`` hears each sample's sessions once ingested and each question once
+    asked (``progress_total`` of them in all)."""
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     outcomes: dict[str, list[Outcome]] = {name: [] for name in (*systems, *BASELINES)}
     events: dict[str, Counter[str]] = {system: Counter() for system in systems}
@@ -493,11 +500,14 @@ def evaluate_retrieval(
                 started = time.perf_counter()
                 events[system] += ingest(http, sample, system=system)
                 ingest_seconds[system] += time.perf_counter() - started
+                if progress is not None:
+                    progress(len(sample.sessions()))
                 user = user_of(sample, system)
-                outcomes[system] += [
-                    _ask(http, user, sample, question, budget=budget, top_k=top_k, checks=checks)
-                    for question in sample.scored
-                ]
+                for question in sample.scored:
+                    outcome = _ask(http, user, sample, question, budget=budget, top_k=top_k, checks=checks)
+                    outcomes[system].append(outcome)
+                    if progress is not None:
+                        progress(1)
     for sample in samples:  # after memproxy's searches, so they never find their queries embedded already
         baselines = asyncio.run(_baseline_outcomes(sample, budget=budget, top_k=top_k, embedder=embedder))
         for name, sample_outcomes in baselines.items():

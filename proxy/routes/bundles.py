@@ -11,6 +11,7 @@ from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile
 
 from memcubes.bundle import OnConflict
 from memcubes.importers import ImportFormat
@@ -40,6 +41,25 @@ async def _chunks(spool: IO[bytes]) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         spool.close()
+
+
+async def _uploaded(request: Request) -> bytes:
+    """The file's bytes: the body itself, or a multipart form's one file field. The body was
+    already bounded by ``max_import_size_mb``."""
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return await request.body()
+    try:
+        form = await request.form(max_files=1, max_fields=8)
+    except Exception as exc:  # python-multipart's and Starlette's parse errors alike
+        raise InvalidRequest(f"unreadable multipart form: {type(exc).__name__}") from None
+    files = [value for value in form.values() if isinstance(value, UploadFile)]
+    if len(files) != 1:
+        await form.close()
+        raise InvalidRequest("send one file in the form (curl -F file=@alice.memcube)", param="file")
+    try:
+        return await files[0].read()
+    finally:
+        await form.close()
 
 
 @router.get("/v1/spaces/{space:path}/export", responses=_ERRORS, response_class=StreamingResponse)
@@ -72,11 +92,12 @@ async def import_bundle(
     on_conflict: OnConflict = "skip",
     format: Annotated[ImportFormat, Query()] = "auto",
 ) -> dict[str, Any]:
-    """The body is the file itself: a memcube bundle, a mem0 ``get_all`` JSON, or a MemOS dump
-    (its directory zipped). Nothing is written unless all of it is valid, and nothing at all
-    into a space the key may not write (``space``, else the one the bundle names)."""
+    """The body is the file itself (a memcube bundle, a mem0 ``get_all`` JSON, or a MemOS dump,
+    its directory zipped), or a multipart form with the file as its one file field
+    (``curl -F file=@alice.memcube``). Nothing is written unless all of it is valid, and nothing
+    at all into a space the key may not write (``space``, else the one the bundle names)."""
     caller.require_memory_api(write=True)
-    data = await request.body()
+    data = await _uploaded(request)
     if not data:
         raise InvalidRequest("the request body is empty: send the bundle (or export) file as the body")
     target = space_param(space)

@@ -29,18 +29,20 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from memcubes import layout
 from memcubes.cube import utcnow
 from memcubes.exchange import Exchange, Turn
-from memcubes.ids import new_id
 from memcubes.memory_os import MemoryOS
 from memcubes.retrieval import RetrievedItem
 from memcubes.scheduler import InjectionPlan
+from proxy.access import current_request
 from proxy.backends import ForwardContext, ModelRouter
 from proxy.backends.base import BackendResponse, StreamChunk, answer_text, chunk_text
 from proxy.config import Settings
 from proxy.errors import BackendError, MemoryUnavailable, sse_error
+from proxy.metrics import Metrics
 from proxy.principal import Principal
 from proxy.protocol import ChatCompletionRequest
 from proxy.scope import MemoryMode, Scope, resolve_scope
 from proxy.sse import DONE, sse
+from proxy.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +50,37 @@ _REMEMBERED_ROLES = ("user", "assistant")
 
 
 class ChatService:
-    def __init__(self, *, router: ModelRouter, memory: MemoryOS | None, settings: Settings) -> None:
+    def __init__(
+        self,
+        *,
+        router: ModelRouter,
+        memory: MemoryOS | None,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self._router = router
         self._memory = memory
         self._settings = settings
+        self._metrics = metrics or Metrics()
+        self._tracing = tracing or Tracing()
         self._background: set[asyncio.Task[None]] = set()
 
     async def create(self, request: ChatCompletionRequest, headers: Headers, principal: Principal) -> Response:
         principal.check_model(request.model)
         scope = resolve_scope(headers, request.user, principal)
         self._router.check(request.model)
+        record = current_request()
+        record.model, record.user = request.model, scope.user
         body = request.forward_body()
-        request_id = f"req_{new_id()}"
+        request_id = record.request_id
         started = time.perf_counter()
-        plan, status = await self._plan(scope, body["messages"])
+        with self._tracing.span("memproxy.retrieve", {"memproxy.request_id": request_id}) as span:
+            plan, status, outcome = await self._plan(scope, body["messages"])
+            if span is not None:
+                span.set_attribute("memproxy.memory_status", status)
+                span.set_attribute("memproxy.memories_injected", len(plan.items))
+        record.memory_status = status
         messages = body["messages"]
         backend = self._router.primary(request.model)
         ctx = ForwardContext(
@@ -93,45 +112,69 @@ class ChatService:
         }
         if plan.reason is not None:
             memory_headers["x-memory-reason"] = plan.reason
+        if outcome is not None:
+            self._metrics.memory(
+                outcome=outcome,
+                seconds=time.perf_counter() - started,
+                injected=len(plan.items),
+                tokens=plan.tokens,
+                stable=bool(plan.stable),
+            )
         if self._memory is not None and plan.relevant:
             self._memory.record_hits(plan.relevant)
         if request.stream:
             return await self._stream(request.model, body, ctx, scope, messages, memory_headers)
-        response = await self._router.complete(request.model, body, ctx)
+        forwarded = time.perf_counter()
+        with self._tracing.span("memproxy.forward", {"memproxy.model": request.model, "memproxy.stream": False}):
+            response = await self._router.complete(request.model, body, ctx)
+        self._metrics.first_token(model=request.model, stream=False, seconds=time.perf_counter() - forwarded)
+        self._metrics.usage(model=request.model, usage=response.data.get("usage"))
         await self._journal(scope, request_id, request.model, messages, answer_text(response.data))
-        return self._complete_response(response, ctx, memory_headers)
+        return self._complete_response(response, ctx, memory_headers, request.model)
 
-    async def _plan(self, scope: Scope, messages: list[dict[str, Any]]) -> tuple[InjectionPlan, str]:
+    async def _plan(self, scope: Scope, messages: list[dict[str, Any]]) -> tuple[InjectionPlan, str, str | None]:
+        """The plan, the ``x-memory-status`` and the retrieval outcome for metrics (``None``
+        when no lookup was due)."""
         if scope.user is None:
-            return InjectionPlan(), "no-user"
+            return InjectionPlan(), "no-user", None
         if scope.mode is MemoryMode.OFF:
-            return InjectionPlan(), "off"
+            return InjectionPlan(), "off", None
         if self._memory is None:
-            return self._degraded("memory layer is not available")
+            return self._degraded("memory layer is not available", "degraded")
         if not scope.reads:
-            return InjectionPlan(), "ok"
+            return InjectionPlan(), "ok", None
         timeout = self._settings.memory.retrieval.timeout_ms / 1000
         try:
             plan = await asyncio.wait_for(
                 self._memory.plan(scope.readable_spaces, messages, session=scope.session), timeout
             )
+        except TimeoutError:
+            log.warning("memory lookup took over %.0f ms, answering without memory", timeout * 1000)
+            return self._degraded("memory lookup timed out", "timeout")
         except Exception as exc:  # memory trouble must never break a chat request
             log.warning("memory planning failed, answering without memory: %r", exc)
-            return self._degraded(f"memory lookup failed: {exc!r}")
-        return plan, "degraded" if plan.degraded else "ok"
+            return self._degraded(f"memory lookup failed: {exc!r}", "degraded")
+        status = "degraded" if plan.degraded else "ok"
+        return plan, status, status
 
-    def _degraded(self, reason: str) -> tuple[InjectionPlan, str]:
+    def _degraded(self, reason: str, outcome: str) -> tuple[InjectionPlan, str, str]:
         if self._settings.memory.fail_closed:
+            self._metrics.memory(outcome=outcome, seconds=0.0, injected=0, tokens=0, stable=False)
             raise MemoryUnavailable(f"{reason}; memory.fail_closed is set, so the request is refused")
-        return InjectionPlan(), "degraded"
+        return InjectionPlan(), "degraded", outcome
 
-    @staticmethod
-    def _complete_response(response: BackendResponse, ctx: ForwardContext, headers: dict[str, str]) -> Response:
-        if ctx.kv_reused_tokens is not None:
-            headers["x-memory-kv-reused-tokens"] = str(ctx.kv_reused_tokens)
+    def _complete_response(
+        self, response: BackendResponse, ctx: ForwardContext, headers: dict[str, str], model: str
+    ) -> Response:
+        self._kv_reused(ctx, headers, model)
         if response.raw is not None:
             return Response(response.raw, media_type="application/json", headers=headers)
         return JSONResponse(response.data, headers=headers)
+
+    def _kv_reused(self, ctx: ForwardContext, headers: dict[str, str], model: str) -> None:
+        if ctx.kv_reused_tokens is not None:
+            headers["x-memory-kv-reused-tokens"] = str(ctx.kv_reused_tokens)
+            self._metrics.activation_reused(model=model, tokens=ctx.kv_reused_tokens)
 
     async def _stream(
         self,
@@ -142,9 +185,11 @@ class ChatService:
         messages: list[dict[str, Any]],
         headers: dict[str, str],
     ) -> Response:
-        first, rest = await self._router.stream(model, body, ctx)
-        if ctx.kv_reused_tokens is not None:
-            headers["x-memory-kv-reused-tokens"] = str(ctx.kv_reused_tokens)
+        forwarded = time.perf_counter()
+        with self._tracing.span("memproxy.forward", {"memproxy.model": model, "memproxy.stream": True}):
+            first, rest = await self._router.stream(model, body, ctx)
+        self._metrics.first_token(model=model, stream=True, seconds=time.perf_counter() - forwarded)
+        self._kv_reused(ctx, headers, model)
 
         async def relay() -> AsyncIterator[bytes]:
             parts: list[str] = []
@@ -152,13 +197,16 @@ class ChatService:
             try:
                 if first is not None:
                     parts.append(chunk_text(first.data))
+                    self._metrics.usage(model=model, usage=first.data.get("usage"))
                     yield _event(first)
                 try:
                     async for chunk in rest:
                         parts.append(chunk_text(chunk.data))
+                        self._metrics.usage(model=model, usage=chunk.data.get("usage"))
                         yield _event(chunk)
                     complete = True
                 except BackendError as exc:
+                    log.warning("the upstream stream of %s failed after it started: %s", model, exc.message)
                     yield sse_error(exc)
                 await self._journal(scope, ctx.request_id, model, messages, "".join(parts) if complete else None)
                 yield DONE
@@ -193,7 +241,8 @@ class ChatService:
             skip_seen=True,
         )
         try:
-            await self._memory.record(exchange)
+            with self._tracing.span("memproxy.writeback", {"memproxy.request_id": request_id}):
+                await self._memory.record(exchange)
         except Exception as exc:
             log.warning("could not journal exchange %s: %r", request_id, exc)
 

@@ -83,7 +83,7 @@ class MemoryService:
         """The one space a memory request addresses: explicit space, else user (body, query or
         X-Memory-User header; a ``user`` key's own when none is named), each held to the same
         name rules as the chat path, then to what ``caller`` may read or write."""
-        explicit = (owner.space if owner else None) or space_param(space)
+        explicit = space_param((owner.space if owner else None) or space)
         if explicit:
             caller.authorize(explicit, write=write)
             return explicit
@@ -215,6 +215,17 @@ class MemoryService:
         return name, count
 
 
+SPACE_PREFIXES = ("user:", "org:", "agent:")
+
+
 def space_param(value: str | None) -> str | None:
-    """A space named by a request (body, query or path), held to ``memcubes.names``: 400 if bad."""
-    return identifier(value, param="space", max_length=MAX_SPACE)
+    """A space named by a request (body, query or path), held to ``memcubes.names`` and to the
+    known prefixes: 400 if bad, naming the expected form, so that a typo (``DELETE
+    /v1/spaces/hank`` for ``user:hank``) is an error rather than a no-op on a space nobody uses."""
+    name = identifier(value, param="space", max_length=MAX_SPACE)
+    known = name is not None and any(name.startswith(p) and len(name) > len(p) for p in SPACE_PREFIXES)
+    if value is not None and not known:
+        raise InvalidRequest(
+            f"space must be user:<id>, org:<name> or agent:<name> (got {value[:64]!r})", param="space"
+        )
+    return name
