@@ -75,11 +75,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     owner.add_argument("--user-prefix", help='the key acts for users whose id starts with this ("" = any user)')
     create.add_argument("--read-space", dest="read_spaces", action="append", help="shared space it reads (repeat)")
     create.add_argument("--write-space", dest="write_spaces", action="append", help="shared space it writes (repeat)")
-    create.add_argument("--memory-api", choices=("none", "read", "write"), default="write")
+    create.add_argument(
+        "--memory-api",
+        choices=("none", "read", "write"),
+        default="write",
+        help="what it may do on /v1/memories and /v1/spaces (default write)",
+    )
     create.add_argument("--model", dest="models", action="append", help="allowed model (repeat; default all)")
     create.add_argument("--expires-at", help="ISO 8601 time")
     create.add_argument("--rpm", type=int, help="requests per minute")
-    create.add_argument("--alias")
+    create.add_argument("--alias", help="a name to recognise the key by in listings")
     create.add_argument("--metadata", help="a JSON object kept with the key")
     create.set_defaults(run=handler(_create))
 
@@ -87,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.set_defaults(run=handler(_list))
 
     revoke = actions.add_parser("revoke", help="refuse a key from its next request on")
-    revoke.add_argument("id")
+    revoke.add_argument("id", help="the key's id (key_...), as `memproxy keys list` shows it")
     revoke.set_defaults(run=handler(_revoke))
 
     for parser in (create, listing, revoke):
