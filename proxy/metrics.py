@@ -82,6 +82,18 @@ class Metrics:
         )
         self._retrieval = Counter("memproxy_retrieval", "memory lookups by outcome", ["outcome"], registry=r)
         self._injected = Histogram("memproxy_memories_injected", "memories per request", buckets=_COUNTS, registry=r)
+        self._considered = Histogram(
+            "memproxy_memories_considered",
+            "memories retrieved per request before the relevance cut",
+            buckets=_COUNTS,
+            registry=r,
+        )
+        self._skipped = Counter(
+            "memproxy_memory_skipped", "requests given no volatile block, by reason", ["reason"], registry=r
+        )
+        self._volatile_tokens = Histogram(
+            "memproxy_volatile_tokens", "tokens of the volatile block (paid every turn)", buckets=_TOKENS, registry=r
+        )
         self._memory_tokens = Histogram(
             "memproxy_memory_tokens", "cl100k tokens of injected memories per request", buckets=_TOKENS, registry=r
         )
@@ -131,12 +143,28 @@ class Metrics:
         self._requests.labels(route, model, str(status)).inc()
         self._duration.labels(route).observe(seconds)
 
-    def memory(self, *, outcome: str, seconds: float, injected: int, tokens: int, stable: bool) -> None:
-        """One memory lookup of a request (``outcome``: one of ``RETRIEVAL_OUTCOMES``)."""
+    def memory(
+        self,
+        *,
+        outcome: str,
+        seconds: float,
+        injected: int,
+        tokens: int,
+        stable: bool,
+        considered: int = 0,
+        volatile_tokens: int = 0,
+        skipped: str | None = None,
+    ) -> None:
+        """One memory lookup of a request (``outcome``: one of ``RETRIEVAL_OUTCOMES``; ``skipped``:
+        why it got no volatile block, see ``memcubes.relevance``)."""
         self._retrieval.labels(outcome).inc()
         self._memory_seconds.observe(seconds)
         self._injected.observe(injected)
         self._memory_tokens.observe(tokens)
+        self._considered.observe(considered)
+        self._volatile_tokens.observe(volatile_tokens)
+        if skipped is not None:
+            self._skipped.labels(skipped).inc()
         if stable:
             self._stable_requests.inc()
 

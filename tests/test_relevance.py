@@ -70,6 +70,9 @@ def test_chat_says_why_nothing_was_injected(proxy: Proxy) -> None:
     )
     assert raw.headers["x-memory-injected"] == "1" and "x-memory-reason" not in raw.headers
     assert raw.headers["x-memory-considered"] == "1"
+    with proxy.http() as http:
+        metrics = http.get("/metrics").text
+    assert 'memproxy_memory_skipped_total{reason="no-personal-context"} 1.0' in metrics
 
 
 def test_relevance_off_always_fills(proxy: Proxy) -> None:

@@ -119,6 +119,9 @@ class ChatService:
                 injected=len(plan.items),
                 tokens=plan.tokens,
                 stable=bool(plan.stable),
+                considered=plan.considered,
+                volatile_tokens=plan.volatile_tokens,
+                skipped=plan.reason,
             )
         if self._memory is not None and plan.relevant:
             self._memory.record_hits(plan.relevant)
