@@ -18,17 +18,17 @@ from memcubes import bundle, importers
 from memcubes.config import MemorySettings
 from memcubes.cube import CubeState, MemCube, utcnow
 from memcubes.embedder import Embedder, build_embedder
-from memcubes.errors import CubeNotFound, InvalidMemoryInput
+from memcubes.errors import CubeNotFound, InvalidMemoryInput, SpaceNotFound
 from memcubes.exchange import Exchange
 from memcubes.foreground import Foreground
 from memcubes.hot_vectors import HotVectors
 from memcubes.indexing import IndexSync
 from memcubes.lifecycle import Lifecycle, fact_slot
 from memcubes.reader import LLMComplete, build_readers
-from memcubes.retrieval import Retriever
+from memcubes.retrieval import Explanation, RetrievedItem, Retriever
 from memcubes.scheduler import InjectionPlan, MemScheduler
 from memcubes.spill import JournalSpill
-from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, Store
+from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, SpaceStats, Store
 from memcubes.vectors import VectorIndex, build_index
 from memcubes.writeback import MemoryChange, WriteBack
 
@@ -168,6 +168,23 @@ class MemoryOS:
         """Exactly what the chat path would inject for a user message equal to ``query``."""
         return await self.plan(spaces, [{"role": "user", "content": query}], top_k=top_k, token_budget=token_budget)
 
+    async def explain(
+        self, spaces: Sequence[str], query: str, *, top_k: int | None = None, token_budget: int | None = None
+    ) -> list[Explanation]:
+        """The retriever's ranked candidates for ``query`` with their dense, lexical and fused
+        scores (for the inspector's search playground; a search of its own, so no request's
+        plan pays for it)."""
+        async with self._foreground.busy():
+            result = await self.retriever.search(
+                spaces, query, top_k=top_k, token_budget=token_budget, explain=True
+            )
+        return result.explained
+
+    async def stable_block(self, space: str) -> list[RetrievedItem]:
+        """The space's stable block as the next request gets it: within its share of the budget."""
+        budget = int(self.settings.retrieval.token_budget * self.settings.scheduler.stable_share)
+        return await self.scheduler.stable_block([space], token_budget=budget)
+
     def record_hits(self, ranked_ids: Sequence[str]) -> None:
         """Credit heat to cubes retrieved as relevant, weighted by rank (1, 1/2, 1/3 ...) so that
         in a small space, where everything is retrieved, only what ranks high gets hot. Flushed
@@ -243,6 +260,24 @@ class MemoryOS:
 
     async def list_memories(self, query: CubeFilter) -> list[MemCube]:
         return await asyncio.to_thread(self.store.list_cubes, query)
+
+    async def space_page(
+        self, *, contains: str | None, after: str | None, limit: int, only: Sequence[str] | None = None
+    ) -> list[SpaceStats]:
+        """Spaces in name order with their counts, last activity and size; ``only`` restricts
+        the page to spaces a caller may see."""
+
+        def read() -> list[SpaceStats]:
+            names = self.store.space_page(contains=contains, after=after, limit=limit, only=only)
+            return [stats for name in names if (stats := self.store.space_stats(name)) is not None]
+
+        return await asyncio.to_thread(read)
+
+    async def space_stats(self, space: str) -> SpaceStats:
+        stats = await asyncio.to_thread(self.store.space_stats, space)
+        if stats is None:
+            raise SpaceNotFound(f"no space {space!r}")
+        return stats
 
     async def history(self, cube_id: str, *, spaces: Sequence[str] | None = None) -> list[HistoryRecord]:
         await self.get(cube_id, spaces=spaces)

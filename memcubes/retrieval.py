@@ -86,9 +86,22 @@ class RetrievedItem:
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Why a candidate ranked where it did (``explain`` searches, for the inspector): its dense
+    similarity and BM25 score (``None``: not in that ranking) and the fused score it is ranked by."""
+
+    cube_id: str
+    content: str
+    dense: float | None
+    lexical: float | None
+    fused: float
+
+
+@dataclass(frozen=True)
 class RetrievalResult:
     items: list[RetrievedItem] = field(default_factory=list)
     degraded: bool = False  # the vector index failed: lexical results only
+    explained: list[Explanation] = field(default_factory=list)  # live candidates, best first
 
     @property
     def tokens(self) -> int:
@@ -205,17 +218,17 @@ class Retriever:
             cached.names |= names
         return cached.names
 
-    async def _dense(self, space: str, vector: Vectors) -> list[str]:
-        """Cube ids, best first: exact and sentence-aware when the space is in RAM, else ANN."""
+    async def _dense(self, space: str, vector: Vectors) -> list[tuple[str, float]]:
+        """Cube ids and similarities, best first: exact and sentence-aware when the space is in
+        RAM, else ANN."""
         settings = self.settings
         vectors = self._hot.get(space)
         if vectors is None:
             hits = await self._index.query(space, vector, limit=settings.candidates)  # may raise: see search
-            return [cube_id for cube_id, sim in hits if sim >= settings.min_similarity]
-        ranked = vectors.ranked(
+            return [(cube_id, sim) for cube_id, sim in hits if sim >= settings.min_similarity]
+        return vectors.ranked(
             vector, sentence_weight=settings.sentence_weight, limit=settings.candidates, floor=settings.min_similarity
         )
-        return [cube_id for cube_id, _ in ranked]
 
     async def search(
         self,
@@ -225,18 +238,18 @@ class Retriever:
         top_k: int | None = None,
         token_budget: int | None = None,
         exclude: Iterable[str] = (),
+        explain: bool = False,
     ) -> RetrievalResult:
         settings = self.settings
         terms = query_terms(query)
         embedding = asyncio.ensure_future(self._embedder.embed([query]))
 
-        async def lexical(space: str) -> list[str]:
-            hits = await asyncio.to_thread(self._store.lexical, space, terms, limit=settings.candidates)
-            return [cube_id for cube_id, _ in hits]
+        async def lexical(space: str) -> list[tuple[str, float]]:
+            return await asyncio.to_thread(self._store.lexical, space, terms, limit=settings.candidates)
 
         degraded = False
 
-        async def dense(space: str) -> list[str]:
+        async def dense(space: str) -> list[tuple[str, float]]:
             nonlocal degraded
             try:
                 return await self._dense(space, (await embedding)[0])
@@ -258,8 +271,8 @@ class Retriever:
         query_vector = (await embedding)[0]
         scores = fuse(  # dense first: equal scores keep its order (the head is sorted stably)
             [
-                *((ranking, settings.dense_weight) for ranking in dense_runs),
-                *((ranking, settings.lexical_weight) for ranking in lexical_runs),
+                *(([c for c, _ in ranking], settings.dense_weight) for ranking in dense_runs),
+                *(([c for c, _ in ranking], settings.lexical_weight) for ranking in lexical_runs),
             ],
             k=settings.rrf_k,
         )
@@ -291,4 +304,14 @@ class Retriever:
                 yield item_of(cube, scores[cube_id], sentence=sentence)
 
         budget = token_budget if token_budget is not None else settings.token_budget
-        return RetrievalResult(fit(ranked_items(), top_k=limit, token_budget=budget), degraded=degraded)
+        explained: list[Explanation] = []
+        if explain:
+            dense_of = {c: s for run in dense_runs for c, s in run}
+            lexical_of = {c: s for run in lexical_runs for c, s in run}
+            explained = [
+                Explanation(c, cube.content, dense_of.get(c), lexical_of.get(c), scores[c])
+                for c, cube in sorted(cubes.items(), key=lambda pair: -scores[pair[0]])
+                if cube.is_live() and cube.space in spaces
+            ]
+        items = fit(ranked_items(), top_k=limit, token_budget=budget)
+        return RetrievalResult(items, degraded=degraded, explained=explained)

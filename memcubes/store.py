@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import sqlite3
 import threading
 import time
@@ -154,15 +155,30 @@ class ChangeSet:
 
 @dataclass(frozen=True)
 class CubeFilter:
-    """Filters of ``GET /v1/memories``; ``cursor`` is the last id of the previous page."""
+    """Filters of ``GET /v1/memories``; ``cursor`` is the last id of the previous page. ``text``
+    keeps memories whose content contains it (any state: the FTS index holds live ones only)."""
 
     space: str
     states: tuple[str, ...] = (CubeState.ACTIVE.value,)
     tag: str | None = None
     created_since: datetime | None = None
     created_until: datetime | None = None
+    text: str | None = None
+    oldest_first: bool = False
     cursor: str | None = None
     limit: int = 50
+
+
+@dataclass(frozen=True)
+class SpaceStats:
+    """A space at a glance: memories per state, when it last changed, and the bytes its memory
+    documents take (SQLite's own pages and the vector index add to that)."""
+
+    space: str
+    created_at: str
+    states: dict[str, int]
+    last_activity: str | None
+    bytes: int
 
 
 class Store:
@@ -304,7 +320,7 @@ class Store:
             sql.append(f"AND state IN ({','.join('?' * len(query.states))})")
             params.extend(query.states)
         if query.cursor:
-            sql.append("AND id < ?")
+            sql.append("AND id > ?" if query.oldest_first else "AND id < ?")
             params.append(query.cursor)
         if query.created_since:
             sql.append("AND created_at >= ?")
@@ -315,7 +331,10 @@ class Store:
         if query.tag:
             sql.append("AND EXISTS (SELECT 1 FROM json_each(json_extract(doc, '$.tags')) WHERE value = ?)")
             params.append(query.tag)
-        sql.append("ORDER BY id DESC LIMIT ?")
+        if query.text:
+            sql.append("AND json_extract(doc, '$.content') LIKE ? ESCAPE '\\'")
+            params.append("%" + re.sub(r"([\\%_])", r"\\\1", query.text) + "%")
+        sql.append("ORDER BY id ASC LIMIT ?" if query.oldest_first else "ORDER BY id DESC LIMIT ?")
         params.append(query.limit)
         return [self._cube(row) for row in self._read(" ".join(sql), params)]
 
@@ -554,6 +573,42 @@ class Store:
 
     def spaces(self) -> list[str]:
         return [row["space"] for row in self._read("SELECT space FROM spaces ORDER BY space")]
+
+    def space_page(
+        self, *, contains: str | None = None, after: str | None = None, limit: int, only: Sequence[str] | None = None
+    ) -> list[str]:
+        """Space names in order, after ``after``, containing ``contains`` (case-insensitively),
+        among ``only`` when given."""
+        sql = ["SELECT space FROM spaces WHERE space > ?"]
+        params: list[Any] = [after or ""]
+        if contains:
+            sql.append("AND instr(lower(space), lower(?)) > 0")
+            params.append(contains)
+        if only is not None:
+            sql.append("AND space IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(only)))
+        sql.append("ORDER BY space LIMIT ?")
+        params.append(limit)
+        return [row["space"] for row in self._read(" ".join(sql), params)]
+
+    def space_stats(self, space: str) -> SpaceStats | None:
+        """Counts from the (space, state) index; the size sums the documents of the space."""
+        created = self._read("SELECT created_at FROM spaces WHERE space = ?", (space,))
+        if not created:
+            return None
+        rows = self._read(
+            "SELECT state, count(*) AS n, sum(length(CAST(doc AS BLOB))) AS size FROM cubes WHERE space = ? "
+            "GROUP BY state",
+            (space,),
+        )
+        last = self._read("SELECT at FROM history WHERE space = ? ORDER BY seq DESC LIMIT 1", (space,))
+        return SpaceStats(
+            space=space,
+            created_at=created[0]["created_at"],
+            states={row["state"]: int(row["n"]) for row in rows},
+            last_activity=last[0]["at"] if last else None,
+            bytes=sum(int(row["size"] or 0) for row in rows),
+        )
 
     # -- seen messages ------------------------------------------------------------------------
 

@@ -23,9 +23,10 @@ from proxy.backends.base import answer_text
 from proxy.config import Settings
 from proxy.errors import install_error_handlers
 from proxy.limits import BodySizeLimit
-from proxy.routes import bundles, chat, health, memories, models
+from proxy.routes import bundles, chat, health, memories, models, spaces, ui
 from proxy.serving.chat import ChatService
 from proxy.serving.memories import MemoryService
+from proxy.serving.spaces import SpaceService
 
 log = logging.getLogger("memproxy")
 
@@ -86,6 +87,7 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
         app.state.memory = memory
         app.state.chat = ChatService(router=router, memory=memory, settings=settings)
         app.state.memories = MemoryService(memory=memory, settings=settings)
+        app.state.spaces = SpaceService(memories=app.state.memories)
         try:
             yield
         finally:
@@ -104,6 +106,6 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
         max_bytes=int(limits.max_request_size_mb * 1024 * 1024),
         path_limits={bundles.IMPORT_PATH: int(limits.max_import_size_mb * 1024 * 1024)},
     )
-    for module in (chat, models, memories, bundles, health):
+    for module in (chat, models, memories, bundles, spaces, health, ui):
         app.include_router(module.router)
     return app

@@ -20,9 +20,11 @@ from proxy.errors import InvalidRequest, MemoryUnavailable
 from proxy.protocol import (
     AddMemoriesRequest,
     AddMemoriesResponse,
+    InjectedBlocks,
     MemoryChangeOut,
     MemoryPage,
     Owner,
+    SearchCandidate,
     SearchRequest,
     SearchResponse,
     SearchResult,
@@ -122,7 +124,31 @@ class MemoryService:
             for block, items in _blocks(plan)
             for item in items
         ]
-        return SearchResponse(results=results, tokens=plan.tokens)
+        if not request.explain:
+            return SearchResponse(results=results, tokens=plan.tokens)
+        explained = await self.memory.explain(
+            [space], request.query, top_k=request.top_k, token_budget=request.token_budget
+        )
+        injected = set(plan.cube_ids)
+        return SearchResponse(
+            results=results,
+            tokens=plan.tokens,
+            candidates=[
+                SearchCandidate(
+                    id=item.cube_id,
+                    content=item.content,
+                    dense=item.dense,
+                    lexical=item.lexical,
+                    fused=item.fused,
+                    injected=item.cube_id in injected,
+                )
+                for item in explained
+            ],
+            injected=InjectedBlocks(
+                stable=layout.stable_block_message(plan.stable)["content"] if plan.stable else None,
+                volatile=layout.volatile_block(plan.volatile) if plan.volatile else None,
+            ),
+        )
 
     async def page(
         self,
@@ -134,6 +160,8 @@ class MemoryService:
         tag: str | None,
         since: datetime | None,
         until: datetime | None,
+        text: str | None,
+        oldest_first: bool,
         cursor: str | None,
         limit: int,
     ) -> MemoryPage:
@@ -143,6 +171,8 @@ class MemoryService:
             tag=tag,
             created_since=since,
             created_until=until,
+            text=text,
+            oldest_first=oldest_first,
             cursor=cursor,
             limit=limit + 1,
         )
