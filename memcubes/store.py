@@ -172,13 +172,20 @@ class CubeFilter:
 @dataclass(frozen=True)
 class SpaceStats:
     """A space at a glance: memories per state, when it last changed, and the bytes its memory
-    documents take (SQLite's own pages and the vector index add to that)."""
+    documents take (SQLite's own pages and the vector index add to that). Past ``SIZE_SAMPLE``
+    memories the size is estimated from that many of them, the first the (space, state) index
+    holds (``bytes_estimated``): summing every document of a 100,000-memory space reads all of it
+    (0.15-1 s on 2 busy cores), the sample ~30 ms."""
 
     space: str
     created_at: str
     states: dict[str, int]
     last_activity: str | None
     bytes: int
+    bytes_estimated: bool = False
+
+
+SIZE_SAMPLE = 2000
 
 
 class Store:
@@ -592,22 +599,29 @@ class Store:
         return [row["space"] for row in self._read(" ".join(sql), params)]
 
     def space_stats(self, space: str) -> SpaceStats | None:
-        """Counts from the (space, state) index; the size sums the documents of the space."""
+        """Counts from the (space, state) index; the size sums the documents (or a sample)."""
         created = self._read("SELECT created_at FROM spaces WHERE space = ?", (space,))
         if not created:
             return None
-        rows = self._read(
-            "SELECT state, count(*) AS n, sum(length(CAST(doc AS BLOB))) AS size FROM cubes WHERE space = ? "
-            "GROUP BY state",
-            (space,),
-        )
+        states = {
+            row["state"]: int(row["n"])
+            for row in self._read("SELECT state, count(*) AS n FROM cubes WHERE space = ? GROUP BY state", (space,))
+        }
+        sample = self._read(
+            "SELECT count(*) AS n, sum(length(CAST(doc AS BLOB))) AS size FROM cubes "
+            "WHERE rid IN (SELECT rid FROM cubes WHERE space = ? LIMIT ?)",
+            (space, SIZE_SAMPLE),
+        )[0]
+        total, sampled = sum(states.values()), int(sample["n"])
+        size = int(sample["size"] or 0)
         last = self._read("SELECT at FROM history WHERE space = ? ORDER BY seq DESC LIMIT 1", (space,))
         return SpaceStats(
             space=space,
             created_at=created[0]["created_at"],
-            states={row["state"]: int(row["n"]) for row in rows},
+            states=states,
             last_activity=last[0]["at"] if last else None,
-            bytes=sum(int(row["size"] or 0) for row in rows),
+            bytes=size if sampled >= total else round(size / sampled * total),
+            bytes_estimated=sampled < total,
         )
 
     # -- seen messages ------------------------------------------------------------------------

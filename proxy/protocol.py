@@ -254,6 +254,7 @@ class SpaceOut(_MemoryModel):
     created_at: str
     last_activity: str | None
     bytes: int = Field(description="size of the space's memory documents")
+    bytes_estimated: bool = Field(description="`bytes` is estimated from 2,000 of its memories")
 
 
 class SpacePage(_MemoryModel):

@@ -18,6 +18,7 @@ def space_json(stats: SpaceStats) -> SpaceOut:
         created_at=stats.created_at,
         last_activity=stats.last_activity,
         bytes=stats.bytes,
+        bytes_estimated=stats.bytes_estimated,
     )
 
 

@@ -199,7 +199,7 @@ async function spacesView(params) {
       cell("Active", space.memories.active || 0, "num"),
       cell("Other states", others || "—"),
       cell("Last activity", when(space.last_activity)),
-      cell("Storage", size(space.bytes), "num"));
+      cell("Storage", `${space.bytes_estimated ? "≈ " : ""}${size(space.bytes)}`, "num"));
   });
   show(
     h("h1", {}, "Spaces"),
@@ -233,7 +233,8 @@ async function spaceHeader(space, tab) {
     h("p", { class: "crumbs" }, h("a", { href: "#/spaces" }, "Spaces"), " / "),
     h("h1", {}, space),
     h("p", { class: "muted", id: "space-summary" },
-      `${counts || "no memories"} · last activity ${when(stats.last_activity)} · ${size(stats.bytes)}`),
+      `${counts || "no memories"} · last activity ${when(stats.last_activity)} · `
+      + `${stats.bytes_estimated ? "≈ " : ""}${size(stats.bytes)}`),
     h("div", { class: "actions" }, exportButton, forget),
     h("nav", { class: "tabs", "aria-label": "Space" }, link("", "Memories"), link("inject", "What will be injected")),
   ]];
