@@ -82,11 +82,6 @@ def _prepend(message: dict[str, Any], block: str) -> dict[str, Any]:
     return updated
 
 
-def volatile_block(items: Sequence[RetrievedItem]) -> str:
-    """The block prepended to the last user message."""
-    return render_block([item.text for item in items], heading=VOLATILE_HEADING)
-
-
 def stable_block_message(items: Sequence[RetrievedItem], *, cache_hint: bool = False) -> dict[str, Any]:
     """The system message holding the stable block. ``cache_hint`` marks it with Anthropic's
     ``cache_control`` (litellm passes it on), so Anthropic caches the prompt up to its end."""
@@ -117,7 +112,9 @@ def inject(
     if volatile:
         target = last_user_index(result)
         if target is not None:
-            result[target] = _prepend(result[target], volatile_block(volatile))
+            result[target] = _prepend(
+                result[target], render_block([item.text for item in volatile], heading=VOLATILE_HEADING)
+            )
     if stable:
         result.insert(stable_insert_index(result), stable_message or stable_block_message(stable))
     return result

@@ -273,14 +273,14 @@ class StableItem(_MemoryModel):
 
 
 class StableBlockOut(_MemoryModel):
-    """A space's stable block as the next request gets it: the system message (null when the
-    block is empty), its members, their tokens (what ``x-memory-tokens`` counts) and the whole
-    message's tokens."""
+    """A space's stable block as the next request gets it: the messages inserted after the
+    application's system messages (none when the block is empty), its members, their tokens
+    (what ``x-memory-tokens`` counts) and the inserted messages' tokens."""
 
     space: str
     items: list[StableItem]
     tokens: int
-    message: dict[str, Any] | None
+    messages: list[dict[str, Any]]
     message_tokens: int
 
 

@@ -195,7 +195,7 @@ def test_edit_pin_delete_and_purge(page: Page, inspector: Proxy) -> None:
     assert api(inspector, "GET", f"/v1/memories/{bike}").json()["pinned"] is True
     page.goto("/ui/#/space/user%3Adan/inject")
     stable = api(inspector, "GET", "/v1/spaces/user:dan/stable").json()
-    expect(page.locator("#stable-block")).to_have_text(stable["message"]["content"])
+    expect(page.locator("#stable-block pre")).to_have_text([message["content"] for message in stable["messages"]])
     expect(page.locator("#stable-block")).to_contain_text("Dan owns a green bike.")
     expect(page.locator("#stable-tokens")).to_contain_text(f"{stable['tokens']} tokens")
 

@@ -42,16 +42,16 @@ def test_the_stable_block_is_what_the_next_request_gets(proxy: Proxy, backend: o
     with proxy.http() as http:
         [pinned, _] = add(http, "dora", "Dora is allergic to peanuts.", "Dora works night shifts.")
         empty = http.get("/v1/spaces/user:dora/stable").json()
-        assert empty["items"] == [] and empty["message"] is None and empty["tokens"] == 0
+        assert empty["items"] == [] and empty["messages"] == [] and empty["tokens"] == 0
         http.patch(f"/v1/memories/{pinned}", json={"pinned": True})
         block = http.get("/v1/spaces/user:dora/stable").json()
         assert [item["id"] for item in block["items"]] == [pinned] and block["items"][0]["pinned"]
-        assert block["message"]["content"].startswith("<memories>\n" + STABLE_HEADING)
+        assert block["messages"][0]["content"].startswith("<memories>\n" + STABLE_HEADING)
         assert block["tokens"] == block["items"][0]["tokens"] < block["message_tokens"]
         client = OpenAI(base_url=f"{proxy.url}/v1", api_key="x", max_retries=0)
         client.chat.completions.create(model="fake", user="dora", messages=[{"role": "user", "content": "hi"}])
         sent = backend.last_body()["messages"]  # type: ignore[attr-defined]
-        assert sent[0] == block["message"]
+        assert sent[: len(block["messages"])] == block["messages"]
         assert http.get("/v1/spaces/user:nobody/stable").status_code == 404
 
 

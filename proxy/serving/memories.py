@@ -36,6 +36,10 @@ def _blocks(plan: InjectionPlan) -> list[tuple[Literal["stable", "volatile"], li
     return [("stable", plan.stable), ("volatile", plan.volatile)]
 
 
+def _block(items: list[RetrievedItem], *, heading: str) -> str | None:
+    return layout.render_block([item.text for item in items], heading=heading) if items else None
+
+
 def cube_json(cube: MemCube) -> dict[str, Any]:
     data = cube.model_dump(mode="json")
     data["sources"] = cube.sources
@@ -145,8 +149,8 @@ class MemoryService:
                 for item in explained
             ],
             injected=InjectedBlocks(
-                stable=layout.stable_block_message(plan.stable)["content"] if plan.stable else None,
-                volatile=layout.volatile_block(plan.volatile) if plan.volatile else None,
+                stable=_block(plan.stable, heading=layout.STABLE_HEADING),
+                volatile=_block(plan.volatile, heading=layout.VOLATILE_HEADING),
             ),
         )
 

@@ -41,11 +41,11 @@ class SpaceService:
         return space_json(await self._memories.memory.space_stats(space))
 
     async def stable(self, space: str) -> StableBlockOut:
-        """Exactly the system message the chat path inserts (``cache_control`` aside, which
-        Anthropic models get on the same text)."""
+        """Exactly the messages the chat path inserts (``cache_control`` aside, which Anthropic
+        models get on the same text)."""
         await self._memories.memory.space_stats(space)  # an unknown space is a 404, not an empty block
         items = await self._memories.memory.stable_block(space)
-        message = layout.stable_block_message(items) if items else None
+        messages = [layout.stable_block_message(items)] if items else []
         return StableBlockOut(
             space=space,
             items=[
@@ -55,6 +55,6 @@ class SpaceService:
                 for item in items
             ],
             tokens=sum(item.tokens for item in items),
-            message=message,
-            message_tokens=count_tokens(message["content"]) if message else 0,
+            messages=messages,
+            message_tokens=sum(count_tokens(message["content"]) for message in messages),
         )

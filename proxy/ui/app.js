@@ -18,7 +18,7 @@ function h(tag, attrs, ...children) {
     else if (name === "class") el.className = value;
     else el.setAttribute(name, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -349,8 +349,10 @@ async function injectView(space) {
     h("h2", {}, "Stable block of the next request"),
     h("p", { id: "stable-tokens" }, `${stable.items.length} memories, ${stable.tokens} tokens of memories `
       + `(${stable.message_tokens} tokens with its heading)`),
-    h("pre", { class: "block", id: "stable-block" }, stable.message ? stable.message.content
-      : "(empty: the next request gets no stable block; pin a memory or let one grow hot)"),
+    stable.messages.length ? h("div", { id: "stable-block" }, stable.messages.map((message) => [
+      h("h3", {}, `Inserted as a ${message.role} message`), h("pre", { class: "block" }, message.content)]))
+      : h("pre", { class: "block", id: "stable-block" },
+        "(empty: the next request gets no stable block; pin a memory or let one grow hot)"),
     ...playground(space));
 }
 
