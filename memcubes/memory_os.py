@@ -28,7 +28,7 @@ from memcubes.reader import LLMComplete, build_readers
 from memcubes.retrieval import Explanation, RetrievedItem, Retriever
 from memcubes.scheduler import InjectionPlan, MemScheduler
 from memcubes.spill import JournalSpill
-from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, SpaceStats, Store
+from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, SpaceScope, SpaceStats, Store
 from memcubes.vectors import VectorIndex, build_index
 from memcubes.writeback import MemoryChange, WriteBack
 
@@ -262,13 +262,13 @@ class MemoryOS:
         return await asyncio.to_thread(self.store.list_cubes, query)
 
     async def space_page(
-        self, *, contains: str | None, after: str | None, limit: int, only: Sequence[str] | None = None
+        self, *, contains: str | None, after: str | None, limit: int, scope: SpaceScope | None = None
     ) -> list[SpaceStats]:
-        """Spaces in name order with their counts, last activity and size; ``only`` restricts
+        """Spaces in name order with their counts, last activity and size; ``scope`` restricts
         the page to spaces a caller may see."""
 
         def read() -> list[SpaceStats]:
-            names = self.store.space_page(contains=contains, after=after, limit=limit, only=only)
+            names = self.store.space_page(contains=contains, after=after, limit=limit, scope=scope)
             return [stats for name in names if (stats := self.store.space_stats(name)) is not None]
 
         return await asyncio.to_thread(read)

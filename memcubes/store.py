@@ -188,6 +188,15 @@ class SpaceStats:
 SIZE_SAMPLE = 2000
 
 
+@dataclass(frozen=True)
+class SpaceScope:
+    """The spaces a listing may show (a caller's, when it may not see every space): those whose
+    name starts with ``prefix`` (``user:ali`` for a key acting for users ``ali*``) and ``names``."""
+
+    prefix: str | None = None
+    names: tuple[str, ...] = ()
+
+
 class Store:
     """SQLite system of record. Create with ``Store.open(path)``."""
 
@@ -582,18 +591,18 @@ class Store:
         return [row["space"] for row in self._read("SELECT space FROM spaces ORDER BY space")]
 
     def space_page(
-        self, *, contains: str | None = None, after: str | None = None, limit: int, only: Sequence[str] | None = None
+        self, *, contains: str | None = None, after: str | None = None, limit: int, scope: SpaceScope | None = None
     ) -> list[str]:
         """Space names in order, after ``after``, containing ``contains`` (case-insensitively),
-        among ``only`` when given."""
+        within ``scope`` when given."""
         sql = ["SELECT space FROM spaces WHERE space > ?"]
         params: list[Any] = [after or ""]
         if contains:
             sql.append("AND instr(lower(space), lower(?)) > 0")
             params.append(contains)
-        if only is not None:
-            sql.append("AND space IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(list(only)))
+        if scope is not None:
+            sql.append("AND (substr(space, 1, length(?)) = ? OR space IN (SELECT value FROM json_each(?)))")
+            params.extend([scope.prefix, scope.prefix, json.dumps(list(scope.names))])
         sql.append("ORDER BY space LIMIT ?")
         params.append(limit)
         return [row["space"] for row in self._read(" ".join(sql), params)]

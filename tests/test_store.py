@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from memcubes.cube import CubeState, MemCube
-from memcubes.store import SIZE_SAMPLE, ChangeSet, HistoryEvent, Store
+from memcubes.store import SIZE_SAMPLE, ChangeSet, HistoryEvent, SpaceScope, Store
 
 MIB = 1024 * 1024
 
@@ -72,5 +72,8 @@ def test_space_stats_count_every_state_and_estimate_the_size_of_a_large_space(tm
     assert store.space_page(limit=1) == ["user:big"]
     assert store.space_page(limit=5, after="user:big") == ["user:small"]
     assert store.space_page(limit=5, contains="SMA") == ["user:small"]
-    assert store.space_page(limit=5, only=["user:small", "user:other"]) == ["user:small"]
+    assert store.space_page(limit=5, scope=SpaceScope(names=("user:small", "user:other"))) == ["user:small"]
+    assert store.space_page(limit=5, scope=SpaceScope(prefix="user:b")) == ["user:big"]
+    assert store.space_page(limit=5, scope=SpaceScope(prefix="user:x", names=("user:small",))) == ["user:small"]
+    assert store.space_page(limit=5, scope=SpaceScope()) == []
     store.close()

@@ -4,7 +4,7 @@ stable block each one's next request would get."""
 from __future__ import annotations
 
 from memcubes import layout
-from memcubes.store import SpaceStats
+from memcubes.store import SpaceScope, SpaceStats
 from memcubes.tokens import count_tokens
 from proxy.protocol import SpaceOut, SpacePage, StableBlockOut, StableItem
 from proxy.serving.memories import MemoryService
@@ -26,9 +26,12 @@ class SpaceService:
     def __init__(self, *, memories: MemoryService) -> None:
         self._memories = memories
 
-    async def page(self, *, contains: str | None, cursor: str | None, limit: int) -> SpacePage:
-        """Spaces in name order; ``cursor`` is the last name of the previous page."""
-        found = await self._memories.memory.space_page(contains=contains, after=cursor, limit=limit + 1)
+    async def page(
+        self, *, contains: str | None, cursor: str | None, limit: int, scope: SpaceScope | None = None
+    ) -> SpacePage:
+        """Spaces in name order, within ``scope`` (the caller's spaces; ``None``: all); ``cursor``
+        is the last name of the previous page."""
+        found = await self._memories.memory.space_page(contains=contains, after=cursor, limit=limit + 1, scope=scope)
         page = found[:limit]
         has_more = len(found) > limit
         return SpacePage(
