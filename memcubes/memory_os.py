@@ -19,7 +19,7 @@ from memcubes.config import MemorySettings
 from memcubes.cube import CubeState, MemCube, utcnow
 from memcubes.embedder import Embedder, build_embedder
 from memcubes.errors import CubeNotFound, InvalidMemoryInput, SpaceNotFound
-from memcubes.exchange import Exchange
+from memcubes.exchange import Exchange, Turn
 from memcubes.foreground import Foreground
 from memcubes.hot_vectors import HotVectors
 from memcubes.indexing import IndexSync
@@ -257,6 +257,18 @@ class MemoryOS:
         if cube is None or (spaces is not None and cube.space not in spaces):
             raise CubeNotFound(f"no memory with id {cube_id}")
         return cube
+
+    async def source_messages(self, cube_id: str, *, spaces: Sequence[str] | None = None) -> list[Turn]:
+        """The messages a memory was distilled from, as journalled with its exchange (a message
+        whose exchange was not journalled, e.g. an imported memory's, is not found)."""
+        cube = await self.get(cube_id, spaces=spaces)
+        if cube.source.exchange_id is None:
+            return []
+        entry = await asyncio.to_thread(self.store.journal_get, cube.source.exchange_id)
+        if entry is None or entry.space != cube.space:
+            return []
+        wanted = set(cube.sources)
+        return [turn for turn in Exchange.model_validate(entry.payload).turns if turn.id in wanted]
 
     async def list_memories(self, query: CubeFilter) -> list[MemCube]:
         return await asyncio.to_thread(self.store.list_cubes, query)

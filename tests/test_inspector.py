@@ -137,6 +137,7 @@ def test_log_in_list_spaces_and_follow_a_superseded_fact(
     expect(page.locator("#memory-content")).to_have_text("I live in Lisbon.")
     expect(page.locator("h1")).to_contain_text("superseded")
     expect(page.locator("#history li")).to_have_count(2)  # ADD, then SUPERSEDE
+    expect(page.locator("#source-messages li")).to_contain_text(["I live in Lisbon."])
     expect(page.locator("#rel-superseded-by")).to_have_text("I moved to Porto. active")
     page.locator("#rel-superseded-by a").click()
     expect(page.locator("#memory-content")).to_have_text("I moved to Porto.")

@@ -106,3 +106,20 @@ def test_the_inspector_page_is_served_with_a_strict_policy(proxy: Proxy) -> None
         assert http.get("/ui/../proxy/app.py").status_code == 404
         assert http.get("/ui/secrets.txt").status_code == 404
         assert http.get("/v1/spaces").status_code in (200, 401)
+
+
+def test_a_memorys_source_messages_come_from_its_journalled_exchange(proxy: Proxy) -> None:
+    with proxy.http() as http:
+        messages = [
+            {"role": "user", "content": "My brother Tom is a dentist.", "id": "m-1", "name": "gus"},
+            {"role": "assistant", "content": "Nice!", "id": "m-2"},
+        ]
+        added = http.post("/v1/memories", json={"user": "gus", "messages": messages, "mode": "raw", "sync": True})
+        first = added.json()["results"][0]["id"]
+        sources = http.get(f"/v1/memories/{first}/sources").json()["data"]
+        assert [(m["id"], m["role"], m["name"], m["content"]) for m in sources] == [
+            ("m-1", "user", "gus", "My brother Tom is a dentist.")
+        ]
+        [fact] = add(http, "gus", "Gus collects stamps.")
+        assert http.get(f"/v1/memories/{fact}/sources").json()["data"] == []
+        assert http.get("/v1/memories/nope/sources").status_code == 404

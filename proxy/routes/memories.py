@@ -111,6 +111,12 @@ async def memory_history(memory_id: str, memories: Service) -> dict[str, Any]:
     return {"object": "list", "data": await memories.history(memory_id)}
 
 
+@router.get("/v1/memories/{memory_id}/sources", responses=_ERRORS)
+async def memory_sources(memory_id: str, memories: Service) -> dict[str, Any]:
+    """The messages the memory was distilled from (those journalled with its exchange)."""
+    return {"object": "list", "data": await memories.sources(memory_id)}
+
+
 @router.delete("/v1/spaces/{space:path}", responses=_ERRORS)
 async def forget_space(space: str, memories: Service) -> dict[str, Any]:
     """Forget everything of one space (a user), in SQLite and in the vector index; nothing else."""

@@ -198,6 +198,10 @@ class MemoryService:
     async def delete(self, cube_id: str, *, purge: bool) -> None:
         await self.memory.delete(cube_id, purge=purge)
 
+    async def sources(self, cube_id: str) -> list[dict[str, Any]]:
+        turns = await self.memory.source_messages(cube_id)
+        return [turn.model_dump(mode="json", exclude={"generated"}) for turn in turns]
+
     async def history(self, cube_id: str) -> list[dict[str, Any]]:
         return [history_json(record) for record in await self.memory.history(cube_id)]
 

@@ -362,7 +362,8 @@ function facts(pairs) {
 
 async function memoryView(id) {
   const cube = await apiJson("GET", `/v1/memories/${encodeURIComponent(id)}`);
-  const history = (await apiJson("GET", `/v1/memories/${encodeURIComponent(id)}/history`)).data;
+  const [history, messages] = await Promise.all(["history", "sources"].map(
+    async (part) => (await apiJson("GET", `/v1/memories/${encodeURIComponent(id)}/${part}`)).data));
   const related = Object.fromEntries(await Promise.all([cube.supersedes, cube.superseded_by].filter(Boolean).map(
     async (otherId) => [otherId, await apiJson("GET", `/v1/memories/${encodeURIComponent(otherId)}`).catch(() => null)])));
   const path = `/v1/memories/${encodeURIComponent(id)}`;
@@ -426,6 +427,11 @@ async function memoryView(id) {
       source.names && source.names.length && ["Speakers", source.names.join(", ")],
       ...extra,
     ])),
+    h("h2", {}, "Source messages"),
+    messages.length ? h("ol", { class: "history", id: "source-messages" }, messages.map((message) => h("li", {},
+      h("b", {}, message.name || message.role), ` · ${when(message.created_at)} · ${message.id}`,
+      h("div", { class: "content-small" }, message.content))))
+      : h("p", { class: "muted" }, "Not journalled here (an imported memory, or stated as a fact)."),
     h("h2", {}, "History"),
     h("ol", { class: "history", id: "history" }, history.map((entry) => h("li", {},
       h("b", {}, entry.event), ` v${entry.memory.version} · ${when(entry.at)}`, entry.reason ? ` · ${entry.reason}` : "",
