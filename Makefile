@@ -40,6 +40,7 @@ bench: install
 
 eval: install
 	$(BIN)/memproxy eval locomo --data $(LOCOMO)
+	$(BIN)/memproxy eval updates --corpus tests/fixtures/updates_corpus.txt
 
 lint: install
 	$(BIN)/ruff check proxy memcubes tests bench

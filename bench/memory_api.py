@@ -30,6 +30,15 @@ async def seed_space(client: aiohttp.ClientSession, url: str, *, user: str, coun
     return added
 
 
+async def create_key(client: aiohttp.ClientSession, url: str, *, user_prefix: str) -> str:
+    """The secret of a new key for the users whose id starts with ``user_prefix`` (created by the
+    master key)."""
+    async with client.post(f"{url}/v1/keys", json={"user_prefix": user_prefix}, headers=HEADERS) as response:
+        response.raise_for_status()
+        secret: str = (await response.json())["key"]
+    return secret
+
+
 async def journal(client: aiohttp.ClientSession, url: str) -> dict[str, int]:
     async with client.get(f"{url}/readyz") as response:
         checks = (await response.json()).get("checks", {})

@@ -9,6 +9,8 @@ after a warm-up of every target:
 - ``litellm``: LiteLLM proxy (``litellm[proxy]`` in ``bench/.venv-litellm``), same model_list,
   one worker, no database or callbacks: a pure passthrough;
 - ``memory off``: memproxy with ``X-Memory-Mode: off`` (a passthrough too);
+- ``memory off, user key`` (only with ``--with-key``): the same with a key for the bench's users
+  (``user_prefix``) instead of the master key: the difference is what checking the key costs;
 - ``memory read`` (only with ``--with-read``): memproxy retrieving and injecting, no write-back;
 - ``memory on``: memproxy with memory. Each cell has its own space, seeded with 1,000 memories;
   every request retrieves from it and injects (hot memories are kept out of the stable block so
@@ -50,6 +52,8 @@ from bench.servers import Server, litellm_proxy, memproxy, scripted_backend
 from bench.stats import percentile, table
 
 DIRECT, LITELLM, OFF, READ, ON = "direct", "litellm", "memory off", "memory read", "memory on"
+KEYED = "memory off, user key"
+KEY_CHECK_TARGET_MS = 1.0
 ADDED_P50_TARGET_MS = 10.0
 
 
@@ -78,6 +82,7 @@ class Servers:
     backend: Server
     memproxy: Server
     litellm: Server | None
+    user_key: str | None = None
 
 
 def targets(servers: Servers, cell: Cell, client: aiohttp.ClientSession, *, with_read: bool) -> list[Target]:
@@ -87,6 +92,9 @@ def targets(servers: Servers, cell: Cell, client: aiohttp.ClientSession, *, with
         found.append(Target(LITELLM, servers.litellm.url + chat, server=servers.litellm))
     proxy = servers.memproxy
     found.append(Target(OFF, proxy.url + chat, {"X-Memory-Mode": "off"}, server=proxy, memory_status="off"))
+    if servers.user_key is not None:
+        keyed = {"X-Memory-Mode": "off", "authorization": f"Bearer {servers.user_key}"}
+        found.append(Target(KEYED, proxy.url + chat, keyed, server=proxy, memory_status="off"))
     if with_read:  # retrieval and injection without write-back: what write-back costs, by difference
         headers = {"X-Memory-User": cell.user, "X-Memory-Mode": "read"}
         found.append(Target(READ, proxy.url + chat, headers, server=proxy, memory_status="ok"))
@@ -180,6 +188,14 @@ def verdicts(measured: list[tuple[Cell, dict[str, Sample]]]) -> list[str]:
             for name, s in results.items()
         }
         where = f"{cell.mode} c={cell.concurrency}"
+        if KEYED in results:
+            for q, index in (("p50", 0), ("p99", 1)):
+                cost = added[KEYED][index] - added[OFF][index]
+                ok = cost <= KEY_CHECK_TARGET_MS
+                lines.append(
+                    f"{where}: a user key instead of the master key adds {q} {cost:.2f} ms <= "
+                    f"{KEY_CHECK_TARGET_MS:.0f} ms: {'met' if ok else 'MISSED'}"
+                )
         if cell.concurrency == 1:
             ok = added[ON][0] <= ADDED_P50_TARGET_MS
             lines.append(
@@ -222,9 +238,10 @@ async def run(args: argparse.Namespace) -> str:
         lite = None
         if litellm is not None:
             lite = stack.enter_context(litellm_proxy(executable=litellm, backend_url=backend.url, workdir=work))
-        servers = Servers(backend, proxy, lite)
         started = time.perf_counter()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as control:
+            key = await memory_api.create_key(control, proxy.url, user_prefix="bench-") if args.with_key else None
+            servers = Servers(backend, proxy, lite, key)
             for cell in cells:
                 await memory_api.seed_space(control, proxy.url, user=cell.user, count=args.memories)
             await memory_api.settle(control, proxy.url)()
@@ -289,6 +306,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-litellm", action="store_true", help="skip LiteLLM proxy")
     group.add_argument(
         "--with-read", action="store_true", help="also measure memproxy with X-Memory-Mode: read (no write-back)"
+    )
+    group.add_argument(
+        "--with-key", action="store_true", help="also measure memory off with a user key instead of the master key"
     )
 
 

@@ -385,16 +385,16 @@ def plan_import(
     """Decide every write of an import without touching the store.
 
     ``existing`` are stored cubes sharing an id with the bundle, ``recorded`` their history.
-    skip keeps them; overwrite replaces them (only within ``space``: a cube of another space is
-    never taken over) and adds the bundle's events they lack, plus an ``IMPORT`` event when the
-    cube changed; new-ids gives every bundle cube a fresh id, links renamed to match."""
-    ids = {cube.id: new_id() for cube in sorted(contents.cubes, key=lambda c: c.id)} if on_conflict == "new-ids" else {}
-    foreign = sorted(cube_id for cube_id, cube in existing.items() if cube.space != space)
-    if on_conflict == "overwrite" and foreign:
-        raise BundleError(
-            f"cube {foreign[0]} exists in space {existing[foreign[0]].space!r}; overwrite replaces cubes of "
-            f"{space!r} only: import with on_conflict=new-ids to make a copy"
-        )
+    skip keeps them; overwrite replaces them and adds the bundle's events they lack, plus an
+    ``IMPORT`` event when the cube changed; new-ids gives every bundle cube a fresh id, links
+    renamed to match. A cube whose id belongs to another space gets a fresh id whatever
+    ``on_conflict`` says: an import never takes over another space's cube, and its answer (no
+    error, no skip) is the same as for an id that does not exist, so it reveals nothing about
+    spaces the importer may not see."""
+    foreign = {cube_id for cube_id, cube in existing.items() if cube.space != space}
+    renamed = sorted(cube.id for cube in contents.cubes if on_conflict == "new-ids" or cube.id in foreign)
+    ids = {cube_id: new_id() for cube_id in renamed}
+    existing = {cube_id: cube for cube_id, cube in existing.items() if cube_id not in foreign}
     changes = ChangeSet()
     written: dict[str, MemCube] = {}
     overwritten = skipped = 0

@@ -31,6 +31,16 @@ class ExtractionSettings(_Strict):
     dedupe_threshold: float = Field(
         0.95, ge=0.0, le=1.0, description="cosine similarity at or above which a new memory is a duplicate"
     )
+    episodes: bool = Field(
+        True,
+        description="also keep each message as an episodic memory (the evidence) beside the facts distilled "
+        "from it; raw mode keeps episodes only",
+    )
+    episode_roles: list[str] = Field(
+        default_factory=lambda: ["user"],
+        description="message roles kept as episodes (add assistant to keep the answers too; they often restate "
+        "the memories injected into them)",
+    )
 
 
 RETRIEVAL_PRESETS: dict[str, dict[str, Any]] = {
@@ -54,12 +64,41 @@ class RetrievalSettings(_Strict):
     rrf_k: int = Field(10, ge=1, description="reciprocal-rank fusion constant: lower trusts top ranks more")
     dense_weight: float = Field(1.0, ge=0)
     lexical_weight: float = Field(1.0, ge=0)
+    hop_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a second, lexical hop on the words the best first-hop memories add (0: one hop; "
+        "0.5 measured on the LOCOMO dev split: multi-hop +0.010, overall -0.008)",
+    )
+    time_weight: float = Field(
+        1.0, ge=0, description="weight of the memories dated in a window the query names (0: ignore dates)"
+    )
     sentence_weight: float = Field(
         0.5, ge=0, le=1, description="dense score = (1-w) * whole-text similarity + w * best-sentence similarity"
     )
     speaker_boost: float = Field(2.0, ge=1, description="score factor for memories of a speaker the query names")
+    stale_episode_weight: float = Field(
+        0.25, ge=0, le=1, description="score factor for an episode whose fact was superseded (history, not current)"
+    )
     compact: bool = Field(True, description="render a long memory as its sentence most relevant to the query")
     min_similarity: float = Field(-1.0, ge=-1.0, le=1.0)
+    relevance: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: no volatile block for turns that need no personal context (small talk, arithmetic, "
+        "generic tasks) and none of memories below min_relevance; off: always fill top_k",
+    )
+    min_relevance: float = Field(
+        0.0, ge=-1.0, le=1.0, description="auto: a retrieved memory less similar than this (cosine) is not injected"
+    )
+    impersonal_min_relevance: float = Field(
+        0.35,
+        ge=-1.0,
+        le=1.0,
+        description="auto: a turn that does not speak of the user gets memory only when the best match is this close",
+    )
+    profile_floor: int = Field(
+        5, ge=0, le=20, description="auto: profile facts a personal turn asking advice (or matching nothing) gets"
+    )
     hot_vectors_mb: int = Field(512, ge=0, description="RAM for the vectors of recently searched spaces")
     timeout_ms: int = Field(2000, ge=1, description="a slower lookup is abandoned (status degraded)")
 
@@ -76,7 +115,11 @@ class EmbedderSettings(_Strict):
     kind: Literal["onnx", "sentence-transformers"] = Field(
         "onnx", description="onnx: the same model run by ONNX Runtime (2.5x faster here), torch as fallback"
     )
-    model: str | None = Field(None, description="path or hub id; default is the bundled all-MiniLM-L6-v2")
+    model: str | None = Field(
+        None,
+        description="a sentence-transformers model folder (or hub id, when online); 'multilingual' for the "
+        "bundled multilingual encoder (16 languages); default: the bundled all-MiniLM-L6-v2 (English)",
+    )
     device: str = "cpu"
     batch_size: int = Field(64, ge=1)
     cache_size: int = Field(8192, ge=0, description="texts whose embeddings are kept (LRU)")
@@ -107,10 +150,25 @@ class VectorIndexSettings(_Strict):
 
 class SchedulerSettings(_Strict):
     """The MemScheduler: the stable block (pinned and hot memories, at the start of the prompt,
-    cacheable) and the per-session working memory."""
+    cacheable, frozen per conversation) and the per-session working memory."""
 
     stable_max: int = Field(16, ge=0, description="promoted (non-pinned) memories in the stable block")
     stable_share: float = Field(0.5, ge=0.0, le=1.0, description="share of the token budget the stable block may use")
+    stable_token_budget: int | None = Field(
+        None, ge=0, description="cl100k tokens for the stable block (default: stable_share of retrieval.token_budget)"
+    )
+    volatile_token_budget: int | None = Field(
+        None,
+        ge=0,
+        description="cl100k tokens for the volatile block, which no prefix cache holds "
+        "(default: what the stable block leaves of retrieval.token_budget)",
+    )
+    stable_refresh_minutes: float = Field(
+        60.0,
+        ge=0,
+        description="a conversation keeps the stable block it was first shown (promotions wait for the next one) "
+        "until it has been idle this long; 0 turns the freeze off",
+    )
     promote_heat: float = Field(4.0, gt=0, description="heat at which a memory joins the stable block")
     demote_heat: float = Field(1.0, ge=0, description="heat below which it leaves (hysteresis: < promote_heat)")
     heat_half_life_hours: float = Field(72.0, gt=0)

@@ -123,6 +123,12 @@ class MemCube(BaseModel):
         return self.source.message_ids
 
     @property
+    def is_episode(self) -> bool:
+        """A message kept as said (``meta.layer: episode``): the evidence facts are distilled from.
+        Lifecycle rules (update, delete, validity) act on facts; episodes are only deduplicated."""
+        return self.meta.get("layer") == "episode"
+
+    @property
     def occurred_at(self) -> datetime:
         """When the memory happened in the world: the time used to date it in a prompt."""
         return self.valid_from or self.created_at

@@ -202,8 +202,13 @@ def _bundled_minilm_path() -> str:
 
 
 def build_embedder(settings: EmbedderSettings, *, cache_dir: Path | None = None) -> Embedder:
-    """``onnx`` (default) falls back to ``sentence-transformers`` when the export cannot be used."""
+    """``onnx`` (default) falls back to ``sentence-transformers`` when the export cannot be used;
+    ``model: multilingual`` is its own (``memcubes.use_embedder``), whatever the kind."""
     cache_dir = cache_dir or settings.cache_dir or default_cache_dir() / "embedders"
+    if settings.model == "multilingual":
+        from memcubes.use_embedder import UseEmbedder
+
+        return UseEmbedder(settings)
     if settings.kind == "sentence-transformers":
         return SentenceTransformerEmbedder(settings)
     if settings.kind != "onnx":

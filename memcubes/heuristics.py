@@ -17,7 +17,18 @@ from dataclasses import dataclass
 
 from memcubes.sentences import split_sentences
 
-__all__ = ["FactKey", "extract_facts", "fact_key", "negation_of", "normalize"]
+__all__ = [
+    "JOB_WORDS",
+    "FactKey",
+    "canon_words",
+    "canonical",
+    "clean",
+    "extract_facts",
+    "fact_key",
+    "negation_of",
+    "normalize",
+    "says_nothing",
+]
 
 
 @dataclass(frozen=True)
@@ -89,7 +100,7 @@ def _wordset(words: str) -> frozenset[str]:
     return frozenset(words.split())
 
 
-_JOB_HEADS = _wordset(
+JOB_WORDS = _wordset(
     "accountant actor actress analyst architect artist assistant attorney author baker banker barber barista "
     "bartender broker carpenter cashier chef cleaner clerk coach consultant cook counselor counsellor dancer "
     "dentist designer developer director doctor driver economist editor electrician entrepreneur farmer "
@@ -139,7 +150,7 @@ def _is_job(value: str) -> bool:
     return (
         0 < len(words) <= 4
         and not _NOT_JOB.intersection(words)
-        and (words[-1] in _JOB_HEADS or words[-1].endswith(_JOB_SUFFIXES))
+        and (words[-1] in JOB_WORDS or words[-1].endswith(_JOB_SUFFIXES))
     )
 
 
@@ -370,9 +381,9 @@ _TRAILER = re.compile(
     re.I,
 )
 _LEAD_TIME = re.compile(
-    r"^(?:yesterday|today|tonight|recently|lately|nowadays|currently|now|finally|"
+    r"^(?:yesterday|today|tonight|recently|lately|nowadays|these\s+days|currently|now|finally|"
     r"(?:last|this|next)\s+\w+|(?:back\s+)?in\s+\d{4}|since\s+\d{4}|"
-    r"as\s+of\s+\w+(?:\s+\d{4})?|(?:\d+|an?|one|two|three|a\s+few|a\s+couple\s+of|several)"
+    r"as\s+of\s+(?:this\s+|last\s+)?\w+(?:\s+\d{4})?|(?:\d+|an?|one|two|three|a\s+few|a\s+couple\s+of|several)"
     r"\s+\w+\s+ago)\s*,?\s+",
     re.I,
 )
@@ -382,7 +393,8 @@ _EMOJI = re.compile(
 )
 
 
-def _canonical(text: str) -> str:
+def canonical(text: str) -> str:
+    """Contractions spelt one way ("I am" and "im" are "i'm", "do not" is "don't")."""
     for pattern, replacement in _CANONICAL:
         text = pattern.sub(replacement, text)
     return text
@@ -392,9 +404,10 @@ def _strip_filler(text: str) -> str:
     return _TRAILER.sub("", _LEAD_FILLER.sub("", text.strip(), count=1), count=1).strip()
 
 
-def _prepare(statement: str) -> str:
+def clean(statement: str) -> str:
+    """A statement as the rules read it: canonical contractions, no emoji, no leading filler or time."""
     text = " ".join(_EMOJI.sub(" ", unicodedata.normalize("NFKC", statement)).split())
-    return _strip_filler(_LEAD_TIME.sub("", _strip_filler(_canonical(text)), count=1))
+    return _strip_filler(_LEAD_TIME.sub("", _strip_filler(canonical(text)), count=1))
 
 
 _INITIALISM = re.compile(r"\b(?:[a-z]\.)+[a-z]\b\.?")  # "the U.S." and "the US" are one place
@@ -407,7 +420,8 @@ def _cut_value(raw: str) -> str:
     return " ".join(value.strip(" \"'.").split())
 
 
-def _canon_words(text: str) -> str:
+def canon_words(text: str) -> str:
+    """Words with their spelling variants folded ("mum" and "mom" are "mother")."""
     return " ".join(_SYNONYMS.get(word, word) for word in text.casefold().split())
 
 
@@ -416,7 +430,7 @@ def _match(rules: tuple[_Rule, ...], statement: str, *, retraction: bool) -> Fac
 
     A rejected value falls through to later phrasings ("I'm a vegetarian" is no job, but it is a diet).
     """
-    text = _prepare(statement)
+    text = clean(statement)
     for rule in rules:
         found = rule.pattern.match(text)
         if found is None:
@@ -435,9 +449,9 @@ def _match(rules: tuple[_Rule, ...], statement: str, *, retraction: bool) -> Fac
             continue
         attribute = rule.attribute
         if groups.get("attr"):
-            attribute = f"{attribute} {_canon_words(groups['attr'])}"
+            attribute = f"{attribute} {canon_words(groups['attr'])}"
         value = _ARTICLE.sub("", value)
-        return FactKey(_canon_words(groups.get("subj") or "user"), attribute, _SYNONYMS.get(value, value))
+        return FactKey(canon_words(groups.get("subj") or "user"), attribute, _SYNONYMS.get(value, value))
     return None
 
 
@@ -530,6 +544,14 @@ _TRAIT = re.compile(
 )
 # A sentence that stops on a preposition or determiner was cut short ("My name is", "I live in").
 _DANGLING = re.compile(r"\b(?:in|at|to|for|of|from|with|by|my|our|the|a|an|is|are|was|and|but|or|because)$", re.I)
+# Chat drops the subject of news ("Moved to Porto last week!"): the speaker's, restored.
+_ELIDED_SUBJECT = re.compile(
+    r"^(?=(?:just\s+|finally\s+)?(?:moved|relocated|quit|left|started|sold|switched|broke\s+up|adopted|bought|"
+    r"graduated|transferred|got\s+(?:married|engaged|divorced|hired|promoted|fired|laid\s+off)|retired|"
+    r"resigned)\b)",
+    re.I,
+)
+_ELIDED_OWNER = re.compile(r"^new\s+(?:\w+\s+)?(?:number|phone|e-?mail|address|job|car)\b", re.I)
 _LONE_I = re.compile(r"(?<![\w.'])i(?=\s|'|$)")
 
 
@@ -561,7 +583,7 @@ def _is_fact(statement: str) -> bool:
         return False
     if fact_key(statement) is not None or negation_of(statement) is not None:
         return True
-    text = _canonical(statement)
+    text = canonical(statement)
     if (
         _CHITCHAT.match(text)
         or _CHITCHAT_START.match(text)
@@ -584,6 +606,10 @@ def extract_facts(text: str) -> list[str]:
         if sentence.endswith(":") and _REQUEST_CUT.match(body):
             break  # "Translate this:" — what follows is material to work on, not the speaker talking
         candidate = _strip_filler(_statement_part(body, asks="?" in sentence[-2:]))
+        if _ELIDED_SUBJECT.match(candidate):
+            candidate = f"I {candidate[0].lower()}{candidate[1:]}"
+        elif _ELIDED_OWNER.match(candidate):
+            candidate = f"My {candidate[0].lower()}{candidate[1:]}"
         if not _is_fact(candidate):
             continue
         tidy = _LONE_I.sub("I", " ".join(candidate.split()))
@@ -592,3 +618,23 @@ def extract_facts(text: str) -> list[str]:
             seen.add(normalize(fact))
             facts.append(fact)
     return facts
+
+
+def says_nothing(text: str) -> bool:
+    """True when no sentence of a message states anything: greetings, acknowledgements, questions
+    and requests only ("hi there!", "thanks, that helps", "What's 2+2?"): nothing a later turn
+    could need as evidence."""
+    for sentence in _sentences(text):
+        body = _strip_filler(sentence)
+        statement = _strip_filler(_statement_part(body, asks="?" in sentence[-2:]))
+        folded = canonical(statement)
+        words = len(statement.split()) if " " in statement else len(statement) // _CHARS_PER_WORD
+        if _is_fact(statement) or (
+            words >= _STATEMENT_WORDS and not (_CHITCHAT.match(folded) or _CHITCHAT_START.match(folded))
+        ):
+            return False
+    return True
+
+
+_CHARS_PER_WORD = 2  # scripts written without spaces (Japanese, Chinese): about two characters a word
+_STATEMENT_WORDS = 4  # shorter, a sentence that is not a fact is small talk ("hi there, thanks")

@@ -4,15 +4,18 @@ Memories must evolve instead of piling up ("I moved to Porto" retires "I live in
 candidate is compared with the space's similar and same-subject cubes and gets one decision:
 
 - ADD: new information;
-- UPDATE: same subject and attribute as a live cube, new value: a new cube that ``supersedes``
-  the old one, whose state becomes ``superseded`` and whose ``valid_to`` is the new ``valid_from``;
-- DELETE: an explicit retraction ("I no longer live in Lisbon"): the old cube's state becomes
-  ``deleted``; its history is kept;
+- UPDATE: a statement of change ("I moved to Porto", "I quit my nursing job; I'm now a tester",
+  "I no longer live in Lisbon") or a new value for a fact that holds one: a new cube that
+  ``supersedes`` the old one, whose state becomes ``superseded`` and whose ``valid_to`` is the new
+  ``valid_from`` (when the change happened, where the text says: "last week"). The old fact stays in
+  history and answers questions about the past;
+- DELETE: the judge model says a memory was never true; its history is kept;
 - NOOP: an exact or near duplicate; the existing cube only gains the new message ids as sources.
 
-In ``heuristic`` mode rules decide (near duplicate → NOOP; same speaker, subject and attribute with
-a new value → UPDATE; explicit retraction → DELETE); in ``llm`` mode a judge model decides, shown
-the similar memories under small integer ids, and the rules decide whenever its answer is unusable;
+In ``heuristic`` mode rules decide (near duplicate → NOOP; a retraction, the same fact key with a
+new value, or a change found by meaning among the embedding neighbours (``memcubes.updates``) →
+UPDATE); in ``llm`` mode a judge model decides, shown the similar memories and those the rules
+find replaced under small integer ids, and the rules decide whenever its answer is unusable;
 ``raw`` memories are kept verbatim. Decisions are deterministic given the inputs (the candidates,
 their vectors, the store, and the judge's answer).
 """
@@ -23,13 +26,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
 
-from memcubes import heuristics
+from memcubes import heuristics, updates
 from memcubes.cube import MemCube
+from memcubes.dates import became_true
 from memcubes.embedder import Vectors
 from memcubes.hot_vectors import HotVectors
 from memcubes.reader import Candidate, LLMComplete
@@ -39,7 +43,8 @@ from memcubes.store import Store, content_hash
 # Attributes that hold one value at a time: a new value replaces the old one. Others ("likes")
 # accumulate, so they are never updated by rule.
 SINGLE_VALUED = frozenset({"residence", "employer", "job", "age", "name", "diet", "relationship status", "school"})
-_NEIGHBOURS = 5
+_NEIGHBOURS = 5  # shown to the judge
+_UPDATE_NEIGHBOURS = 20  # searched for the fact a change replaces (exact, in RAM: cheap)
 log = logging.getLogger(__name__)
 
 
@@ -77,9 +82,15 @@ def _statement(text: str) -> str:
 RECONCILE_PROMPT = """You maintain a user's long-term memory. Decide how one NEW fact changes the
 EXISTING memories, which are numbered. Answer with JSON only:
 {"event": "ADD" | "UPDATE" | "DELETE" | "NOOP", "id": <number of the existing memory concerned, or null>}
-- ADD: the new fact is new information.
-- UPDATE: the new fact replaces existing memory <id> (same subject and attribute, changed value).
-- DELETE: the new fact says existing memory <id> is no longer true, and states nothing else.
+- UPDATE: the new fact replaces or ends existing memory <id>: the same person's same attribute changed
+  (where they live, work, their job or role, partner or relationship status, diet, phone, email, pets,
+  car, school, a health condition, a preference that flipped). Changes are often told in other words:
+  "moved to", "quit", "switched", "no longer", "broke up with", "my new number is", "sold the car",
+  "stopped eating meat", "passed away", "recovered". The old memory is kept as history.
+- ADD: the new fact is new information, including what does not replace anything: a fact about
+  someone else ("my sister moved"), a plan or possibility ("I might move"), a visit or trip, a past
+  fact ("I used to live in Lisbon"), an addition ("I also work at a bakery", "we adopted a second dog").
+- DELETE: the new fact says existing memory <id> was never true, and states nothing else.
 - NOOP: the new fact is already known (existing memory <id> says the same)."""
 
 
@@ -105,13 +116,14 @@ class Lifecycle:
         resolutions: list[Resolution] = []
         batch_hashes: set[str] = set()
         batch_slots: dict[str, int] = {}
-        for position, (candidate, vector) in enumerate(zip(candidates, vectors, strict=True)):
+        for position, (said, vector) in enumerate(zip(candidates, vectors, strict=True)):
+            candidate = _dated(said) if mode == "heuristic" else said
             digest = content_hash(candidate.content)
             if digest in batch_hashes:
                 resolutions.append(Resolution(Decision.NOOP, candidate, None, "duplicate within the exchange"))
                 continue
             batch_hashes.add(digest)
-            if mode == "raw":
+            if mode == "raw" or candidate.episode:
                 existing = await asyncio.to_thread(self._store.find_by_hash, space, digest)
                 decision = Decision.NOOP if existing is not None else Decision.ADD
                 resolutions.append(Resolution(decision, candidate, existing, "raw"))
@@ -123,6 +135,9 @@ class Lifecycle:
                 resolution = Resolution(
                     Decision.UPDATE, candidate, None, f"new value for {slot}", replaces=batch_slots[slot]
                 )
+            if resolution.decision is Decision.ADD and (earlier := _replaced_earlier(candidate, resolutions)):
+                # "I work as a nurse. Last month I quit and became a tester." in one exchange.
+                resolution = Resolution(Decision.UPDATE, candidate, None, f"changed {earlier[1]}", replaces=earlier[0])
             if resolution.decision in (Decision.ADD, Decision.UPDATE) and slot is not None:
                 batch_slots[slot] = position
             resolutions.append(resolution)
@@ -136,7 +151,7 @@ class Lifecycle:
             return Resolution(Decision.NOOP, candidate, existing, "exact duplicate")
         if len(earlier) and float(np.max(earlier @ vector)) >= self._threshold:
             return Resolution(Decision.NOOP, candidate, None, "near duplicate within the exchange")
-        hits = await self._vectors.nearest(space, vector, limit=_NEIGHBOURS)
+        hits = await self._vectors.nearest(space, vector, limit=_UPDATE_NEIGHBOURS)
         if mode == "llm" and self._judge is not None:
             judged = await self._ask(space, candidate, hits)
             if judged is not None:
@@ -151,11 +166,14 @@ class Lifecycle:
             for cube in await asyncio.to_thread(self._store.by_slot, space, slot):
                 value = heuristics.fact_key(_statement(cube.content))
                 if not retracted.value or (value is not None and value.value == retracted.value):
-                    return Resolution(Decision.DELETE, candidate, cube, f"retracted {slot}")
-        if hits and hits[0][1] >= self._threshold:
-            near = await asyncio.to_thread(self._store.get, hits[0][0])
-            if near is not None and near.is_live():
-                return Resolution(Decision.NOOP, candidate, near, f"near duplicate ({hits[0][1]:.3f})")
+                    return Resolution(Decision.UPDATE, candidate, cube, f"ended {slot}")
+        close = [(cube_id, sim) for cube_id, sim in hits if sim >= self._threshold]
+        if close:
+            cubes = await asyncio.to_thread(self._store.get_many, [cube_id for cube_id, _ in close])
+            for cube_id, sim in close:
+                near = cubes.get(cube_id)
+                if near is not None and near.is_live() and not near.is_episode:
+                    return Resolution(Decision.NOOP, candidate, near, f"near duplicate ({sim:.3f})")
         own_slot = fact_slot(candidate.content)
         if own_slot is not None and retracted is None:
             new_value = heuristics.fact_key(statement)
@@ -164,18 +182,48 @@ class Lifecycle:
                 if old_value is not None and new_value is not None and old_value.value == new_value.value:
                     return Resolution(Decision.NOOP, candidate, cube, f"same value for {own_slot}")
                 return Resolution(Decision.UPDATE, candidate, cube, f"new value for {own_slot}")
+        replaced = await self._replaced(candidate, hits)
+        if replaced is not None:
+            cube, slot = replaced
+            return Resolution(Decision.UPDATE, candidate, cube, f"changed {slot}")
         return Resolution(Decision.ADD, candidate, None, "new")
+
+    async def _replaced(self, candidate: Candidate, hits: list[tuple[str, float]]) -> tuple[MemCube, str] | None:
+        """The live fact among the candidate's neighbours (most similar first) that it replaces
+        by meaning, with the slot, when it states a change (``memcubes.updates``)."""
+        return await asyncio.to_thread(self._replaced_now, candidate, [cube_id for cube_id, _ in hits])
+
+    def _replaced_now(self, candidate: Candidate, neighbours: list[str]) -> tuple[MemCube, str] | None:
+        claim = _claim(candidate)
+        if claim is None or claim.settled:
+            return None
+        cubes = self._store.get_many(neighbours)
+        for cube_id in neighbours:
+            cube = cubes.get(cube_id)
+            if cube is None or not cube.is_live() or cube.is_episode or cube.source.reader == "raw":  # no facts
+                continue
+            old_speaker, old_statement = _said(cube.content, cube.source.names)
+            old = updates.claim_of(old_statement, speaker=old_speaker)
+            slot = updates.replaces(claim, old) if old is not None else None
+            if slot is not None:
+                return cube, slot
+        return None
 
     async def _ask(self, space: str, candidate: Candidate, hits: list[tuple[str, float]]) -> Resolution | None:
         """Let the judge model decide. It sees existing memories as small integers, never raw ids,
         so it cannot name a memory that does not exist; an unusable answer means "use the rules"."""
         assert self._judge is not None
         cubes = await asyncio.to_thread(self._store.get_many, [cube_id for cube_id, _ in hits])
-        shown = [cubes[cube_id] for cube_id, _ in hits if cube_id in cubes and cubes[cube_id].is_live()]
+        shown = [
+            cubes[cube_id]
+            for cube_id, _ in hits
+            if cube_id in cubes and cubes[cube_id].is_live() and not cubes[cube_id].is_episode
+        ][:_NEIGHBOURS]
         slot = fact_slot(candidate.content)
-        if slot is not None:
-            same = await asyncio.to_thread(self._store.by_slot, space, slot)
-            shown += [cube for cube in same if cube.id not in {c.id for c in shown}]
+        same = await asyncio.to_thread(self._store.by_slot, space, slot) if slot is not None else []
+        replaced = await self._replaced(candidate, hits)
+        same += [replaced[0]] if replaced is not None else []
+        shown += [cube for cube in same if cube.id not in {c.id for c in shown}]
         if not shown:
             return Resolution(Decision.ADD, candidate, None, "llm: nothing similar")
         listing = "\n".join(f"[{number}] {cube.content}" for number, cube in enumerate(shown))
@@ -195,6 +243,42 @@ class Lifecycle:
         if not isinstance(number, int) or not 0 <= number < len(shown):
             return None if event is not Decision.NOOP else Resolution(Decision.NOOP, candidate, None, "llm")
         return Resolution(event, candidate, shown[number], "llm")
+
+
+def _dated(candidate: Candidate) -> Candidate:
+    """The candidate dated by when its fact became true, where its words say ("last week")."""
+    if candidate.occurred_at is None:
+        return candidate
+    began = became_true(candidate.content, candidate.occurred_at)
+    return replace(candidate, occurred_at=began) if began is not None else candidate
+
+
+def _claim(candidate: Candidate) -> updates.Claim | None:
+    speaker, statement = _said(candidate.content, [turn.name for turn in candidate.turns if turn.name])
+    return updates.claim_of(statement, speaker=speaker)
+
+
+def _replaced_earlier(candidate: Candidate, resolutions: Sequence[Resolution]) -> tuple[int, str] | None:
+    """The position of a fact added earlier in the same exchange that the candidate replaces, and
+    the slot; the latest such fact when several are."""
+    claim = _claim(candidate)
+    if claim is None or claim.settled:
+        return None
+    for position in reversed(range(len(resolutions))):
+        earlier = resolutions[position]
+        old = _claim(earlier.candidate) if earlier.decision in (Decision.ADD, Decision.UPDATE) else None
+        slot = updates.replaces(claim, old) if old is not None else None
+        if slot is not None:
+            return position, slot
+    return None
+
+
+def _said(content: str, names: list[str]) -> tuple[str, str]:
+    """(speaker, statement) of a memory: readers prefix a named speaker's memories with the name."""
+    for name in names:
+        if content.startswith(f"{name}: "):
+            return name, content[len(name) + 2 :]
+    return "", content
 
 
 def _slot_of(text: str, key: heuristics.FactKey) -> str:

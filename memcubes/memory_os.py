@@ -10,21 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from memcubes import bundle, importers
+from memcubes import bundle, importers, languages
 from memcubes.config import MemorySettings
 from memcubes.cube import CubeState, MemCube, utcnow
 from memcubes.embedder import Embedder, build_embedder
-from memcubes.errors import CubeNotFound, InvalidMemoryInput, SpaceNotFound
+from memcubes.errors import BundleError, CubeNotFound, InvalidMemoryInput, SpaceNotFound
 from memcubes.exchange import Exchange, Turn
 from memcubes.foreground import Foreground
 from memcubes.hot_vectors import HotVectors
 from memcubes.indexing import IndexSync
+from memcubes.keystore import KeyStore
 from memcubes.lifecycle import Lifecycle, fact_slot
-from memcubes.reader import LLMComplete, build_readers
+from memcubes.names import space_name
+from memcubes.reader import LLMComplete, build_readers, episode_reader
 from memcubes.retrieval import Explanation, RetrievedItem, Retriever
 from memcubes.scheduler import InjectionPlan, MemScheduler
 from memcubes.spill import JournalSpill
@@ -35,6 +37,9 @@ from memcubes.writeback import MemoryChange, WriteBack
 log = logging.getLogger(__name__)
 
 _MAINTENANCE_SECONDS = 1.0
+
+SpaceFilter = Callable[[str], bool]
+"""Which spaces a caller may see (by-id operations answer ``CubeNotFound`` for the others)."""
 _EMBEDDER_META = "embedder"
 
 
@@ -67,6 +72,7 @@ class MemoryOS:
     ) -> None:
         self.settings = settings
         self.store = store
+        self.keys = KeyStore(store)
         self.embedder = embedder
         self.index = index
         self._owns_embedder = owns_embedder
@@ -98,14 +104,16 @@ class MemoryOS:
             lifecycle=self.lifecycle,
             index_sync=self.index_sync,
             readers=build_readers(settings.extraction, llm),
+            episodes=episode_reader(settings.extraction),
             settings=settings.writeback,
             spill=JournalSpill(settings.data_dir / "journal-spill.jsonl", limit=settings.writeback.spill_limit),
-            on_commit=self._changed,
+            on_commit=self._learned,
             foreground=self._foreground,
         )
         self._hits: dict[str, tuple[int, float]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._maintenance: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     @classmethod
     async def open(
@@ -126,6 +134,8 @@ class MemoryOS:
         if index is None:
             index = await asyncio.to_thread(build_index, settings.vector_index, data_dir)
         await asyncio.to_thread(_check_embedder, store, embedder.name)
+        await asyncio.to_thread(KeyStore.create_tables, store)
+        await asyncio.to_thread(languages.warm_up)  # the language identifier loads in 0.6 s
         return cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
 
     async def start(self) -> None:
@@ -137,12 +147,14 @@ class MemoryOS:
     async def close(self) -> None:
         await self.writeback.stop()
         if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+            # Not cancelled: a cancelled task would leave its checkpoint running in a worker thread
+            # while close() closes that thread's connection (a segfault in the test suite).
+            self._closing.set()
+            await self._maintenance
         with contextlib.suppress(Exception):
             await self._flush_heat()
         await self.index_sync.close()
+        self.keys.close()
         self.index.close()
         if self._owns_embedder:
             self.embedder.close()
@@ -158,15 +170,21 @@ class MemoryOS:
         session: str | None = None,
         top_k: int | None = None,
         token_budget: int | None = None,
+        freeze: bool = True,
     ) -> InjectionPlan:
+        """What to inject; the stable block is the conversation's frozen one unless not ``freeze``."""
         async with self._foreground.busy():
-            return await self.scheduler.plan(spaces, messages, session=session, top_k=top_k, token_budget=token_budget)
+            return await self.scheduler.plan(
+                spaces, messages, session=session, top_k=top_k, token_budget=token_budget, freeze=freeze
+            )
 
     async def search(
         self, spaces: Sequence[str], query: str, *, top_k: int | None = None, token_budget: int | None = None
     ) -> InjectionPlan:
         """Exactly what the chat path would inject for a user message equal to ``query``."""
-        return await self.plan(spaces, [{"role": "user", "content": query}], top_k=top_k, token_budget=token_budget)
+        return await self.plan(
+            spaces, [{"role": "user", "content": query}], top_k=top_k, token_budget=token_budget, freeze=False
+        )
 
     async def explain(
         self, spaces: Sequence[str], query: str, *, top_k: int | None = None, token_budget: int | None = None
@@ -175,15 +193,12 @@ class MemoryOS:
         scores (for the inspector's search playground; a search of its own, so no request's
         plan pays for it)."""
         async with self._foreground.busy():
-            result = await self.retriever.search(
-                spaces, query, top_k=top_k, token_budget=token_budget, explain=True
-            )
+            result = await self.retriever.search(spaces, query, top_k=top_k, token_budget=token_budget, explain=True)
         return result.explained
 
     async def stable_block(self, space: str) -> list[RetrievedItem]:
         """The space's stable block as the next request gets it: within its share of the budget."""
-        budget = int(self.settings.retrieval.token_budget * self.settings.scheduler.stable_share)
-        return await self.scheduler.stable_block([space], token_budget=budget)
+        return await self.scheduler.current_stable_block(space)
 
     def record_hits(self, ranked_ids: Sequence[str]) -> None:
         """Credit heat to cubes retrieved as relevant, weighted by rank (1, 1/2, 1/3 ...) so that
@@ -202,10 +217,18 @@ class MemoryOS:
             for space in spaces:
                 await self.scheduler.rebalance(space)
 
-    def _changed(self, space: str, cubes: Sequence[MemCube] | None = None) -> None:
+    def _learned(self, space: str, cubes: Sequence[MemCube]) -> None:
+        """Write-back committed what it distilled: new conversations see it; running ones keep
+        their stable block unless a memory in it stopped being true (a person's change is
+        ``_changed``)."""
+        self._changed(space, cubes, by_person=False)
+
+    def _changed(self, space: str, cubes: Sequence[MemCube] | None = None, *, by_person: bool = True) -> None:
         """A write to ``space`` committed (of ``cubes``, when known): if it may have changed the
         stable block, re-read it and let listeners rebuild what depends on it (in the
-        background: callers are write paths)."""
+        background: callers are write paths). A person's change (``by_person``) also reaches the
+        conversations under way at once."""
+        self.scheduler.invalidate_frozen(space, cubes, by_person=by_person)
         self.retriever.invalidate(space, None if cubes is None else [cube.id for cube in cubes])
         if not self.scheduler.invalidate(space, cubes):
             return
@@ -214,9 +237,13 @@ class MemoryOS:
         task.add_done_callback(self._background.discard)
 
     async def _maintain_forever(self) -> None:
-        """Every second: record heat, and checkpoint the store's WAL off the write path."""
+        """Every second: record heat, and checkpoint the store's WAL off the write path. Returns
+        once ``close()`` asks, after the step under way."""
         while True:
-            await asyncio.sleep(_MAINTENANCE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), _MAINTENANCE_SECONDS)
+            if self._closing.is_set():
+                return
             try:
                 await self._flush_heat()
             except Exception as exc:
@@ -252,16 +279,18 @@ class MemoryOS:
 
     # -- management ---------------------------------------------------------------------------
 
-    async def get(self, cube_id: str, *, spaces: Sequence[str] | None = None) -> MemCube:
+    async def get(self, cube_id: str, *, visible: SpaceFilter | None = None) -> MemCube:
+        """The cube, if it exists in a space ``visible`` accepts; else ``CubeNotFound``, the same
+        answer either way, so a caller cannot learn which ids exist in spaces it may not see."""
         cube = await asyncio.to_thread(self.store.get, cube_id)
-        if cube is None or (spaces is not None and cube.space not in spaces):
+        if cube is None or (visible is not None and not visible(cube.space)):
             raise CubeNotFound(f"no memory with id {cube_id}")
         return cube
 
-    async def source_messages(self, cube_id: str, *, spaces: Sequence[str] | None = None) -> list[Turn]:
+    async def source_messages(self, cube_id: str, *, visible: SpaceFilter | None = None) -> list[Turn]:
         """The messages a memory was distilled from, as journalled with its exchange (a message
         whose exchange was not journalled, e.g. an imported memory's, is not found)."""
-        cube = await self.get(cube_id, spaces=spaces)
+        cube = await self.get(cube_id, visible=visible)
         if cube.source.exchange_id is None:
             return []
         entry = await asyncio.to_thread(self.store.journal_get, cube.source.exchange_id)
@@ -291,28 +320,30 @@ class MemoryOS:
             raise SpaceNotFound(f"no space {space!r}")
         return stats
 
-    async def history(self, cube_id: str, *, spaces: Sequence[str] | None = None) -> list[HistoryRecord]:
-        await self.get(cube_id, spaces=spaces)
+    async def history(self, cube_id: str, *, visible: SpaceFilter | None = None) -> list[HistoryRecord]:
+        await self.get(cube_id, visible=visible)
         return await asyncio.to_thread(self.store.history, cube_id)
 
-    async def delete(self, cube_id: str, *, spaces: Sequence[str] | None = None, purge: bool = False) -> None:
-        """Soft delete (state only, history kept), or ``purge``: gone from SQLite and the index."""
-        cube = await self.get(cube_id, spaces=spaces)
+    async def delete(self, cube_id: str, *, visible: SpaceFilter | None = None, purge: bool = False) -> MemCube:
+        """Soft delete (state only, history kept), or ``purge``: gone from SQLite and the index.
+        Returns the cube as it was."""
+        cube = await self.get(cube_id, visible=visible)
         if purge:
             await asyncio.to_thread(self.store.purge, cube_id)
-            self._changed(cube.space)
+            self._changed(cube.space, [cube])
         elif cube.state is not CubeState.DELETED:
             cube.state = CubeState.DELETED
             cube.updated_at = utcnow()
             await asyncio.to_thread(
                 self.store.apply, ChangeSet(cubes=[cube], events=[HistoryEvent(cube, "DELETE", "api")])
             )
-            self._changed(cube.space)
+            self._changed(cube.space, [cube])
         await self.index_sync.drain(urgent=True)
+        return cube
 
-    async def edit(self, cube_id: str, changes: dict[str, Any], *, spaces: Sequence[str] | None = None) -> MemCube:
+    async def edit(self, cube_id: str, changes: dict[str, Any], *, visible: SpaceFilter | None = None) -> MemCube:
         """An edit is a new version of the same cube; the previous one stays in its history."""
-        cube = await self.get(cube_id, spaces=spaces)
+        cube = await self.get(cube_id, visible=visible)
         if cube.state is not CubeState.ACTIVE:
             raise InvalidMemoryInput(f"memory {cube_id} is {cube.state.value}; only active memories can be edited")
         updated = cube.model_copy(update=changes, deep=True)
@@ -329,7 +360,7 @@ class MemoryOS:
         )
         if updated.pinned != cube.pinned:  # a pin joins (or leaves) the end of the stable block
             await asyncio.to_thread(self.store.set_stable, {cube.id: utcnow() if updated.pinned else None})
-        self._changed(updated.space)
+        self._changed(updated.space, [updated])
         await self.index_sync.drain(urgent=True)
         return updated
 
@@ -364,10 +395,19 @@ class MemoryOS:
         space: str | None = None,
         on_conflict: bundle.OnConflict = "skip",
         format: importers.ImportFormat = "auto",
+        check_target: Callable[[str], None] | None = None,
     ) -> bundle.ImportReport:
         """Import a memcube bundle, mem0 export or MemOS dump: everything is validated before one
-        atomic write, so a bad upload changes nothing."""
+        atomic write, so a bad upload changes nothing. The target space (``space``, else the
+        bundle's own) must be a name every route accepts (``memcubes.names``); ``check_target``
+        may refuse it by raising, before anything is written."""
         contents = await asyncio.to_thread(importers.load, data, format=format, space=space)
+        try:
+            space = space_name(space or contents.space)
+        except ValueError as exc:
+            raise BundleError(f"the target space {(space or contents.space)[:80]!r} {exc}") from None
+        if check_target is not None:
+            check_target(space)
         report = await bundle.import_contents(
             store=self.store,
             index_sync=self.index_sync,

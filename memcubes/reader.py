@@ -3,8 +3,8 @@
 Three modes, one small base class:
 
 - ``raw``: one memory per message ("Speaker: text"); lossless, used by benchmarks and imports.
-- ``heuristic``: offline rules (``memcubes.heuristics``) keep what the speaker states about
-  themselves and drop chit-chat, questions and requests.
+- ``heuristic``: offline rules (``memcubes.heuristics``; other languages: ``memcubes.languages``)
+  keep what the speaker states about themselves and drop chit-chat, questions and requests.
 - ``llm``: an extraction model answers in JSON; relative dates are resolved against the messages'
   timestamps and the user's language is kept. When its answer is unusable the heuristic reader
   takes over, so write-back never fails because a model misbehaved.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from memcubes import heuristics
+from memcubes import heuristics, languages
 from memcubes.config import ExtractionSettings
 from memcubes.errors import ExtractionFailed
 from memcubes.exchange import Turn
@@ -40,6 +40,7 @@ class Candidate:
     content: str
     turns: tuple[Turn, ...]
     occurred_at: datetime | None = None
+    episode: bool = False  # a message kept as said (the evidence), not a fact distilled from it
 
 
 def _when(turns: Sequence[Turn]) -> datetime | None:
@@ -55,14 +56,23 @@ class Reader(ABC):
 
 
 class RawReader(Reader):
+    """Episodes: one memory per message, as said ("Speaker: text"). In ``raw`` mode they are all
+    that is kept; in the other modes they are kept beside the facts (``extraction.episodes``)."""
+
     mode = "raw"
+
+    def __init__(self, roles: Sequence[str] | None = None) -> None:
+        self._roles = None if roles is None else set(roles)
 
     async def distill(self, turns: Sequence[Turn]) -> list[Candidate]:
         candidates = []
         for turn in turns:
+            # Beside facts (roles given), only the messages of those roles that say something.
+            if self._roles is not None and (turn.role not in self._roles or heuristics.says_nothing(turn.content)):
+                continue
             text = strip_memory_blocks(turn.content).strip()
             if text:
-                candidates.append(Candidate(f"{turn.speaker}: {text}", (turn,), turn.created_at))
+                candidates.append(Candidate(f"{turn.speaker}: {text}", (turn,), turn.created_at, episode=True))
         return candidates
 
 
@@ -77,7 +87,7 @@ class HeuristicReader(Reader):
         for turn in turns:
             if turn.role not in self._roles:
                 continue
-            for fact in heuristics.extract_facts(strip_memory_blocks(turn.content)):
+            for fact in languages.extract_facts(strip_memory_blocks(turn.content)):
                 content = f"{turn.name}: {fact}" if turn.name else fact
                 candidates.append(Candidate(content, (turn,), turn.created_at))
         return candidates
@@ -163,3 +173,8 @@ def build_readers(settings: ExtractionSettings, complete: LLMComplete | None) ->
     if complete is not None:
         readers["llm"] = LLMReader(settings, complete)
     return readers
+
+
+def episode_reader(settings: ExtractionSettings) -> Reader | None:
+    """What keeps episodes beside the facts of ``heuristic`` and ``llm`` mode (None: facts only)."""
+    return RawReader(settings.episode_roles) if settings.episodes else None

@@ -2,7 +2,12 @@
 
     query ─┬─ dense: exact, in RAM (``hot_vectors``): each cube scored by its whole text and its
            │         best sentence together; a cold space falls back to a Chroma ANN query
-           └─ lexical: FTS5 BM25 over the space
+           ├─ lexical: FTS5 BM25 over the space's words (stop words of the query's language dropped;
+           │           beyond English, long words match by their start: ``languages.words``)
+           ├─ lexical: FTS5 BM25 over character bigrams, for a query in Chinese, Japanese or Korean
+           └─ time: when the query names a window ("in March 2021", "the week after 2 October",
+                    "last month": ``timewords``), the memories dated in it or telling of it,
+                    in dense order
     ─▶ reciprocal-rank fusion (weights, k) ─▶ memories of a speaker the query names count more
     ─▶ validity filter (superseded, deleted, expired never come back) ─▶ dedupe
     ─▶ render each memory compactly: its date, and for a long memory only its sentence most
@@ -20,42 +25,36 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
+from memcubes import languages, past
 from memcubes.config import RetrievalSettings
-from memcubes.cube import MemCube
+from memcubes.cube import MemCube, utcnow
 from memcubes.cube_cache import CubeCache
 from memcubes.embedder import Embedder, Vectors
 from memcubes.errors import IndexUnavailable
 from memcubes.hot_vectors import HotVectors
-from memcubes.sentences import sentence_texts
+from memcubes.sentences import sentence_texts, split_speaker
 from memcubes.store import Store, content_hash
+from memcubes.timewords import Window, query_window
 from memcubes.tokens import count_tokens
 from memcubes.vectors import VectorIndex
 
-_WORD = re.compile(r"[\w][\w'’-]*", re.UNICODE)
-_STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from further had
-    has have having he her here hers herself him himself his how i if in into is it its itself just
-    me more most my myself no nor not now of off on once only or other our ours ourselves out over
-    own same she should so some such than that the their theirs them themselves then there these
-    they this those through to too under until up very was we were what when where which while who
-    whom why will with would you your yours yourself yourselves ever also tell know i'm i've it's
-    that's what's""".split()
-)
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SPEAKERS_TTL = 30.0
+_INSTANT = timedelta(seconds=1)
+_HOP_SEEDS = 3  # first-hop memories whose words the second hop adds
+_HOP_TERMS = 6
 log = logging.getLogger(__name__)
 
 
 def query_terms(text: str) -> list[str]:
-    """Content words of a query, for BM25: lower-cased, stop words dropped, order kept."""
-    words = [w.strip("'’-").lower() for w in _WORD.findall(text)]
-    return list(dict.fromkeys(w for w in words if w and w not in _STOPWORDS and (len(w) > 1 or w.isdigit())))
+    """Content words of a query, for BM25: folded, the stop words of its language dropped, order
+    kept (English queries: exactly as before languages other than English were read)."""
+    return languages.query_words(text)
 
 
 def render_date(moment: datetime) -> str:
@@ -71,7 +70,7 @@ def render_item(cube: MemCube, *, sentence: int | None = None) -> str:
         sentences = sentence_texts(cube.content)
         if 0 <= sentence < len(sentences):
             text = sentences[sentence]
-    return f"[{render_date(cube.occurred_at)}] {text}"
+    return f"[{past.label(cube, render_date) or render_date(cube.occurred_at)}] {text}"
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,9 @@ class RetrievedItem:
     created_at: datetime
     tokens: int
     pinned: bool = False
+    episode: bool = False
+    similarity: float | None = None  # to the query, dense (None: not among the dense candidates)
+    space: str = ""  # where the memory lives: chat marks those of shared spaces as shared
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,9 @@ class RetrievalResult:
         return [cube_id for item in self.items for cube_id in item.cube_ids]
 
 
-def item_of(cube: MemCube, score: float, *, sentence: int | None = None) -> RetrievedItem:
+def item_of(
+    cube: MemCube, score: float, *, sentence: int | None = None, similarity: float | None = None
+) -> RetrievedItem:
     text = render_item(cube, sentence=sentence)
     return RetrievedItem(
         cube_ids=[cube.id],
@@ -122,6 +126,9 @@ def item_of(cube: MemCube, score: float, *, sentence: int | None = None) -> Retr
         created_at=cube.occurred_at,
         tokens=count_tokens(text),
         pinned=cube.pinned,
+        episode=cube.is_episode,
+        similarity=similarity,
+        space=cube.space,
     )
 
 
@@ -143,19 +150,37 @@ class Costed(Protocol):
 CostedT = TypeVar("CostedT", bound=Costed)
 
 
-def fit(items: Iterable[CostedT], *, top_k: int, token_budget: int) -> list[CostedT]:
+def fit(
+    items: Iterable[CostedT],
+    *,
+    top_k: int,
+    token_budget: int,
+    redundant: Callable[[CostedT, list[CostedT]], bool] | None = None,
+) -> list[CostedT]:
     """Best first; an item that does not fit is skipped so a shorter one behind it still can.
     ``items`` may be a lazy generator: nothing past the last needed item is rendered or counted.
+    ``redundant(item, packed)`` skips what the items packed already say.
     (The evaluation harness packs its baselines with this same rule.)"""
     packed: list[CostedT] = []
     used = 0
     for item in items:
         if len(packed) >= top_k or used >= token_budget:
             break
+        if redundant is not None and redundant(item, packed):
+            continue
         if used + item.tokens <= token_budget:
             packed.append(item)
             used += item.tokens
     return packed
+
+
+def said_already(item: RetrievedItem, packed: list[RetrievedItem]) -> bool:
+    """A fact and its own episode are one piece of evidence: whichever ranks first is packed, the
+    other is redundant when the messages it comes from are all covered by the other layer."""
+    if not item.sources:
+        return False
+    covered = {source for other in packed if other.episode != item.episode for source in other.sources}
+    return covered.issuperset(item.sources)
 
 
 def pack(ranked: Iterable[tuple[MemCube, float]], *, top_k: int, token_budget: int) -> list[RetrievedItem]:
@@ -219,8 +244,8 @@ class Retriever:
         return cached.names
 
     async def _dense(self, space: str, vector: Vectors) -> list[tuple[str, float]]:
-        """Cube ids and similarities, best first: exact and sentence-aware when the space is in
-        RAM, else ANN."""
+        """(cube id, similarity), best first: exact and sentence-aware when the space is in RAM,
+        else ANN."""
         settings = self.settings
         vectors = self._hot.get(space)
         if vectors is None:
@@ -229,6 +254,49 @@ class Retriever:
         return vectors.ranked(
             vector, sentence_weight=settings.sentence_weight, limit=settings.candidates, floor=settings.min_similarity
         )
+
+    async def _second_hop(self, spaces: Sequence[str], terms: list[str], scores: dict[str, float]) -> None:
+        """Multi-hop: the words the best first-hop memories add to the query (a name, a place, an
+        event the question only implies) are looked up once more, lexically, and fused in."""
+        settings = self.settings
+        best = sorted(scores, key=lambda c: -scores[c])[:_HOP_SEEDS]
+        cubes = await self._cubes.get_many(best)
+        asked = set(terms)
+        counts: dict[str, int] = {}
+        for cube in cubes.values():
+            for term in query_terms(split_speaker(cube.content)[1]):
+                if term not in asked and not term.isdigit():
+                    counts[term] = counts.get(term, 0) + 1
+        added = sorted(counts, key=lambda t: -counts[t])[:_HOP_TERMS]
+        if not added:
+            return
+        runs = await asyncio.gather(
+            *(
+                asyncio.to_thread(self._store.lexical, space, [*terms, *added], limit=settings.candidates)
+                for space in spaces
+            )
+        )
+        for cube_id, score in fuse(
+            (([cube_id for cube_id, _ in run], settings.hop_weight) for run in runs), k=settings.rrf_k
+        ).items():
+            scores[cube_id] = scores.get(cube_id, 0.0) + score
+
+    async def _in_window(self, space: str, window: Window, query: Vectors) -> list[str]:
+        """Cubes of the space dated in ``window`` or telling of a time in it, most similar to the
+        query first (in time order when the space's vectors are not in RAM)."""
+        inside = []
+        for cube_id, created, mentions in await asyncio.to_thread(self._store.times, space):
+            moment = datetime.fromisoformat(created)
+            spans = [(moment, moment + _INSTANT)]
+            spans += [(datetime.fromisoformat(start), datetime.fromisoformat(end)) for start, end in mentions or []]
+            if any(window.overlaps(start, end) for start, end in spans):
+                inside.append(cube_id)
+        vectors = self._hot.get(space)
+        if vectors is None or not inside:
+            return inside[: self.settings.candidates]
+        wanted = set(inside)
+        ranked = vectors.ranked(query, sentence_weight=self.settings.sentence_weight)
+        return [cube_id for cube_id, _ in ranked if cube_id in wanted][: self.settings.candidates]
 
     async def search(
         self,
@@ -242,10 +310,17 @@ class Retriever:
     ) -> RetrievalResult:
         settings = self.settings
         terms = query_terms(query)
+        grams = languages.cjk_grams(query)[: languages.MAX_GRAMS]
         embedding = asyncio.ensure_future(self._embedder.embed([query]))
 
         async def lexical(space: str) -> list[tuple[str, float]]:
             return await asyncio.to_thread(self._store.lexical, space, terms, limit=settings.candidates)
+
+        async def lexical_grams(space: str) -> list[str]:
+            if not grams:
+                return []
+            hits = await asyncio.to_thread(self._store.lexical_grams, space, grams, limit=settings.candidates)
+            return [cube_id for cube_id, _ in hits]
 
         degraded = False
 
@@ -263,19 +338,35 @@ class Retriever:
                 return set()
             return set().union(*[await self._speaker_names(space) for space in spaces])
 
-        lexical_runs, dense_runs, speaker_names = await asyncio.gather(
+        window = query_window(query, utcnow()) if settings.time_weight else None
+
+        async def in_window(space: str) -> list[str]:
+            if window is None:
+                return []
+            return await self._in_window(space, window, (await embedding)[0])
+
+        lexical_hits, gram_runs, dense_hits, time_runs, speaker_names = await asyncio.gather(
             asyncio.gather(*(lexical(space) for space in spaces)),
+            asyncio.gather(*(lexical_grams(space) for space in spaces)),
             asyncio.gather(*(dense(space) for space in spaces)),
+            asyncio.gather(*(in_window(space) for space in spaces)),
             speakers(),
         )
         query_vector = (await embedding)[0]
+        dense_runs = [[cube_id for cube_id, _ in hits] for hits in dense_hits]
+        lexical_runs = [[cube_id for cube_id, _ in hits] for hits in lexical_hits]
+        similarity = {cube_id: sim for hits in dense_hits for cube_id, sim in hits}
         scores = fuse(  # dense first: equal scores keep its order (the head is sorted stably)
             [
-                *(([c for c, _ in ranking], settings.dense_weight) for ranking in dense_runs),
-                *(([c for c, _ in ranking], settings.lexical_weight) for ranking in lexical_runs),
+                *((ranking, settings.dense_weight) for ranking in dense_runs),
+                *((ranking, settings.lexical_weight) for ranking in lexical_runs),
+                *((ranking, settings.lexical_weight) for ranking in gram_runs),
+                *((ranking, settings.time_weight) for ranking in time_runs),
             ],
             k=settings.rrf_k,
         )
+        if settings.hop_weight:
+            await self._second_hop(spaces, terms, scores)
         excluded = set(exclude)
         limit = top_k if top_k is not None else settings.top_k
         # Only the head of the fused ranking can make it into the result (a named speaker's
@@ -287,7 +378,11 @@ class Retriever:
             for cube_id, cube in cubes.items():
                 if names.intersection(cube.source.names):
                     scores[cube_id] *= settings.speaker_boost
+        for cube_id, cube in cubes.items():
+            if cube.meta.get("stale"):  # its fact was superseded: history, below the current fact
+                scores[cube_id] *= settings.stale_episode_weight
         hot = {space: vectors for space in spaces if (vectors := self._hot.get(space)) is not None}
+        earlier = await past.predecessors(cubes, self._cubes.get_many) if past.asks_about_past(query) else {}
 
         def ranked_items() -> Iterable[RetrievedItem]:
             seen: set[str] = set()
@@ -301,17 +396,17 @@ class Retriever:
                 seen.add(digest)
                 vectors = hot.get(cube.space)
                 sentence = vectors.best_sentence(cube_id, query_vector) if settings.compact and vectors else None
-                yield item_of(cube, scores[cube_id], sentence=sentence)
+                yield item_of(cube, scores[cube_id], sentence=sentence, similarity=similarity.get(cube_id))
+                yield from (item_of(old, scores[cube_id]) for old in earlier.get(cube_id, ()))
 
         budget = token_budget if token_budget is not None else settings.token_budget
+        packed = fit(ranked_items(), top_k=limit, token_budget=budget, redundant=said_already)
         explained: list[Explanation] = []
         if explain:
-            dense_of = {c: s for run in dense_runs for c, s in run}
-            lexical_of = {c: s for run in lexical_runs for c, s in run}
+            bm25 = {cube_id: score for hits in lexical_hits for cube_id, score in hits}
             explained = [
-                Explanation(c, cube.content, dense_of.get(c), lexical_of.get(c), scores[c])
+                Explanation(c, cube.content, similarity.get(c), bm25.get(c), scores[c])
                 for c, cube in sorted(cubes.items(), key=lambda pair: -scores[pair[0]])
                 if cube.is_live() and cube.space in spaces
             ]
-        items = fit(ranked_items(), top_k=limit, token_budget=budget)
-        return RetrievalResult(items, degraded=degraded, explained=explained)
+        return RetrievalResult(packed, degraded=degraded, explained=explained)

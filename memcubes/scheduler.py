@@ -3,19 +3,21 @@
 Memory is scheduled like an OS resource (MemOS's idea), in three tiers:
 
 - the **stable block**: pinned memories and the space's hottest ones, in the order they joined,
-  placed right after the application's system messages. It changes only when its members change,
-  so the prompt up to its end is byte-identical from turn to turn: provider prefix caches and the
-  local activation (KV) cache hit. Membership moves with *heat* (relevance hits, decayed with a
-  half-life) and hysteresis: a memory joins at ``promote_heat`` and leaves below ``demote_heat``.
-  Rebalancing runs in the background (after heat is flushed and after write-back), never on the
-  request path, and listeners (local backends) are told when a block changed so they can rebuild
-  its activation cache ahead of the next request.
+  placed right after the application's system messages. Membership moves with *heat* (relevance
+  hits, decayed with a half-life) and hysteresis: a memory joins at ``promote_heat`` and leaves
+  below ``demote_heat``. Rebalancing runs in the background (after heat is flushed and after
+  write-back), never on the request path, and listeners (local backends) are told when a block
+  changed so they can rebuild its activation cache ahead of the next request. A conversation sees
+  the block frozen as it was at its first request (``memcubes.conversations``) unless a person
+  changed a memory in it, so the prompt up to its end is byte-identical from turn to turn and
+  provider prefix caches and the local activation (KV) cache hit for the whole history.
 - the **volatile block**: retrieved for this query, minus what the stable block holds.
 - **working memory** per session: what was injected in recent turns stays (its score decaying
   each turn) unless displaced by something more relevant, so a conversation keeps its context
   when a follow-up question is vague.
 
-One token budget covers both blocks; the stable block may use at most ``stable_share`` of it.
+One token budget covers both blocks; the stable block may use at most ``stable_share`` of it,
+unless ``stable_token_budget`` and ``volatile_token_budget`` give each block its own.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memcubes.config import RetrievalSettings, SchedulerSettings
+from memcubes.conversations import FrozenStableBlocks, conversation_id
 from memcubes.cube import MemCube, utcnow
 from memcubes.layout import message_text
-from memcubes.retrieval import RetrievedItem, Retriever, fit, item_of, pack
+from memcubes.relevance import NOTHING_RELEVANT, PROFILE_QUERY, asks_advice, is_personal, skip_reason
+from memcubes.retrieval import RetrievedItem, Retriever, fit, item_of, pack, said_already
 from memcubes.store import Store, decayed
 
 _SHORT_QUERY_WORDS = 6
@@ -47,6 +51,8 @@ class InjectionPlan:
     volatile: list[RetrievedItem] = field(default_factory=list)
     relevant: list[str] = field(default_factory=list)  # ids retrieved as relevant (heat credit)
     degraded: bool = False  # part of the memory layer failed; what could be found is here
+    considered: int = 0  # memories retrieved for this turn before the budget and relevance cut
+    reason: str | None = None  # why no volatile block: see ``memcubes.relevance``
 
     @property
     def items(self) -> list[RetrievedItem]:
@@ -57,8 +63,21 @@ class InjectionPlan:
         return sum(item.tokens for item in self.items)
 
     @property
+    def volatile_tokens(self) -> int:
+        """The part of the prompt's memory that no prefix cache can hold: it changes every turn."""
+        return sum(item.tokens for item in self.volatile)
+
+    @property
     def cube_ids(self) -> list[str]:
         return [cube_id for item in self.items for cube_id in item.cube_ids]
+
+
+def last_user_text(messages: Sequence[dict[str, Any]]) -> str:
+    """What the user said last (memory blocks removed)."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message_text(message).strip()
+    return ""
 
 
 def query_from(messages: Sequence[dict[str, Any]]) -> str:
@@ -95,6 +114,7 @@ class MemScheduler:
         self._stable: OrderedDict[str, tuple[float, list[MemCube]]] = OrderedDict()
         self._working: OrderedDict[tuple[tuple[str, ...], str], dict[str, _Remembered]] = OrderedDict()
         self._listeners: list[StableListener] = []
+        self.frozen = FrozenStableBlocks(idle_seconds=settings.stable_refresh_minutes * 60, limit=settings.sessions)
 
     # -- the stable block ---------------------------------------------------------------------
 
@@ -125,11 +145,36 @@ class MemScheduler:
             self._stable.popitem(last=False)
         return cubes
 
-    async def stable_block(self, spaces: Sequence[str], *, token_budget: int) -> list[RetrievedItem]:
-        """Pinned first, then promoted members, each in joining order, within the token budget."""
-        cubes = [cube for space in spaces for cube in await self._members(space) if cube.is_live()]
-        cubes.sort(key=lambda cube: not cube.pinned)  # stable sort: joining order within each group
+    async def stable_block(
+        self, spaces: Sequence[str], *, token_budget: int, conversation: str | None = None
+    ) -> list[RetrievedItem]:
+        """Pinned first, then promoted members, each in joining order, within the token budget;
+        for a ``conversation``, the members it was first shown (see ``memcubes.conversations``)."""
+        key = None if conversation is None else (tuple(spaces), conversation)
+        cubes = None if key is None else self.frozen.get(key)
+        if cubes is None:
+            epoch = self.frozen.epoch(spaces)
+            cubes = [cube for space in spaces for cube in await self._members(space) if cube.is_live()]
+            cubes.sort(key=lambda cube: not cube.pinned)  # stable sort: joining order within each group
+            if key is not None:
+                self.frozen.keep(key, cubes, epoch=epoch)
         return pack(((cube, 1.0) for cube in cubes), top_k=len(cubes), token_budget=token_budget)
+
+    def invalidate_frozen(self, space: str, changed: Sequence[MemCube] | None, *, by_person: bool) -> None:
+        """Memories of ``space`` changed: conversations whose frozen stable block a person's change
+        touches (or that hold a memory no longer true) show it on their next request."""
+        self.frozen.changed(space, changed, by_person=by_person)
+
+    def _budgets(self, token_budget: int | None) -> tuple[int, int | None]:
+        """Token caps of the stable block and of the volatile block (``None``: what the stable
+        block leaves). A request's own ``token_budget`` covers both blocks."""
+        settings = self.settings
+        if token_budget is not None:
+            return int(token_budget * settings.stable_share), None
+        stable = settings.stable_token_budget
+        if stable is None:
+            stable = int(self._retrieval.token_budget * settings.stable_share)
+        return stable, settings.volatile_token_budget
 
     async def rebalance(self, space: str) -> bool:
         """Promote hot memories and demote cooled ones (with hysteresis); tell listeners when the
@@ -157,12 +202,15 @@ class MemScheduler:
         await self.announce(space)
         return True
 
+    async def current_stable_block(self, space: str) -> list[RetrievedItem]:
+        """The space's stable block as a new conversation would get it now."""
+        return await self.stable_block([space], token_budget=self._budgets(None)[0])
+
     async def announce(self, space: str) -> None:
         """Tell listeners what the space's stable block is now (after pins, edits, promotions)."""
         if not self._listeners:
             return
-        budget = int(self._retrieval.token_budget * self.settings.stable_share)
-        block = await self.stable_block([space], token_budget=budget)
+        block = await self.current_stable_block(space)
         for listener in self._listeners:
             listener(space, block)
 
@@ -176,29 +224,79 @@ class MemScheduler:
         session: str | None = None,
         top_k: int | None = None,
         token_budget: int | None = None,
+        freeze: bool = True,
     ) -> InjectionPlan:
-        """The stable block takes at most ``stable_share`` of the token budget; ``top_k`` bounds
-        the volatile block, which gets the rest of the budget (a full stable block never starves
-        the memories this very message needs)."""
+        """The stable block takes at most ``stable_share`` of the token budget (or its own budget)
+        and is the conversation's frozen one unless not ``freeze`` (a search shows the block as it
+        stands). ``top_k`` bounds the volatile block, which gets the rest of the budget or its own
+        (a full stable block never starves the memories this very message needs)."""
         budget = self._retrieval.token_budget if token_budget is None else token_budget
         limit = self._retrieval.top_k if top_k is None else top_k
-        stable = await self.stable_block(spaces, token_budget=int(budget * self.settings.stable_share))
+        stable_budget, volatile_budget = self._budgets(token_budget)
+        conversation = conversation_id(messages, session=session) if freeze else None
+        stable = await self.stable_block(spaces, token_budget=stable_budget, conversation=conversation)
         stable_ids = {cube_id for item in stable for cube_id in item.cube_ids}
-        room = budget - sum(item.tokens for item in stable)
+        stable_tokens = sum(item.tokens for item in stable)
+        room = budget - stable_tokens if volatile_budget is None else volatile_budget
         query = query_from(messages)
         if not query or room <= 0:
             return InjectionPlan(stable=stable)
+        if self._retrieval.relevance == "auto" and (reason := skip_reason(last_user_text(messages))):
+            return InjectionPlan(stable=stable, reason=reason)
         # Stable members are not excluded from retrieval: being retrieved is what keeps them hot.
-        result = await self._retriever.search(spaces, query, top_k=limit + len(stable_ids), token_budget=budget)
+        result = await self._retriever.search(
+            spaces, query, top_k=limit + len(stable_ids), token_budget=room + stable_tokens
+        )
         relevant = [item for item in result.items if not stable_ids.intersection(item.cube_ids)]
         scored = [(item, item.score) for item in relevant]
         key = (tuple(spaces), session) if session else None
         if key is not None:
             scored = await self._with_working_memory(key, scored, exclude=stable_ids)
-        volatile = fit((item for item, _ in scored), top_k=limit, token_budget=room)
+        text = last_user_text(messages)
+        wanted = self._relevant(text, [item for item, _ in scored])
+        wanted = [*await self._floor(spaces, text, wanted, room=room, exclude=stable_ids), *wanted]
+        volatile = fit(wanted, top_k=limit, token_budget=room, redundant=said_already)
         if key is not None:
             self._remember(key, volatile, scored)
-        return InjectionPlan(stable=stable, volatile=volatile, relevant=result.cube_ids, degraded=result.degraded)
+        return InjectionPlan(
+            stable=stable,
+            volatile=volatile,
+            relevant=result.cube_ids,
+            degraded=result.degraded,
+            considered=len(relevant),
+            reason=None if volatile or not relevant else NOTHING_RELEVANT,
+        )
+
+    async def _floor(
+        self, spaces: Sequence[str], text: str, items: list[RetrievedItem], *, room: int, exclude: set[str]
+    ) -> list[RetrievedItem]:
+        """Implicit personalisation: a personal turn asking for advice, or one whose memories are
+        all far from its words (another language, a vague request), also gets the user's profile
+        facts (``PROFILE_QUERY``), at most ``profile_floor`` of them, before the rest."""
+        settings = self._retrieval
+        if settings.relevance == "off" or not settings.profile_floor or not is_personal(text):
+            return []
+        best = max((item.similarity or 0.0 for item in items), default=0.0)
+        if not asks_advice(text) and best >= settings.impersonal_min_relevance:
+            return []
+        profile = await self._retriever.search(
+            spaces, PROFILE_QUERY, top_k=settings.profile_floor, token_budget=max(room // 4, 0), exclude=exclude
+        )
+        shown = {cube_id for item in items for cube_id in item.cube_ids}
+        return [item for item in profile.items if not shown.intersection(item.cube_ids)]
+
+    def _relevant(self, text: str, items: list[RetrievedItem]) -> list[RetrievedItem]:
+        """What is close enough to inject. A personal turn keeps what its memories share with it
+        above ``min_relevance`` (lexical hits without a dense score count as close); an impersonal
+        one keeps all or nothing: memory only when the space's best match clears
+        ``impersonal_min_relevance`` (most general-knowledge questions match nothing that well)."""
+        settings = self._retrieval
+        if settings.relevance == "off":
+            return items
+        if not is_personal(text):
+            best = max((item.similarity or 0.0 for item in items), default=0.0)
+            return items if best >= settings.impersonal_min_relevance else []
+        return [item for item in items if item.similarity is None or item.similarity >= settings.min_relevance]
 
     async def _with_working_memory(
         self, key: tuple[tuple[str, ...], str], scored: list[tuple[RetrievedItem, float]], *, exclude: set[str]

@@ -1,9 +1,15 @@
 """The system of record: SQLite (WAL) holding cubes, their history, the write-back journal, the
 vector-index outbox and an FTS5 index for lexical search.
 
-This is the only module that writes SQL. Every change is one transaction, so a crash leaves either
-all of a write-back or none of it; the vector index is derived data, fed through the ``outbox``
-table (one row per pending index write) that is replayed at start-up.
+Chinese, Japanese and Korean text is also indexed as character bigrams (``cubes_grams``, see
+``memcubes.languages.words``): the word index cannot split it. A data dir from before that index
+gets it filled when opened.
+
+This module owns the connections and transactions; besides it only ``memcubes.keystore`` (keys
+and the audit trail, through ``transaction()`` and ``read()``) writes SQL. Every change is one
+transaction, so a crash leaves either all of a write-back or none of it; the vector index is
+derived data, fed through the ``outbox`` table (one row per pending index write) that is
+replayed at start-up.
 
 Methods are blocking; the async layers above call them from worker threads. Each thread gets its
 own connection (SQLite connections must not be shared across threads while in use).
@@ -19,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,8 +33,10 @@ from typing import Any
 
 from memcubes.cube import Access, CubeState, MemCube, utcnow
 from memcubes.errors import AlreadyApplied, StoreUnavailable
+from memcubes.languages.words import PREFIX, cjk_grams
 
 SCHEMA_VERSION = 1
+_GRAMS_META = "grams_index"
 _BUSY_SECONDS = 30.0
 
 _SCHEMA = """
@@ -58,6 +66,9 @@ CREATE INDEX IF NOT EXISTS cubes_by_slot ON cubes (space, slot) WHERE slot IS NO
 CREATE INDEX IF NOT EXISTS cubes_by_heat ON cubes (space, heat) WHERE heat > 0;
 CREATE VIRTUAL TABLE IF NOT EXISTS cubes_fts USING fts5 (
     space_key, content, tokenize = 'porter unicode61 remove_diacritics 2'
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS cubes_grams USING fts5 (
+    space_key, grams, tokenize = 'unicode61'
 );
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY,
@@ -218,7 +229,20 @@ class Store:
             conn = store._conn()
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if store.get_meta(_GRAMS_META) is None:
+            store._index_grams()
         return store
+
+    def _index_grams(self) -> None:
+        """Fill the bigram index from the live cubes (a data dir written before it existed)."""
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT rid, space, json_extract(doc, '$.content') AS content FROM cubes WHERE state = 'active'"
+            ).fetchall()
+            conn.execute("DELETE FROM cubes_grams")
+            for row in rows:
+                _insert_grams(conn, row["rid"], row["space"], row["content"])
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", (_GRAMS_META,))
 
     def close(self) -> None:
         with self._checkpointing, self._connections_lock:
@@ -278,6 +302,15 @@ class Store:
                 conn.execute("COMMIT")
         finally:
             self._writer.release()
+
+    def transaction(self, *, wait: float = _BUSY_SECONDS) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction, for the modules that own tables of their own in this file
+        (``memcubes.keystore``): they share its connections and its writer queue."""
+        return self._write(wait=wait)
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one query, errors translated, for the same modules."""
+        return self._read(sql, params)
 
     def checkpoint_in_background(self) -> None:
         """From now on commits leave the WAL to ``checkpoint()``, which the caller runs
@@ -385,6 +418,16 @@ class Store:
         )
         return {str(row["name"]) for row in rows}, max(after, int(last[0]["last"] or 0))
 
+    def times(self, space: str) -> list[tuple[str, str, list[list[str]] | None]]:
+        """Each live cube's id, time (``created_at``) and the windows its text mentions
+        (``meta.when``), for time-aware retrieval; one row holding them all (see ``lexical``)."""
+        rows = self._read(
+            "SELECT json_group_array(json_array(id, created_at, json_extract(doc, '$.meta.when'))) AS cubes "
+            "FROM cubes WHERE space = ? AND state = 'active'",
+            (space,),
+        )
+        return [(cube_id, created, when) for cube_id, created, when in json.loads(rows[0]["cubes"])]
+
     def by_slot(self, space: str, slot: str) -> list[MemCube]:
         """Live cubes stating the same single-valued fact (``subject|attribute``), newest first."""
         rows = self._read(
@@ -402,16 +445,26 @@ class Store:
 
     def lexical(self, space: str, terms: Sequence[str], *, limit: int) -> list[tuple[str, float]]:
         """BM25 over the active cubes of one space; ``terms`` are already analysed query words."""
-        words = [t.replace('"', "") for t in terms if t.replace('"', "")]
+        return self._bm25("cubes_fts", "content", space, terms, limit=limit)
+
+    def lexical_grams(self, space: str, grams: Sequence[str], *, limit: int) -> list[tuple[str, float]]:
+        """BM25 over the character bigrams of the space's Chinese, Japanese and Korean text."""
+        return self._bm25("cubes_grams", "grams", space, grams, limit=limit)
+
+    def _bm25(
+        self, table: str, column: str, space: str, terms: Sequence[str], *, limit: int
+    ) -> list[tuple[str, float]]:
+        words = [t.replace('"', "") for t in terms if t.replace('"', "").rstrip(PREFIX)]
         if not words:
             return []
-        match = f'space_key : "{space_key(space)}" AND content : (' + " OR ".join(f'"{w}"' for w in words) + ")"
+        quoted = (f'"{w[:-1]}"*' if w.endswith(PREFIX) else f'"{w}"' for w in words)
+        match = f'space_key : "{space_key(space)}" AND {column} : (' + " OR ".join(quoted) + ")"
         # One row holding every hit: the sqlite3 module lets go of the GIL around each row it
         # steps to, and under load a thread waits to get it back for each of ~50 rows.
         rows = self._read(
             "SELECT json_group_array(json_array(id, rank)) AS hits FROM ("
-            "SELECT c.id AS id, bm25(cubes_fts, 0.0, 1.0) AS rank FROM cubes_fts "
-            "JOIN cubes c ON c.rid = cubes_fts.rowid WHERE cubes_fts MATCH ? ORDER BY rank LIMIT ?)",
+            f"SELECT c.id AS id, bm25({table}, 0.0, 1.0) AS rank FROM {table} "
+            f"JOIN cubes c ON c.rid = {table}.rowid WHERE {table} MATCH ? ORDER BY rank LIMIT ?)",
             (match, limit),
         )
         return [(cube_id, -float(rank)) for cube_id, rank in json.loads(rows[0]["hits"])]
@@ -533,11 +586,13 @@ class Store:
                 # the lexical and vector indexes need nothing, and re-embedding it would be waste.
                 return
             conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (rid,))
+            conn.execute("DELETE FROM cubes_grams WHERE rowid = ?", (rid,))
         if live:
             conn.execute(
                 "INSERT INTO cubes_fts (rowid, space_key, content) VALUES (?, ?, ?)",
                 (rid, space_key(cube.space), cube.content),
             )
+            _insert_grams(conn, rid, cube.space, cube.content)
         conn.execute(
             "INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)",
             (cube.space, cube.id, OP_UPSERT if live else OP_DELETE),
@@ -579,6 +634,7 @@ class Store:
             if row is None:
                 return False
             conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (row["rid"],))
+            conn.execute("DELETE FROM cubes_grams WHERE rowid = ?", (row["rid"],))
             conn.execute("DELETE FROM cubes WHERE rid = ?", (row["rid"],))
             conn.execute("DELETE FROM history WHERE cube_id = ?", (cube_id,))
             conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)", (row["space"], cube_id, OP_DELETE))
@@ -589,6 +645,7 @@ class Store:
         with self._write() as conn:
             count = int(conn.execute("SELECT count(*) FROM cubes WHERE space = ?", (space,)).fetchone()[0])
             conn.execute("DELETE FROM cubes_fts WHERE space_key = ?", (space_key(space),))
+            conn.execute("DELETE FROM cubes_grams WHERE space_key = ?", (space_key(space),))
             for table in ("cubes", "history", "journal", "seen", "outbox", "spaces"):
                 conn.execute(f"DELETE FROM {table} WHERE space = ?", (space,))
             conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, '', ?)", (space, OP_DROP_SPACE))
@@ -716,6 +773,12 @@ class Store:
             return
         with self._write() as conn:
             conn.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+
+
+def _insert_grams(conn: sqlite3.Connection, rid: int | None, space: str, content: str) -> None:
+    if grams := cjk_grams(content):
+        values = (rid, space_key(space), " ".join(grams))
+        conn.execute("INSERT INTO cubes_grams (rowid, space_key, grams) VALUES (?, ?, ?)", values)
 
 
 def _time(value: str | None) -> datetime | None:

@@ -15,7 +15,12 @@ def _encoding() -> tiktoken.Encoding:
     return tiktoken.get_encoding("cl100k_base")
 
 
+def encode(text: str) -> list[int]:
+    """The cl100k token ids of ``text`` (special-token markup counts as plain text)."""
+    return _encoding().encode(text, disallowed_special=())
+
+
 @functools.lru_cache(maxsize=65536)
 def count_tokens(text: str) -> int:
     """Cached: search renders the same memories again and again."""
-    return len(_encoding().encode(text, disallowed_special=()))
+    return len(encode(text))

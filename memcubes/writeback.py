@@ -32,17 +32,21 @@ from memcubes.errors import (
 )
 from memcubes.exchange import Exchange, Turn
 from memcubes.foreground import Foreground
+from memcubes.heuristics import normalize
 from memcubes.indexing import IndexSync
 from memcubes.lifecycle import Decision, Lifecycle, Resolution, fact_slot
 from memcubes.reader import Candidate, Reader
+from memcubes.sentences import split_speaker
 from memcubes.spill import JournalSpill
 from memcubes.store import ChangeSet, HistoryEvent, JournalEntry, Store
+from memcubes.timewords import mentioned_windows
 
 log = logging.getLogger(__name__)
 
 _LOCK_STRIPES = 64
 _BATCH = 32
 _SETTLE_SECONDS = 0.005
+_EPISODE_COVERED = 0.8  # share of a message's words its facts must say for it to need no episode
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class MemoryChange:
     text: str
     sources: list[str]
     previous_id: str | None = None
+    layer: str = "fact"  # or "episode": a message kept as said
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,8 +83,71 @@ def _new_cube(exchange: Exchange, resolution: Resolution, reader: str) -> MemCub
             reader=reader,
         ),
         tags=list(exchange.tags),
-        meta={"slot": slot} if (slot := fact_slot(candidate.content)) else {},
+        meta=_layer_meta(candidate),
     )
+
+
+def _layer_meta(candidate: Candidate) -> dict[str, Any]:
+    """Episodes are marked as such; a fact carries its slot (the key its later versions share).
+    Both record when what they tell happened, where the text says so ("yesterday", "in 2019"),
+    resolved against when it was said: time-aware retrieval finds them by it."""
+    meta: dict[str, Any] = {"layer": "episode" if candidate.episode else "fact"}
+    if not candidate.episode and (slot := fact_slot(candidate.content)):
+        meta["slot"] = slot
+    if windows := mentioned_windows(candidate.content, candidate.occurred_at):
+        meta["when"] = [window.as_json() for window in windows]
+    return meta
+
+
+def _layer(cube: MemCube) -> str:
+    return "episode" if cube.is_episode else "fact"
+
+
+def _link_episodes(resolutions: Sequence[Resolution], created: Mapping[int, MemCube]) -> None:
+    """Point each new fact at the episodes of the messages it was distilled from (new ones, or
+    those that already held the message's words)."""
+    episode_of: dict[str, str] = {}
+    for position, resolution in enumerate(resolutions):
+        if not resolution.candidate.episode:
+            continue
+        cube = created.get(position) or resolution.target
+        if cube is not None:
+            for turn in resolution.candidate.turns:
+                episode_of.setdefault(turn.id, cube.id)
+    for position, cube in created.items():
+        if resolutions[position].candidate.episode:
+            continue
+        linked = [episode_of[turn.id] for turn in resolutions[position].candidate.turns if turn.id in episode_of]
+        if linked:
+            cube.meta["episodes"] = list(dict.fromkeys(linked))
+
+
+def retired_episodes(resolutions: Sequence[Resolution]) -> list[str]:
+    """Episodes of the facts these resolutions supersede or delete: they stay as history, but
+    retrieval ranks them below the current fact (``meta.stale``)."""
+    return [
+        episode_id
+        for resolution in resolutions
+        if resolution.decision in (Decision.UPDATE, Decision.DELETE) and resolution.target is not None
+        for episode_id in resolution.target.meta.get("episodes", [])
+    ]
+
+
+def _beyond_facts(episodes: Sequence[Candidate], facts: Sequence[Candidate]) -> list[Candidate]:
+    """The episodes worth keeping beside the facts: a message its facts say nearly all of (fillers
+    aside: "Actually, I moved to Porto.") needs no second copy; the facts stand for it, and
+    lifecycle rules act on them."""
+    said: dict[str, set[str]] = {}
+    for fact in facts:
+        for turn in fact.turns:
+            said.setdefault(turn.id, set()).update(normalize(split_speaker(fact.content)[1]).split())
+    kept = []
+    for episode in episodes:
+        words = set(normalize(episode.turns[0].content).split())
+        covered = len(words & said.get(episode.turns[0].id, set()))
+        if not words or covered < _EPISODE_COVERED * len(words):
+            kept.append(episode)
+    return kept
 
 
 def _not_distilled(candidates: Sequence[Candidate], unseen: set[str]) -> list[int]:
@@ -99,10 +167,15 @@ def _report(entry: JournalEntry) -> list[MemoryChange]:
 
 
 def plan_changes(
-    exchange: Exchange, resolutions: list[Resolution], *, reader: str
+    exchange: Exchange,
+    resolutions: list[Resolution],
+    *,
+    reader: str,
+    stale: Sequence[MemCube] = (),
 ) -> tuple[ChangeSet, list[MemoryChange], dict[str, int]]:
     """Turn decisions (one per candidate, in order) into one change set. Returns it, the report,
-    and for each new cube its candidate's position (to reuse that candidate's vector for indexing)."""
+    and for each new cube its candidate's position (to reuse that candidate's vector for indexing).
+    ``stale``: episodes whose facts this change retires (see ``retired_episodes``)."""
     changes = ChangeSet()
     report: list[MemoryChange] = []
     new_positions: dict[str, int] = {}
@@ -132,7 +205,12 @@ def plan_changes(
             new_positions[cube.id] = position
             report.append(
                 MemoryChange(
-                    cube.id, resolution.decision.value, cube.content, cube.sources, target.id if target else None
+                    cube.id,
+                    resolution.decision.value,
+                    cube.content,
+                    cube.sources,
+                    target.id if target else None,
+                    _layer(cube),
                 )
             )
         elif resolution.decision is Decision.DELETE and target is not None:
@@ -141,14 +219,20 @@ def plan_changes(
             gone.updated_at = now
             changes.cubes.append(gone)
             changes.events.append(HistoryEvent(gone, "DELETE", resolution.reason, now))
-            report.append(MemoryChange(gone.id, "DELETE", gone.content, gone.sources))
+            report.append(MemoryChange(gone.id, "DELETE", gone.content, gone.sources, layer=_layer(gone)))
         elif target is not None:
             fresh = [m for m in message_ids if m not in target.source.message_ids]
             if fresh:
                 merged = target.model_copy(deep=True)
                 merged.source.message_ids = [*target.source.message_ids, *fresh]
                 changes.cubes.append(merged)
-            report.append(MemoryChange(target.id, "NOOP", target.content, target.sources))
+            report.append(MemoryChange(target.id, "NOOP", target.content, target.sources, layer=_layer(target)))
+    _link_episodes(resolutions, created)
+    for episode in stale:
+        if episode.is_live() and not episode.meta.get("stale"):
+            marked = episode.model_copy(deep=True)
+            marked.meta["stale"] = True
+            changes.cubes.append(marked)
     return changes, report, new_positions
 
 
@@ -161,6 +245,7 @@ class WriteBack:
         lifecycle: Lifecycle,
         index_sync: IndexSync,
         readers: Mapping[str, Reader],
+        episodes: Reader | None = None,
         settings: WritebackSettings,
         spill: JournalSpill,
         foreground: Foreground,
@@ -174,6 +259,7 @@ class WriteBack:
         self._lifecycle = lifecycle
         self._index_sync = index_sync
         self._readers = dict(readers)
+        self._episodes = episodes
         self._settings = settings
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.queue_size)
         self._queued: set[str] = set()
@@ -257,6 +343,8 @@ class WriteBack:
         reader = self._readers.get(exchange.mode) or self._readers["heuristic"]
         candidates = await reader.distill(turns)
         candidates += [Candidate(fact.strip(), (), exchange.created_at) for fact in exchange.facts if fact.strip()]
+        if self._episodes is not None and reader.mode != "raw":
+            candidates += _beyond_facts(await self._episodes.distill(turns), candidates)
         vectors: Vectors = await self._embedder.embed([c.content for c in candidates], urgent=urgent)
         lock = self._locks[zlib.crc32(exchange.space.encode()) % _LOCK_STRIPES]
         async with lock:
@@ -265,7 +353,9 @@ class WriteBack:
                 keep = _not_distilled(candidates, {turn.digest() for turn in turns})
                 candidates, vectors = [candidates[i] for i in keep], vectors[keep]
             resolutions = await self._lifecycle.reconcile(exchange.space, candidates, vectors, mode=reader.mode)
-            changes, report, positions = plan_changes(exchange, resolutions, reader=reader.mode)
+            retired = retired_episodes(resolutions)
+            stale = list((await asyncio.to_thread(self._store.get_many, retired)).values()) if retired else []
+            changes, report, positions = plan_changes(exchange, resolutions, reader=reader.mode, stale=stale)
             changes.seen = [(exchange.space, turn.digest()) for turn in turns] if exchange.skip_seen else []
             changes.journal_done = (exchange.id, {"changes": [change.to_dict() for change in report]})
             try:

@@ -18,12 +18,13 @@ from memcubes.memory_os import MemoryOS
 from memcubes.reader import LLMComplete
 from memcubes.retrieval import RetrievedItem
 from memcubes.scheduler import StableListener
+from proxy.auth import KeyRing
 from proxy.backends import ForwardContext, ModelRouter, build_router
 from proxy.backends.base import answer_text
 from proxy.config import Settings
 from proxy.errors import install_error_handlers
 from proxy.limits import BodySizeLimit
-from proxy.routes import bundles, chat, health, memories, models, spaces, ui
+from proxy.routes import bundles, chat, docs, health, keys, memories, models, spaces, ui
 from proxy.serving.chat import ChatService
 from proxy.serving.memories import MemoryService
 from proxy.serving.spaces import SpaceService
@@ -85,6 +86,7 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
             memory = None
         app.state.router = router
         app.state.memory = memory
+        app.state.keyring = KeyRing(memory.keys if memory is not None else None)
         app.state.chat = ChatService(router=router, memory=memory, settings=settings)
         app.state.memories = MemoryService(memory=memory, settings=settings)
         app.state.spaces = SpaceService(memories=app.state.memories)
@@ -97,7 +99,9 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
                 await backend.aclose()
             await client.close()
 
-    app = FastAPI(title="memproxy", version=VERSION, lifespan=lifespan)
+    # FastAPI's own /docs, /redoc and /openapi.json are off: proxy.routes.docs serves them behind
+    # the key check, without CDN assets.
+    app = FastAPI(title="memproxy", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     install_error_handlers(app)
     limits = settings.general_settings
@@ -106,6 +110,6 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAP
         max_bytes=int(limits.max_request_size_mb * 1024 * 1024),
         path_limits={bundles.IMPORT_PATH: int(limits.max_import_size_mb * 1024 * 1024)},
     )
-    for module in (chat, models, memories, bundles, spaces, health, ui):
+    for module in (chat, models, memories, bundles, spaces, keys, health, docs, ui):
         app.include_router(module.router)
     return app

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from proxy.commands import bundles, memories
+from proxy.commands import bundles, keys, memories
 from proxy.commands import eval as eval_command
 from proxy.config import ConfigError, Settings, default_config_path
 
@@ -20,6 +20,22 @@ def _load(path: Path) -> Settings:
         raise SystemExit(2) from None
 
 
+def unsafe_bind(settings: Settings, host: str) -> str | None:
+    """Why serving ``host`` would be unsafe, or ``None``: without a master key every caller is
+    admin over every user's memories, so only this machine may reach the server."""
+    from proxy.auth import is_loopback
+
+    general = settings.general_settings
+    if general.master_key or general.allow_unauthenticated or is_loopback(host.strip("[]").lower()):
+        return None
+    return (
+        f"refusing to listen on {host} without a master key: anyone who can reach it could read and change "
+        "every user's memories. Set general_settings.master_key (e.g. master_key: ${MEMPROXY_MASTER_KEY}) and "
+        "create per-user keys with `memproxy keys create`, or serve on 127.0.0.1; to accept the risk, set "
+        "general_settings.allow_unauthenticated: true"
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -28,6 +44,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
+    refusal = unsafe_bind(settings, host)
+    if refusal:
+        print(f"memproxy: {refusal}", file=sys.stderr)
+        return 2
+    settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host})})
     uvicorn.run(
         build_app(settings),
         host=host,
@@ -137,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_command.register(commands)
     memories.register(commands)
     bundles.register(commands)
+    keys.register(commands)
     return parser
 
 

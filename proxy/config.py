@@ -85,7 +85,13 @@ class ModelEntry(_Strict):
 
 
 class GeneralSettings(_Strict):
-    master_key: str | None = Field(None, description="when set, every request needs Authorization: Bearer <it>")
+    master_key: str | None = Field(
+        None, description="the admin key; when set, every request needs it or a key it created (POST /v1/keys)"
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="let `memproxy serve` listen beyond loopback without a master key (anyone reaching it is admin)",
+    )
     max_request_size_mb: float = Field(10.0, gt=0)
     max_import_size_mb: float = Field(512.0, gt=0, description="body limit of POST /v1/spaces/import (bundles)")
     max_messages: int = Field(4096, ge=1)

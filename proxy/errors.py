@@ -3,6 +3,8 @@
     ProxyError                      {"error": {"message", "type", "param", "code"}}
     ├── InvalidRequest          400 invalid_request_error
     ├── AuthenticationFailed    401 authentication_error
+    ├── PermissionDenied        403 permission_error (code permission_denied): the key may not
+    ├── KeyRateLimited          429 rate_limit_error, with retry-after: the key's own rpm
     ├── NotFound                404 invalid_request_error (code model_not_found / memory_not_found)
     ├── PayloadTooLarge         413 invalid_request_error
     ├── MemoryUnavailable       503 memory_unavailable (only with memory.fail_closed)
@@ -39,10 +41,13 @@ class ProxyError(Exception):
     type: str = "server_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers = headers
         if code is not None:
             self.code = code
 
@@ -59,6 +64,22 @@ class AuthenticationFailed(ProxyError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PermissionDenied(ProxyError):
+    """The key is valid but may not do this (another user, a space or model it was not given)."""
+
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class KeyRateLimited(ProxyError):
+    """The key's own ``rpm`` is spent; ``retry-after`` says when the next request is accepted."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
 
 
 class NotFound(ProxyError):
@@ -171,7 +192,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def proxy_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ProxyError)
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     async def memory_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, MemoryOSError)

@@ -11,6 +11,7 @@ bounds how much one request may add.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from memcubes.config import ExtractionMode
+from memcubes.names import space_name
 from proxy.scope import clean_identifier
 
 MessageRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -191,6 +193,7 @@ class MemoryChangeOut(_MemoryModel):
     text: str
     sources: list[str]
     previous_id: str | None = None
+    layer: Literal["fact", "episode"] = Field("fact", description="a distilled fact, or a message kept as said")
 
 
 class AddMemoriesResponse(_MemoryModel):
@@ -313,4 +316,57 @@ class PatchMemoryRequest(_MemoryModel):
     def _validity_in_order(self) -> Self:
         if self.valid_from is not None and self.valid_to is not None and self.valid_from > self.valid_to:
             raise ValueError("valid_from must not be later than valid_to")
+        return self
+
+
+# -- keys and audit ---------------------------------------------------------------------------
+
+MAX_SHARED_SPACES = 64
+MAX_METADATA_BYTES = 16 * 1024
+
+
+def _user_name(value: str) -> str:
+    name = clean_identifier(value)
+    if name is None:
+        raise ValueError("must not be empty")
+    return name
+
+
+def _space(value: str) -> str:
+    return space_name(value)
+
+
+UserName = Annotated[str, AfterValidator(_user_name)]
+SpaceName = Annotated[str, AfterValidator(_space)]
+
+
+class CreateKeyRequest(_MemoryModel):
+    """``POST /v1/keys``: what the new key may do (README, "Security model")."""
+
+    user: UserName | None = Field(None, description="the key acts for exactly this user")
+    user_prefix: str | None = Field(
+        None, max_length=256, description='the key acts for any user whose id starts with this ("": any user)'
+    )
+    read_spaces: list[SpaceName] = Field(default_factory=list, max_length=MAX_SHARED_SPACES)
+    write_spaces: list[SpaceName] = Field(default_factory=list, max_length=MAX_SHARED_SPACES)
+    memory_api: Literal["none", "read", "write"] = "write"
+    models: list[ShortText] | None = Field(None, max_length=1000, description="allowed model names (default: all)")
+    expires_at: Timestamp | None = None
+    rpm: int | None = Field(None, ge=1, le=1_000_000, strict=True, description="requests per minute")
+    alias: ShortText | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("user_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return value
+        return _user_name(value)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if self.user is not None and self.user_prefix is not None:
+            raise ValueError("give `user` or `user_prefix`, not both")
+        if len(json.dumps(self.metadata)) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")
         return self

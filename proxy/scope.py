@@ -5,23 +5,27 @@ header wins, so a gateway can set it without touching bodies). ``X-Memory-Mode``
 (read and write, the default), ``off``, ``read`` or ``write``; ``X-Memory-Session`` names the
 conversation; ``X-Memory-KV: off`` disables activation-cache reuse for one request.
 
-User ids and session names are stripped and must be 1-256 characters with no control characters,
-surrogates or line separators, wherever they come from (body, header or query), so one owner
-always maps to one space. Header values are read as UTF-8 (falling back to Latin-1, what HTTP
-servers decode them as), so ``X-Memory-User: José`` and ``"user": "José"`` are the same owner.
+User ids and session names follow ``memcubes.names`` wherever they come from (body, header or
+query): NFKC-normalised, stripped, 1-256 characters, no control or invisible format characters,
+so one owner always maps to one space. The API key decides which users a request may name and
+which shared spaces it also reads (``proxy.principal``). Header values are read as UTF-8
+(falling back to Latin-1, what HTTP servers decode them as), so ``X-Memory-User: José`` and
+``"user": "José"`` are the same owner.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
 from starlette.datastructures import Headers
 
+from memcubes.names import MAX_USER, clean_name
 from proxy.errors import InvalidRequest
+from proxy.principal import Principal
+from proxy.principal import user_space as user_space  # re-exported: callers name a user's space from here
 
-_MAX_ID = 256
+_MAX_ID = MAX_USER
 
 
 class MemoryMode(StrEnum):
@@ -31,24 +35,23 @@ class MemoryMode(StrEnum):
     WRITE = "write"
 
 
-def user_space(user: str) -> str:
-    return f"user:{user}"
-
-
 @dataclass(frozen=True)
 class Scope:
     user: str | None
     session: str | None = None
     mode: MemoryMode = MemoryMode.ON
     kv_reuse: bool = True
+    shared_spaces: tuple[str, ...] = ()
 
     @property
     def space(self) -> str | None:
+        """The one space chat writes to: the user's own."""
         return user_space(self.user) if self.user else None
 
     @property
     def readable_spaces(self) -> list[str]:
-        return [self.space] if self.space else []
+        """The user's space, then the shared spaces the key reads."""
+        return [self.space, *self.shared_spaces] if self.space else []
 
     @property
     def reads(self) -> bool:
@@ -59,18 +62,9 @@ class Scope:
         return self.space is not None and self.mode in (MemoryMode.ON, MemoryMode.WRITE)
 
 
-# Control characters, surrogates, line and paragraph separators: never part of a name.
-_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
-
-
 def clean_identifier(value: str, *, max_length: int = _MAX_ID) -> str | None:
-    """``value`` stripped (``None`` when nothing is left); ``ValueError`` when it cannot name an owner."""
-    value = value.strip()
-    if not value:
-        return None
-    if len(value) > max_length or any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in value):
-        raise ValueError(f"must be 1-{max_length} characters without control characters")
-    return value
+    """``value`` normalised (``None`` when nothing is left); ``ValueError`` when it cannot name an owner."""
+    return clean_name(value, max_length=max_length)
 
 
 def identifier(value: str | None, *, param: str, max_length: int = _MAX_ID) -> str | None:
@@ -102,7 +96,8 @@ def _choice(headers: Headers, name: str, default: str) -> str:
     return headers.get(name, default).strip().lower()
 
 
-def resolve_scope(headers: Headers, body_user: str | None) -> Scope:
+def resolve_scope(headers: Headers, body_user: str | None, principal: Principal) -> Scope:
+    """The request's scope; 403 when it names a user the key may not act for."""
     mode_value = _choice(headers, "x-memory-mode", MemoryMode.ON.value)
     try:
         mode = MemoryMode(mode_value)
@@ -113,9 +108,10 @@ def resolve_scope(headers: Headers, body_user: str | None) -> Scope:
     kv = _choice(headers, "x-memory-kv", "on")
     if kv not in ("on", "off"):
         raise InvalidRequest(f"X-Memory-KV must be on or off (got {kv[:64]!r})", param="X-Memory-KV")
-    user = memory_user_header(headers) or identifier(body_user, param="user")
+    user = principal.acting_user(memory_user_header(headers), identifier(body_user, param="user"))
     return Scope(
         user=user,
+        shared_spaces=tuple(principal.chat_spaces(user)[1:]) if user else (),
         session=identifier(header_text(headers, "x-memory-session"), param="X-Memory-Session"),
         mode=mode,
         kv_reuse=kv == "on",

@@ -10,6 +10,7 @@ import httpx
 from bench.__main__ import SECTIONS, build_parser
 from bench.backend import REPLY, SameStep
 from bench.load import Target, run_load, session
+from bench.prefix_cache import PrefixCache
 from bench.stats import percentile, table
 from bench.workload import chat_bodies, facts
 from proxy.dev.scripted_backend import BackendScript, build_scripted_backend
@@ -78,3 +79,17 @@ async def test_load_counts_a_missing_memory_status_as_an_error(backend: Backend)
     async with session(2) as client:
         sample = await run_load(client, target, chat_bodies(user="u", seed=3), requests=4, concurrency=2, stream=False)
     assert sample.completed == 0 and sample.errors == {"x-memory-status None": 4}
+
+
+def test_the_prefix_cache_backend_counts_the_longest_common_token_prefix() -> None:
+    cache = PrefixCache()
+    system = {"role": "system", "content": "You are helpful."}
+    first = [system, {"role": "user", "content": "hi"}]
+    opened = cache.serve(first)
+    assert opened.cached_tokens == 0 and opened.prefill_tokens == opened.prompt_tokens
+    second = [*first, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "more"}]
+    resent = cache.serve(second)
+    assert resent.cached_tokens == opened.prompt_tokens  # the whole first request is its prefix
+    assert opened.prompt_tokens < resent.history_tokens < resent.prompt_tokens
+    changed = cache.serve([{"role": "system", "content": "You are terse."}, *second[1:]])
+    assert 0 < changed.cached_tokens < 12  # only the template start and "You are" are shared

@@ -403,15 +403,19 @@ def test_new_ids_copy_a_space_and_keep_links_consistent(proxy: Proxy) -> None:
         assert [r["id"] for r in porto_hits] == [porto["id"]] and porto["id"] != ids["porto"]
 
 
-def test_overwrite_never_takes_a_cube_from_another_space(proxy: Proxy) -> None:
+def test_an_import_never_takes_or_reveals_a_cube_of_another_space(proxy: Proxy) -> None:
+    """Ids of another space get fresh ids, whatever on_conflict says: no error naming that space
+    and no skip count tells an importer which ids exist elsewhere."""
     with proxy.http() as http:
         build_space(http)
+        original = everything(http)
         bundle = export(http)
-        response = upload(http, bundle, space="user:mallory", on_conflict="overwrite")
-        assert response.status_code == 400 and "on_conflict=new-ids" in response.json()["error"]["message"]
-        assert everything(http, "user:mallory") == []
-        skipped = upload(http, bundle, space="user:mallory").json()
-        assert skipped["skipped"] == 5 and everything(http, "user:mallory") == []
+        for on_conflict in ("overwrite", "skip"):
+            report = upload(http, bundle, space=f"user:mallory-{on_conflict}", on_conflict=on_conflict).json()
+            assert (report["imported"], report["skipped"], report["overwritten"]) == (5, 0, 0)
+            copies = everything(http, f"user:mallory-{on_conflict}")
+            assert len(copies) == 5 and not {c["id"] for c in copies} & {c["id"] for c in original}
+        assert everything(http) == original
 
 
 def test_space_rehomes_into_another_proxy(

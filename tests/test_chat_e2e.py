@@ -258,7 +258,7 @@ def test_fail_closed_refuses_instead(backend: Backend, start_proxy: Callable[...
     with proxy.http() as http:
         response = http.post(
             "/v1/chat/completions",
-            json={"model": "fake", "user": "h", "messages": [{"role": "user", "content": "hi " * 3000}]},
+            json={"model": "fake", "user": "h", "messages": [{"role": "user", "content": "my home? " * 3000}]},
         )
     assert response.status_code == 503
     assert response.json()["error"]["type"] == "memory_unavailable"

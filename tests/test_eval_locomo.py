@@ -185,7 +185,8 @@ def test_retrieval_and_qa_through_a_proxy_of_its_own(backend: Backend, embedder:
             f"{url}/v1/memories/search", json={"user": "locomo-mini-1", "query": samples[0].questions[0].text}
         ).json()["results"]
 
-    assert report.events == {"ADD": 10} and len(stored) == 10  # QA read memories, learnt nothing
+    assert report.events["memproxy-raw"] == {"ADD": 10}  # raw: one episode per turn
+    assert len(stored) == report.events["memproxy"]["ADD"]  # QA read memories, learnt nothing
     assert report.counts() == {
         "samples": 1,
         "turns": 10,
@@ -195,7 +196,7 @@ def test_retrieval_and_qa_through_a_proxy_of_its_own(backend: Backend, embedder:
         "skipped_evidence": 1,
     }
     assert report.token_mismatches == 0 and report.over_budget == 0
-    assert list(report.outcomes) == ["memproxy", "bm25", "dense", "rrf"]
+    assert list(report.outcomes) == ["memproxy", "memproxy-raw", "bm25", "dense", "rrf"]
     for outcomes in report.outcomes.values():
         assert [o.question for o in outcomes] == [q.text for q in samples[0].scored]
         assert all(0 < o.tokens <= budget for o in outcomes)
@@ -207,7 +208,14 @@ def test_retrieval_and_qa_through_a_proxy_of_its_own(backend: Backend, embedder:
     assert summary["bm25"]["1"]["recall_budget"] == report.outcomes["bm25"][1].recall
     table = report.table()
     assert "4 questions of categories 1-4 (1 more without evidence, 1 unknown evidence ids skipped)" in table
-    assert [line.split()[0] for line in table.splitlines()[2:7]] == ["system", "memproxy", "bm25", "dense", "rrf"]
+    assert [line.split()[0] for line in table.splitlines()[2:8]] == [
+        "system",
+        "memproxy",
+        "memproxy-raw",
+        "bm25",
+        "dense",
+        "rrf",
+    ]
     assert json.loads(json.dumps(report.to_json()))["per_question"][2]["memproxy"]["missed"] == []
 
     answer, judge = backend.received[0]["body"], backend.received[1]["body"]

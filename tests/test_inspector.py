@@ -257,3 +257,26 @@ def test_readable_at_a_phones_width(page: Page, inspector: Proxy, shoot: Callabl
     expect(page.locator("#memories thead")).to_be_hidden()  # rows are labelled cards
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     shoot(page, "phone")
+
+
+def test_a_user_key_sees_only_its_user(page: Page, inspector: Proxy) -> None:
+    """A read-only key of one user: another user's space is not listed and its URL (or one of its
+    memories') shows Not found; the key's own memory shows, but a write from the page is refused."""
+    [own] = add(inspector, "gus", "Gus collects stamps.", mode="raw")
+    [other] = add(inspector, "hal", "Hal rides a motorbike.", mode="raw")
+    created = api(inspector, "POST", "/v1/keys", json={"user": "gus", "memory_api": "read"})
+    assert created.status_code == 200, created.text
+    log_in(page, created.json()["key"])
+    expect(page.get_by_role("link", name="user:gus")).to_be_visible()
+    expect(page.get_by_role("link", name="user:hal")).to_have_count(0)
+    expect(page.get_by_role("link", name="user:ana")).to_have_count(0)
+
+    for url in ("/ui/#/space/user%3Ahal", "/ui/#/space/user%3Ahal/inject", f"/ui/#/memory/{other}"):
+        page.goto(url)
+        expect(page.locator("h1")).to_have_text("Not found")
+
+    page.goto(f"/ui/#/memory/{own}")
+    expect(page.locator("#memory-content")).to_contain_text("Gus collects stamps.")
+    page.get_by_role("button", name="Pin").click()
+    expect(page.locator("#status")).to_contain_text("memory_api is 'read'")
+    assert api(inspector, "GET", f"/v1/memories/{own}").json()["pinned"] is False

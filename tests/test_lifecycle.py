@@ -1,4 +1,4 @@
-"""Memories evolve: updates supersede, retractions delete, duplicates merge, edits version,
+"""Memories evolve: updates and retractions supersede, duplicates merge, edits version,
 expiry hides, pins always inject, purge and forget leave nothing behind."""
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ from tests.conftest import Backend, Proxy, proxy_settings
 
 
 def say(http: httpx.Client, user: str, *texts: str, mode: str = "heuristic", **extra: Any) -> list[dict[str, Any]]:
+    """The facts these messages changed (episodes, the messages kept as said, aside)."""
     messages = [{"role": "user", "content": text, **extra} for text in texts]
     response = http.post("/v1/memories", json={"user": user, "messages": messages, "mode": mode, "sync": True})
     assert response.status_code == 200, response.text
-    return list(response.json()["results"])
+    return [r for r in response.json()["results"] if r["layer"] == "fact"]
 
 
 def memories(http: httpx.Client, user: str, *states: str) -> list[dict[str, Any]]:
+    """The space's facts in these states (default active)."""
     params: list[tuple[str, str]] = [("user", user), ("limit", "500")] + [("state", s) for s in states]
-    return list(http.get("/v1/memories", params=params).json()["data"])
+    return [m for m in http.get("/v1/memories", params=params).json()["data"] if m["meta"].get("layer") != "episode"]
 
 
 def search(http: httpx.Client, user: str, query: str) -> list[str]:
@@ -52,16 +54,17 @@ def test_moving_to_porto_supersedes_lisbon(proxy: Proxy) -> None:
         assert any("Porto" in t for t in texts) and not any("Lisbon" in t for t in texts)
 
 
-def test_an_explicit_retraction_deletes_and_keeps_history(proxy: Proxy) -> None:
+def test_an_explicit_retraction_ends_the_fact_and_keeps_it_as_history(proxy: Proxy) -> None:
     with proxy.http() as http:
-        [job] = say(http, "ben", "I work at Google.")
-        [retraction] = say(http, "ben", "I quit my job at Google.")
-        assert retraction["event"] == "DELETE" and retraction["id"] == job["id"]
-        assert memories(http, "ben") == []
-        assert [m["id"] for m in memories(http, "ben", "deleted")] == [job["id"]]
+        [job] = say(http, "ben", "I work at Google.", created_at="2024-01-10T09:00:00Z")
+        [retraction] = say(http, "ben", "I quit my job at Google.", created_at="2025-05-02T09:00:00Z")
+        assert retraction["event"] == "UPDATE" and retraction["previous_id"] == job["id"]
+        assert [m["content"] for m in memories(http, "ben")] == ["I quit my job at Google."]
+        old = http.get(f"/v1/memories/{job['id']}").json()
+        assert old["state"] == "superseded" and old["valid_to"] == "2025-05-02T09:00:00Z"
         history = http.get(f"/v1/memories/{job['id']}/history").json()["data"]
-        assert [h["event"] for h in history] == ["ADD", "DELETE"]
-        assert not any("Google" in t for t in search(http, "ben", "Where do I work?"))
+        assert [h["event"] for h in history] == ["ADD", "SUPERSEDE"]
+        assert not any("I work at Google." in t for t in search(http, "ben", "Where do I work?"))
 
 
 def test_duplicates_merge_sources_instead_of_piling_up(proxy: Proxy) -> None:
@@ -96,7 +99,9 @@ def test_raw_mode_keeps_every_turn(proxy: Proxy) -> None:
     with proxy.http() as http:
         say(http, "raw", "I live in Lisbon.", mode="raw")
         say(http, "raw", "I moved to Porto.", mode="raw")
-        assert len(memories(http, "raw")) == 2
+        kept = http.get("/v1/memories", params={"user": "raw"}).json()["data"]
+        assert sorted(m["content"] for m in kept) == ["user: I live in Lisbon.", "user: I moved to Porto."]
+        assert {m["meta"]["layer"] for m in kept} == {"episode"}  # raw mode keeps episodes only
 
 
 def test_llm_mode_decides_with_integer_ids(backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path) -> None:

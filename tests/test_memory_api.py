@@ -67,10 +67,16 @@ def test_heuristic_mode_drops_chit_chat_and_duplicates(proxy: Proxy) -> None:
             {"role": "user", "content": "I'm vegetarian, what should I cook tonight?"},
         ]
         results = add(http, messages=messages, sync=True).json()["results"]
-        assert [r["text"] for r in results] == ["I'm vegetarian."]
+        # The fact, and the message it came from as an episode (it says more than the fact);
+        # the greeting and the thanks are neither.
+        assert [(r["layer"], r["text"]) for r in results] == [
+            ("fact", "I'm vegetarian."),
+            ("episode", "user: I'm vegetarian, what should I cook tonight?"),
+        ]
         again = add(http, messages=[{"role": "user", "content": "I'm vegetarian!"}], sync=True).json()["results"]
         assert again[0]["event"] == "NOOP" and again[0]["id"] == results[0]["id"]
-        assert len(http.get("/v1/memories", params={"user": "alice"}).json()["data"]) == 1
+        assert len(again) == 1  # the fact says all of the message: no episode
+        assert len(http.get("/v1/memories", params={"user": "alice"}).json()["data"]) == 2
 
 
 def test_search_is_cut_to_the_token_budget(proxy: Proxy) -> None:

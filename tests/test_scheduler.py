@@ -79,8 +79,10 @@ async def test_heat_promotes_and_cooling_demotes_with_hysteresis(memory: MemoryO
     # ... and once it cools (half-life of one second here) it leaves the block.
     await asyncio.sleep(3.0)
     assert await memory.scheduler.rebalance(SPACE) is True
-    plan = await memory.plan([SPACE], [{"role": "user", "content": "unrelated question about taxes"}])
-    assert plan.stable == []
+    taxes = [{"role": "user", "content": "unrelated question about taxes"}]
+    assert (await memory.plan([SPACE], taxes, session="next")).stable == []
+    # The conversation that saw it keeps its block: the demotion waits for its next conversation.
+    assert [item.cube_ids[0] for item in (await memory.plan([SPACE], taxes)).stable] == [hot]
 
 
 async def test_only_writes_that_can_touch_the_stable_block_make_it_be_read_again(
@@ -229,3 +231,25 @@ async def test_openai_models_get_a_prompt_cache_key_that_hides_the_user() -> Non
     assert key == layout.prompt_cache_key("user:alice@example.com") != layout.prompt_cache_key("user:bob")
     assert "alice" not in key and len(key) < 64
     await client.close()
+
+
+async def test_each_block_can_have_its_own_token_budget(embedder: Embedder, tmp_path: Path) -> None:
+    settings = MemorySettings.model_validate(
+        {
+            "data_dir": str(tmp_path / "own"),
+            "retrieval": {"token_budget": 40},
+            "scheduler": {"stable_token_budget": 200, "volatile_token_budget": 25},
+        }
+    )
+    memory = await MemoryOS.open(settings, embedder=embedder)
+    try:
+        ids = await add(memory, *(f"Keeps a {c} notebook in the {c} drawer" for c in ("red", "blue", "green", "gray")))
+        for cube_id in ids[:3]:
+            await memory.edit(cube_id, {"pinned": True})
+        await add(memory, "Notebooks: buys them in Porto", "Notebook drawer squeaks")
+        plan = await memory.plan([SPACE], [{"role": "user", "content": "Which notebook drawer?"}])
+        # One shared budget of 40 would hold one pinned memory and leave the volatile block nothing.
+        assert len(plan.stable) == 3 and sum(item.tokens for item in plan.stable) > 40
+        assert 0 < plan.volatile_tokens <= 25
+    finally:
+        await memory.close()

@@ -18,11 +18,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from proxy.commands import eval_updates
+from proxy.eval.locomo import HOLDOUT
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``eval`` (and its ``locomo`` benchmark) to memproxy's command line."""
     benchmarks = subparsers.add_parser("eval", help="measure memory quality on a benchmark")
-    locomo = benchmarks.add_subparsers(dest="benchmark", required=True).add_parser(
+    kinds = benchmarks.add_subparsers(dest="benchmark", required=True)
+    eval_updates.register(kinds)
+    locomo = kinds.add_parser(
         "locomo", help="LOCOMO: evidence recall within a token budget vs baselines, optional LLM-judged QA"
     )
     locomo.add_argument("--data", type=Path, required=True, help="LOCOMO JSON (locomo10.json format)")
@@ -32,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     locomo.add_argument("--api-key", help="the proxy's master key, if it has one")
     locomo.add_argument("--config", type=Path, help="settings of the proxy started here (models for --qa)")
     locomo.add_argument("--samples", nargs="+", metavar="ID", help="only these sample ids")
+    locomo.add_argument(
+        "--holdout", default=HOLDOUT, metavar="ID", help=f"also report this sample alone (default {HOLDOUT})"
+    )
     locomo.add_argument("--max-sessions", type=int, help="only the first N sessions of each conversation")
     locomo.add_argument("--max-questions", type=int, help="only the first N questions of each sample")
     locomo.add_argument("--no-captions", action="store_true", help="leave out the captions of shared photos")
@@ -80,7 +88,13 @@ def cmd_locomo(args: argparse.Namespace) -> int:
                     local_proxy(settings, budget=args.budget, top_k=args.top_k, embedder=shared)
                 )
                 report = evaluate_retrieval(
-                    samples, url=url, embedder=embedder, budget=args.budget, top_k=args.top_k, api_key=api_key
+                    samples,
+                    url=url,
+                    embedder=embedder,
+                    budget=args.budget,
+                    top_k=args.top_k,
+                    api_key=api_key,
+                    holdout=args.holdout,
                 )
                 print(report.table(), flush=True)
                 result["retrieval"] = report.to_json()

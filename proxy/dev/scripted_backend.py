@@ -13,6 +13,13 @@ Scripted steps (``POST /_script`` with a JSON list, consumed one per chat reques
 ``{"drop_after": 2}``                          stream two chunks, then cut the connection
 ``{"invalid_json": true}``                    a 200 whose body is not JSON
 ``{"delay": 0.5}``                             sleep first (combine with any of the above)
+``{"text": "... {pick} ...", "pick": "X"}``     ``{pick}`` becomes the number ``n`` of the line
+                                              ``[n] X`` in the last message (``null`` if none):
+                                              a judge that names a listed item as a model would
+``{"usage": {...}}``                           merged into the answer's usage (provider cache numbers)
+
+``POST /v1/messages`` answers in Anthropic's Messages format (for litellm's Anthropic path), with
+a step's ``usage`` merged into Anthropic's usage (``cache_read_input_tokens``).
 """
 
 from __future__ import annotations
@@ -69,6 +76,16 @@ def default_reply(body: dict[str, Any]) -> str:
     return f"Noted: {last[:200]}" if last else "Hello."
 
 
+def step_text(body: dict[str, Any], step: dict[str, Any]) -> str:
+    """The answer a step gives to a request: its text (with ``{pick}`` filled in), or the default."""
+    text = step.get("text", default_reply(body))
+    if "pick" in step:
+        messages = body.get("messages") or [{}]
+        listed = re.search(rf"^\[(\d+)\] {re.escape(str(step['pick']))}$", _message_text(messages[-1]), re.M)
+        text = text.replace("{pick}", listed.group(1) if listed else "null")
+    return str(text)
+
+
 def _tool_calls(step: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
@@ -91,7 +108,7 @@ def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
 
 
 def _completion(body: dict[str, Any], step: dict[str, Any], completion_id: str) -> dict[str, Any]:
-    text = step.get("text", default_reply(body))
+    text = step_text(body, step)
     choices = []
     for index in range(int(body.get("n") or 1)):
         message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -107,7 +124,26 @@ def _completion(body: dict[str, Any], step: dict[str, Any], completion_id: str) 
         "model": body.get("model", "scripted"),
         "system_fingerprint": "fp_scripted",
         "choices": choices,
-        "usage": _usage(body, text),
+        "usage": {**_usage(body, text), **step.get("usage", {})},
+    }
+
+
+def _anthropic_message(body: dict[str, Any], step: dict[str, Any], message_id: str) -> dict[str, Any]:
+    text = step.get("text", default_reply(body))
+    usage = _usage(body, text)
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model", "scripted"),
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": usage["prompt_tokens"],
+            "output_tokens": usage["completion_tokens"],
+            **step.get("usage", {}),
+        },
     }
 
 
@@ -126,7 +162,7 @@ def _chunk(body: dict[str, Any], completion_id: str, delta: dict[str, Any], fini
 async def _stream(
     body: dict[str, Any], step: dict[str, Any], completion_id: str, interval: float
 ) -> AsyncIterator[bytes]:
-    text = step.get("text", default_reply(body))
+    text = step_text(body, step)
     pieces = [w + " " for w in text.split(" ")]
     pieces[-1] = pieces[-1].rstrip(" ")
     yield _chunk(body, completion_id, {"role": "assistant", "content": ""}, None)
@@ -151,7 +187,7 @@ async def _stream(
             "created": int(time.time()),
             "model": body.get("model", "scripted"),
             "choices": [],
-            "usage": _usage(body, text),
+            "usage": {**_usage(body, text), **step.get("usage", {})},
         }
         yield b"data: " + json.dumps(usage_chunk).encode() + b"\n\n"
     yield b"data: [DONE]\n\n"
@@ -187,6 +223,13 @@ def build_scripted_backend(script: BackendScript | None = None) -> Starlette:
             )
         return JSONResponse(_completion(body, step, completion_id))
 
+    async def messages(request: Request) -> Response:
+        body = await request.json()
+        if state.record:
+            state.received.append({"body": body, "headers": dict(request.headers)})
+        step = state.steps.pop(0) if state.steps else {}
+        return JSONResponse(_anthropic_message(body, step, f"msg_scripted_{next(counter)}"))
+
     async def models(request: Request) -> Response:
         return JSONResponse(
             {"object": "list", "data": [{"id": "scripted", "object": "model", "created": 0, "owned_by": "memproxy"}]}
@@ -206,6 +249,7 @@ def build_scripted_backend(script: BackendScript | None = None) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/chat/completions", chat, methods=["POST"]),
+            Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/_script", push_script, methods=["POST"]),
             Route("/_requests", received, methods=["GET", "DELETE"]),

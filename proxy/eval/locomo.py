@@ -21,6 +21,11 @@ Metrics, per question, averaged over the questions of a category (or of all of t
   baselines, in-process scoring time without query embedding (not comparable with HTTP).
 - **tokens**: mean cl100k tokens of the items within the budget.
 
+memproxy is measured twice on the same proxy, each conversation under a user of its own: as
+configured (``memproxy``: by default episodes and heuristic facts) and in ``raw`` mode
+(``memproxy-raw``: one memory per turn). A held-out conversation (``holdout``), not looked at while tuning, is
+also reported on its own.
+
 Evidence ids are normalised (``"D1: 3"``, ``"d1:03"`` → ``"D1:3"``; ``"D8:6; D9:17"`` is two ids);
 ids absent from the conversation are skipped and counted, and a question left with no evidence is
 not scored (it is still asked by the QA protocol).
@@ -52,6 +57,9 @@ from proxy.scope import user_space
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 MEMPROXY = "memproxy"
+MODES: dict[str, str | None] = {MEMPROXY: None, f"{MEMPROXY}-raw": "raw"}
+"""memproxy's systems: the extraction mode each ingests with (None: the proxy's configured mode)."""
+HOLDOUT = "conv-41"  # the dev conversation kept out of tuning
 UNLIMITED_BUDGET = 1_000_000  # the memory API's largest token_budget
 
 _DIA_ID = re.compile(r"D\s*:?\s*(\d+)\s*:\s*(\d+)", re.IGNORECASE)
@@ -213,9 +221,9 @@ def load_samples(
 
 @contextlib.contextmanager
 def local_proxy(settings: Settings, *, budget: int, top_k: int, embedder: Embedder | None) -> Iterator[str]:
-    """A proxy of its own on a loopback port over a temporary data dir, reading raw turns, with
-    ``budget``/``top_k`` as its retrieval settings so chat injects what search returns. Yields
-    its URL. Other settings (models, retrieval knobs) come from ``settings``."""
+    """A proxy of its own on a loopback port over a temporary data dir, with ``budget``/``top_k``
+    as its retrieval settings so chat injects what search returns. Yields its URL. Other settings
+    (extraction mode, models, retrieval knobs) come from ``settings``."""
     from proxy.app import build_app
     from proxy.dev.serve_thread import ServerThread
 
@@ -223,7 +231,6 @@ def local_proxy(settings: Settings, *, budget: int, top_k: int, embedder: Embedd
         memory = settings.memory.model_copy(
             update={
                 "data_dir": Path(data_dir),
-                "extraction": settings.memory.extraction.model_copy(update={"mode": "raw"}),
                 "retrieval": settings.memory.retrieval.model_copy(update={"token_budget": budget, "top_k": top_k}),
             }
         )
@@ -243,16 +250,27 @@ def _post(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]
     return data
 
 
-def ingest(http: httpx.Client, sample: Sample) -> Counter[str]:
-    """Store the conversation under its own user, one synchronous raw request per session;
-    whatever the space held before is forgotten first. Returns the memory events (ADD, NOOP ...)."""
+def user_of(sample: Sample, system: str) -> str:
+    """Each system stores the conversation under a user of its own; the configured mode under
+    ``sample.user`` (the one QA asks as)."""
+    mode = MODES[system]
+    return sample.user if mode is None else f"{sample.user}-{mode}"
+
+
+def ingest(http: httpx.Client, sample: Sample, *, system: str = MEMPROXY) -> Counter[str]:
+    """Store the conversation, one synchronous request per session, in ``system``'s mode; whatever
+    the space held before is forgotten first. Returns the memory events (ADD, NOOP ...)."""
+    user = user_of(sample, system)
     try:
-        http.delete(f"/v1/spaces/{user_space(sample.user)}").raise_for_status()
+        http.delete(f"/v1/spaces/{user_space(user)}").raise_for_status()
     except httpx.HTTPError as exc:
-        raise EvalError(f"cannot reset the space of {sample.user}: {exc!r}") from exc
+        raise EvalError(f"cannot reset the space of {user}: {exc!r}") from exc
     events: Counter[str] = Counter()
+    mode = MODES[system]
     for session in sample.sessions():
-        body = {"user": sample.user, "mode": "raw", "sync": True, "messages": [turn.message() for turn in session]}
+        body: dict[str, Any] = {"user": user, "sync": True, "messages": [turn.message() for turn in session]}
+        if mode is not None:
+            body["mode"] = mode
         events.update(change["event"] for change in _post(http, "/v1/memories", body)["results"])
     return events
 
@@ -295,13 +313,13 @@ def _score(sample: Sample, question: Question, *, within: list[Item], ranked: li
 
 
 def _ask(
-    http: httpx.Client, sample: Sample, question: Question, *, budget: int, top_k: int, checks: _Checks
+    http: httpx.Client, user: str, sample: Sample, question: Question, *, budget: int, top_k: int, checks: _Checks
 ) -> Outcome:
     """One budgeted search (timed; what chat would inject) and one unbudgeted (for recall@k)."""
-    answered, latency_ms = _search(http, sample.user, question.text, top_k=top_k, budget=budget, checks=checks)
+    answered, latency_ms = _search(http, user, question.text, top_k=top_k, budget=budget, checks=checks)
     within = pack(answered, budget=budget, top_k=top_k)
     checks.over_budget += int(len(within) != len(answered))
-    ranked, _ = _search(http, sample.user, question.text, top_k=max(RECALL_AT), budget=UNLIMITED_BUDGET, checks=checks)
+    ranked, _ = _search(http, user, question.text, top_k=max(RECALL_AT), budget=UNLIMITED_BUDGET, checks=checks)
     return _score(sample, question, within=within, ranked=ranked, latency_ms=latency_ms)
 
 
@@ -334,15 +352,30 @@ class RetrievalReport:
     top_k: int
     samples: list[Sample]
     outcomes: dict[str, list[Outcome]]
-    """Per system (memproxy first, then the baselines), one outcome per scored question, in the
-    same order for every system."""
-    events: dict[str, int]
-    ingest_seconds: float
+    """Per system (memproxy's modes first, then the baselines), one outcome per scored question,
+    in the same order for every system."""
+    events: dict[str, dict[str, int]]
+    """Per memproxy system, the memory events of ingestion."""
+    ingest_seconds: dict[str, float]
     token_mismatches: int
     over_budget: int
+    holdout: str | None = None
 
-    def summary(self) -> dict[str, Summary]:
-        return {name: summarize(outcomes, categories=CATEGORIES) for name, outcomes in self.outcomes.items()}
+    def summary(self, *, sample_ids: Sequence[str] | None = None) -> dict[str, Summary]:
+        """Per system, over every sample or only ``sample_ids``."""
+        return {
+            name: summarize(
+                [o for o in outcomes if sample_ids is None or o.sample_id in sample_ids], categories=CATEGORIES
+            )
+            for name, outcomes in self.outcomes.items()
+        }
+
+    def writeback_rate(self, system: str) -> tuple[int, int, float]:
+        """Exchanges (sessions) ingested, memories they created, and memories per second."""
+        exchanges = sum(len(sample.sessions()) for sample in self.samples)
+        created = sum(n for event, n in self.events.get(system, {}).items() if event in ("ADD", "UPDATE"))
+        seconds = self.ingest_seconds.get(system, 0.0)
+        return exchanges, created, created / seconds if seconds else 0.0
 
     def counts(self) -> dict[str, int]:
         questions = [q for sample in self.samples for q in sample.questions]
@@ -357,7 +390,7 @@ class RetrievalReport:
 
     def _details(self) -> list[dict[str, Any]]:
         rows = []
-        for index, first in enumerate(self.outcomes[MEMPROXY]):
+        for index, first in enumerate(next(iter(self.outcomes.values()))):
             row: dict[str, Any] = {
                 "sample": first.sample_id,
                 "question": first.question,
@@ -376,11 +409,20 @@ class RetrievalReport:
             "top_k": self.top_k,
             "sample_ids": [sample.sample_id for sample in self.samples],
             **self.counts(),
-            "ingestion": {"seconds": round(self.ingest_seconds, 3), "events": self.events},
+            "ingestion": {
+                system: {"seconds": round(seconds, 3), "events": self.events.get(system, {})}
+                for system, seconds in self.ingest_seconds.items()
+            },
             "checks": {"token_mismatches": self.token_mismatches, "over_budget": self.over_budget},
             "systems": self.summary(),
+            "holdout": {"sample": self.holdout, "systems": self._holdout_summary()},
             "per_question": self._details(),
         }
+
+    def _holdout_summary(self) -> dict[str, Summary] | None:
+        if self.holdout is None or all(sample.sample_id != self.holdout for sample in self.samples):
+            return None
+        return self.summary(sample_ids=[self.holdout])
 
     def table(self) -> str:
         counts = self.counts()
@@ -388,18 +430,37 @@ class RetrievalReport:
         columns += [f"r@{k}" for k in RECALL_AT] + ["p50 ms", "p95 ms", "tokens"]
         cells = [("all", "recall_budget"), *((str(c), "recall_budget") for c in CATEGORIES)]
         cells += [("all", f"recall@{k}") for k in RECALL_AT] + [("all", "p50_ms"), ("all", "p95_ms"), ("all", "tokens")]
-        rows = [(name, [summary[g][key] for g, key in cells]) for name, summary in self.summary().items()]
+
+        def rows(summaries: dict[str, Summary]) -> list[tuple[str, list[float | None]]]:
+            return [(name, [summary[g][key] for g, key in cells]) for name, summary in summaries.items()]
+
         lines = [
             f"LOCOMO evidence recall within {self.budget} cl100k tokens (columns all .. 4) and recall@k without "
             f"budget: {counts['samples']} samples, {counts['turns']} turns, {counts['scored']} questions of "
             f"categories 1-4 ({counts['unscored']} more without evidence, {counts['skipped_evidence']} unknown "
             "evidence ids skipped)",
             "",
-            render_table(columns, rows, digits=[3] * 8 + [1, 1, 0]),
+            render_table(columns, rows(self.summary()), digits=[3] * 8 + [1, 1, 0]),
             "",
-            "Latency: memproxy, client-side HTTP search; baselines, in-process scoring only. "
-            f"Ingestion {self.ingest_seconds:.1f} s, memory events {dict(sorted(self.events.items()))}.",
+            "Latency: memproxy, client-side HTTP search; baselines, in-process scoring only.",
         ]
+        held = self._holdout_summary()
+        if held is not None:
+            lines += [
+                "",
+                f"Held out while tuning: {self.holdout} alone",
+                "",
+                render_table(columns, rows(held), digits=[3] * 8 + [1, 1, 0]),
+            ]
+        lines.append("")
+        for system in self.ingest_seconds:
+            exchanges, created, rate = self.writeback_rate(system)
+            lines.append(
+                f"Write-back, {system}: {exchanges} exchanges (one per session) made {created} memories in "
+                f"{self.ingest_seconds[system]:.1f} s ({rate:.0f} memories/s, "
+                f"{self.ingest_seconds[system] / max(exchanges, 1) * 1000:.0f} ms per exchange); "
+                f"events {dict(sorted(self.events.get(system, {}).items()))}"
+            )
         if self.token_mismatches:
             lines.append(f"WARNING: {self.token_mismatches} results had tokens != count_tokens(text)")
         if self.over_budget:
@@ -415,21 +476,28 @@ def evaluate_retrieval(
     budget: int = 1000,
     top_k: int = 50,
     api_key: str | None = None,
+    systems: Sequence[str] = tuple(MODES),
+    holdout: str | None = HOLDOUT,
 ) -> RetrievalReport:
-    """Ingest every sample into the proxy at ``url``, ask its scored questions, and rank the same
-    turns with the baselines (``embedder`` serves the dense one)."""
+    """Ingest every sample into the proxy at ``url`` once per memproxy system (see ``MODES``), ask
+    its scored questions, and rank the same turns with the baselines (``embedder`` serves the
+    dense one)."""
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    outcomes: dict[str, list[Outcome]] = {name: [] for name in (MEMPROXY, *BASELINES)}
-    events: Counter[str] = Counter()
+    outcomes: dict[str, list[Outcome]] = {name: [] for name in (*systems, *BASELINES)}
+    events: dict[str, Counter[str]] = {system: Counter() for system in systems}
     checks = _Checks()
-    ingest_seconds = 0.0
+    ingest_seconds = dict.fromkeys(systems, 0.0)
     with httpx.Client(base_url=url, headers=headers, timeout=600) as http:
-        for sample in samples:
-            started = time.perf_counter()
-            events += ingest(http, sample)
-            ingest_seconds += time.perf_counter() - started
-            for question in sample.scored:
-                outcomes[MEMPROXY].append(_ask(http, sample, question, budget=budget, top_k=top_k, checks=checks))
+        for system in systems:
+            for sample in samples:
+                started = time.perf_counter()
+                events[system] += ingest(http, sample, system=system)
+                ingest_seconds[system] += time.perf_counter() - started
+                user = user_of(sample, system)
+                outcomes[system] += [
+                    _ask(http, user, sample, question, budget=budget, top_k=top_k, checks=checks)
+                    for question in sample.scored
+                ]
     for sample in samples:  # after memproxy's searches, so they never find their queries embedded already
         baselines = asyncio.run(_baseline_outcomes(sample, budget=budget, top_k=top_k, embedder=embedder))
         for name, sample_outcomes in baselines.items():
@@ -439,8 +507,9 @@ def evaluate_retrieval(
         top_k=top_k,
         samples=list(samples),
         outcomes=outcomes,
-        events=dict(events),
+        events={system: dict(counter) for system, counter in events.items()},
         ingest_seconds=ingest_seconds,
         token_mismatches=checks.token_mismatches,
         over_budget=checks.over_budget,
+        holdout=holdout,
     )

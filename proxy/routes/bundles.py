@@ -15,24 +15,18 @@ from fastapi.responses import StreamingResponse
 from memcubes.bundle import OnConflict
 from memcubes.importers import ImportFormat
 from memcubes.memory_os import MemoryOS
-from proxy.auth import require_key
+from proxy.auth import CurrentPrincipal, principal
 from proxy.errors import InvalidRequest
 from proxy.protocol import ErrorResponse
+from proxy.routes.memories import Service
+from proxy.serving.memories import space_param
 
 IMPORT_PATH = "/v1/spaces/import"
 
-router = APIRouter(dependencies=[Depends(require_key)], tags=["bundles"])
-_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 503)}
+router = APIRouter(dependencies=[Depends(principal)], tags=["bundles"])
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 503)}
 _SPOOL_BYTES = 16 * 1024 * 1024  # bundles up to this size stay in memory, larger ones go to disk
 _CHUNK = 256 * 1024
-
-
-def memory_of(request: Request) -> MemoryOS:
-    memory: MemoryOS = request.app.state.memories.memory
-    return memory
-
-
-Memory = Annotated[MemoryOS, Depends(memory_of)]
 
 
 def bundle_filename(space: str) -> str:
@@ -49,8 +43,11 @@ async def _chunks(spool: IO[bytes]) -> AsyncIterator[bytes]:
 
 
 @router.get("/v1/spaces/{space:path}/export", responses=_ERRORS, response_class=StreamingResponse)
-async def export_space(space: str, memory: Memory) -> StreamingResponse:
+async def export_space(space: str, memories: Service, caller: CurrentPrincipal) -> StreamingResponse:
     """The space as a bundle zip: every memory in every state, its history and its vectors."""
+    space = space_param(space) or ""
+    caller.authorize(space, write=False)
+    memory: MemoryOS = memories.memory
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - closed by _chunks
     try:
         await memory.export_space(space, spool)
@@ -69,15 +66,34 @@ async def export_space(space: str, memory: Memory) -> StreamingResponse:
 @router.post(IMPORT_PATH, responses=_ERRORS)
 async def import_bundle(
     request: Request,
-    memory: Memory,
+    memories: Service,
+    caller: CurrentPrincipal,
     space: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
     on_conflict: OnConflict = "skip",
     format: Annotated[ImportFormat, Query()] = "auto",
 ) -> dict[str, Any]:
     """The body is the file itself: a memcube bundle, a mem0 ``get_all`` JSON, or a MemOS dump
-    (its directory zipped). Nothing is written unless all of it is valid."""
+    (its directory zipped). Nothing is written unless all of it is valid, and nothing at all
+    into a space the key may not write (``space``, else the one the bundle names)."""
+    caller.require_memory_api(write=True)
     data = await request.body()
     if not data:
         raise InvalidRequest("the request body is empty: send the bundle (or export) file as the body")
-    report = await memory.import_bundle(data, space=space, on_conflict=on_conflict, format=format)
+    target = space_param(space)
+
+    def check(name: str) -> None:
+        caller.authorize(name, write=True)
+
+    report = await memories.memory.import_bundle(
+        data, space=target, on_conflict=on_conflict, format=format, check_target=check
+    )
+    await memories.audit(
+        caller,
+        "space.import",
+        target=report.space,
+        format=report.format,
+        imported=report.imported,
+        overwritten=report.overwritten,
+        skipped=report.skipped,
+    )
     return {"object": "import", **report.to_dict()}

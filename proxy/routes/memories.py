@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from memcubes.cube import CubeState
-from proxy.auth import require_key
+from proxy.auth import CurrentPrincipal, principal
 from proxy.errors import InvalidRequest
 from proxy.protocol import (
     AddMemoriesRequest,
@@ -23,8 +23,8 @@ from proxy.protocol import (
 )
 from proxy.serving.memories import MemoryService
 
-router = APIRouter(dependencies=[Depends(require_key)], tags=["memories"])
-_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 404, 503)}
+router = APIRouter(dependencies=[Depends(principal)], tags=["memories"])
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 503)}
 _STATES = tuple(state.value for state in CubeState)
 
 
@@ -41,22 +41,27 @@ Service = Annotated[MemoryService, Depends(service)]
     response_model=AddMemoriesResponse,
     responses={202: {"model": AddMemoriesResponse, "description": "Queued for write-back (without `sync`)"}, **_ERRORS},
 )
-async def add_memories(body: AddMemoriesRequest, request: Request, memories: Service) -> JSONResponse:
+async def add_memories(
+    body: AddMemoriesRequest, request: Request, memories: Service, caller: CurrentPrincipal
+) -> JSONResponse:
     """Store memories distilled from messages (or given as facts); ``sync`` waits until searchable."""
-    result = await memories.add(body, request.headers)
+    result = await memories.add(body, request.headers, caller)
     return JSONResponse(result.model_dump(mode="json"), status_code=200 if result.status == "done" else 202)
 
 
 @router.post("/v1/memories/search", responses=_ERRORS, response_model_exclude_unset=True)
-async def search_memories(body: SearchRequest, request: Request, memories: Service) -> SearchResponse:
+async def search_memories(
+    body: SearchRequest, request: Request, memories: Service, caller: CurrentPrincipal
+) -> SearchResponse:
     """Exactly what the chat path would inject for ``query``, best first, within the budget."""
-    return await memories.search(body, request.headers)
+    return await memories.search(body, request.headers, caller)
 
 
 @router.get("/v1/memories", responses=_ERRORS)
 async def list_memories(
     request: Request,
     memories: Service,
+    caller: CurrentPrincipal,
     user: Annotated[str | None, Query(max_length=256)] = None,
     space: Annotated[str | None, Query(max_length=512)] = None,
     state: Annotated[list[str] | None, Query()] = None,
@@ -74,6 +79,7 @@ async def list_memories(
         raise InvalidRequest(f"unknown state {unknown[0]!r}; use one of {', '.join(_STATES)}", param="state")
     return await memories.page(
         request.headers,
+        caller,
         user=user,
         space=space,
         state=states,
@@ -88,36 +94,41 @@ async def list_memories(
 
 
 @router.get("/v1/memories/{memory_id}", responses=_ERRORS)
-async def get_memory(memory_id: str, memories: Service) -> dict[str, Any]:
-    return await memories.get(memory_id)
+async def get_memory(memory_id: str, memories: Service, caller: CurrentPrincipal) -> dict[str, Any]:
+    return await memories.get(memory_id, caller)
 
 
 @router.patch("/v1/memories/{memory_id}", responses=_ERRORS)
-async def edit_memory(memory_id: str, body: PatchMemoryRequest, memories: Service) -> dict[str, Any]:
+async def edit_memory(
+    memory_id: str, body: PatchMemoryRequest, memories: Service, caller: CurrentPrincipal
+) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True)
     if not changes:
         raise InvalidRequest("nothing to change: give at least one field")
-    return await memories.edit(memory_id, changes)
+    return await memories.edit(memory_id, changes, caller)
 
 
 @router.delete("/v1/memories/{memory_id}", responses=_ERRORS)
-async def delete_memory(memory_id: str, memories: Service, purge: bool = False) -> DeletedResponse:
-    await memories.delete(memory_id, purge=purge)
+async def delete_memory(
+    memory_id: str, memories: Service, caller: CurrentPrincipal, purge: bool = False
+) -> DeletedResponse:
+    await memories.delete(memory_id, caller, purge=purge)
     return DeletedResponse(id=memory_id, purged=purge)
 
 
 @router.get("/v1/memories/{memory_id}/history", responses=_ERRORS)
-async def memory_history(memory_id: str, memories: Service) -> dict[str, Any]:
-    return {"object": "list", "data": await memories.history(memory_id)}
+async def memory_history(memory_id: str, memories: Service, caller: CurrentPrincipal) -> dict[str, Any]:
+    return {"object": "list", "data": await memories.history(memory_id, caller)}
 
 
 @router.get("/v1/memories/{memory_id}/sources", responses=_ERRORS)
-async def memory_sources(memory_id: str, memories: Service) -> dict[str, Any]:
+async def memory_sources(memory_id: str, memories: Service, caller: CurrentPrincipal) -> dict[str, Any]:
     """The messages the memory was distilled from (those journalled with its exchange)."""
-    return {"object": "list", "data": await memories.sources(memory_id)}
+    return {"object": "list", "data": await memories.sources(memory_id, caller)}
 
 
 @router.delete("/v1/spaces/{space:path}", responses=_ERRORS)
-async def forget_space(space: str, memories: Service) -> dict[str, Any]:
+async def forget_space(space: str, memories: Service, caller: CurrentPrincipal) -> dict[str, Any]:
     """Forget everything of one space (a user), in SQLite and in the vector index; nothing else."""
-    return {"space": space, "deleted": await memories.delete_space(space)}
+    name, count = await memories.delete_space(space, caller)
+    return {"space": name, "deleted": count}

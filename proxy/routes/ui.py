@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 from importlib import resources
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import RedirectResponse, Response
 
+from proxy.auth import public
 from proxy.errors import NotFound
 
-router = APIRouter(tags=["ui"], include_in_schema=False)
+router = APIRouter(dependencies=[Depends(public)], tags=["ui"], include_in_schema=False)
 
 _ASSETS = {
     "index.html": "text/html; charset=utf-8",

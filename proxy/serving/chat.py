@@ -2,6 +2,10 @@
 
     scope ─▶ MemScheduler.plan ─▶ inject ─▶ router (retries, fallbacks) ─▶ relay ─▶ journal
 
+The scope comes from the request and its key (``proxy.principal``): chat reads the user's space
+and the key's shared spaces (memories from those are marked as shared in the injected block) and
+writes only to the user's own space.
+
 Memory never makes a request fail: if planning raises or exceeds its time budget the request is
 forwarded without memory and says so (``x-memory-status: degraded``), unless the operator chose
 ``memory.fail_closed``. The exchange is journalled durably before the last byte of the answer goes
@@ -12,6 +16,7 @@ write-back workers, and never delays the response.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,11 +31,13 @@ from memcubes.cube import utcnow
 from memcubes.exchange import Exchange, Turn
 from memcubes.ids import new_id
 from memcubes.memory_os import MemoryOS
+from memcubes.retrieval import RetrievedItem
 from memcubes.scheduler import InjectionPlan
 from proxy.backends import ForwardContext, ModelRouter
 from proxy.backends.base import BackendResponse, StreamChunk, answer_text, chunk_text
 from proxy.config import Settings
 from proxy.errors import BackendError, MemoryUnavailable, sse_error
+from proxy.principal import Principal
 from proxy.protocol import ChatCompletionRequest
 from proxy.scope import MemoryMode, Scope, resolve_scope
 from proxy.sse import DONE, sse
@@ -47,8 +54,9 @@ class ChatService:
         self._settings = settings
         self._background: set[asyncio.Task[None]] = set()
 
-    async def create(self, request: ChatCompletionRequest, headers: Headers) -> Response:
-        scope = resolve_scope(headers, request.user)
+    async def create(self, request: ChatCompletionRequest, headers: Headers, principal: Principal) -> Response:
+        principal.check_model(request.model)
+        scope = resolve_scope(headers, request.user, principal)
         self._router.check(request.model)
         body = request.forward_body()
         request_id = f"req_{new_id()}"
@@ -64,11 +72,12 @@ class ChatService:
             stable_ids=[cube_id for item in plan.stable for cube_id in item.cube_ids],
         )
         if plan.items:
+            stable, volatile = _marked(plan.stable, scope), _marked(plan.volatile, scope)
             body["messages"] = layout.inject(
                 messages,
-                stable=plan.stable,
-                volatile=plan.volatile,
-                stable_message=layout.stable_block_message(plan.stable, cache_hint=backend.provider == "anthropic"),
+                stable=stable,
+                volatile=volatile,
+                stable_message=layout.stable_block_message(stable, cache_hint=backend.provider == "anthropic"),
             )
         if backend.prompt_cache_key and scope.space is not None and "prompt_cache_key" not in body:
             body["prompt_cache_key"] = layout.prompt_cache_key(scope.space)
@@ -76,10 +85,14 @@ class ChatService:
             "x-memory-status": status,
             "x-memory-injected": str(len(plan.items)),
             "x-memory-tokens": str(plan.tokens),
+            "x-memory-volatile-tokens": str(plan.volatile_tokens),
             "x-memory-ids": ",".join(plan.cube_ids),
             "x-memory-overhead-ms": f"{(time.perf_counter() - started) * 1000:.2f}",
+            "x-memory-considered": str(plan.considered),
             "x-request-id": request_id,
         }
+        if plan.reason is not None:
+            memory_headers["x-memory-reason"] = plan.reason
         if self._memory is not None and plan.relevant:
             self._memory.record_hits(plan.relevant)
         if request.stream:
@@ -188,6 +201,15 @@ class ChatService:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _marked(items: list[RetrievedItem], scope: Scope) -> list[RetrievedItem]:
+    """Memories of a shared space say so (``(shared: org:acme) ...``): they are not about the
+    user, and the model should not read them as if the user had said them."""
+    return [
+        item if item.space == scope.space else dataclasses.replace(item, text=f"(shared: {item.space}) {item.text}")
+        for item in items
+    ]
 
 
 def _event(chunk: StreamChunk) -> bytes:

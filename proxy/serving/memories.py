@@ -1,7 +1,14 @@
-"""The memory API's logic: owners to spaces, request models to memory operations, cubes to JSON."""
+"""The memory API's logic: owners to spaces, request models to memory operations, cubes to JSON.
+
+Every operation takes the caller's ``Principal`` and asks it: a space outside the key's users and
+spaces is a 403 when the request names it, and a cube outside them is a 404 exactly like an id
+that does not exist (ids are no oracle). Forgetting a space and purging a memory are recorded in
+the audit trail (who, what, counts; never memory text).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any, Literal
 
@@ -12,11 +19,13 @@ from memcubes.cube import MemCube
 from memcubes.exchange import Exchange, Turn
 from memcubes.ids import new_id
 from memcubes.memory_os import MemoryOS
+from memcubes.names import MAX_SPACE
 from memcubes.retrieval import RetrievedItem
 from memcubes.scheduler import InjectionPlan
 from memcubes.store import CubeFilter, HistoryRecord
 from proxy.config import Settings
 from proxy.errors import InvalidRequest, MemoryUnavailable
+from proxy.principal import Principal, user_space
 from proxy.protocol import (
     AddMemoriesRequest,
     AddMemoriesResponse,
@@ -29,7 +38,7 @@ from proxy.protocol import (
     SearchResponse,
     SearchResult,
 )
-from proxy.scope import identifier, memory_user_header, user_space
+from proxy.scope import identifier, memory_user_header
 
 
 def _blocks(plan: InjectionPlan) -> list[tuple[Literal["stable", "volatile"], list[RetrievedItem]]]:
@@ -68,19 +77,37 @@ class MemoryService:
         return self._memory
 
     @staticmethod
-    def space_of(owner: Owner | None, headers: Headers, *, user: str | None = None, space: str | None = None) -> str:
+    def space_of(
+        caller: Principal,
+        owner: Owner | None,
+        headers: Headers,
+        *,
+        write: bool,
+        user: str | None = None,
+        space: str | None = None,
+    ) -> str:
         """The one space a memory request addresses: explicit space, else user (body, query or
-        X-Memory-User header), each held to the same owner rules as the chat path."""
-        space = (owner.space if owner else None) or identifier(space, param="space", max_length=512)
-        user = (owner.user if owner else None) or identifier(user, param="user") or memory_user_header(headers)
-        if space:
-            return space
-        if user:
-            return user_space(user)
-        raise InvalidRequest("say whose memories: give `user` (or the X-Memory-User header) or `space`", param="user")
+        X-Memory-User header; a ``user`` key's own when none is named), each held to the same
+        name rules as the chat path, then to what ``caller`` may read or write."""
+        explicit = (owner.space if owner else None) or space_param(space)
+        if explicit:
+            caller.authorize(explicit, write=write)
+            return explicit
+        named = (owner.user if owner else None) or identifier(user, param="user")
+        acting = caller.acting_user(named, memory_user_header(headers))
+        if acting is None:
+            raise InvalidRequest(
+                "say whose memories: give `user` (or the X-Memory-User header) or `space`", param="user"
+            )
+        caller.authorize(user_space(acting), write=write)
+        return user_space(acting)
 
-    async def add(self, request: AddMemoriesRequest, headers: Headers) -> AddMemoriesResponse:
-        space = self.space_of(request, headers)
+    async def audit(self, caller: Principal, action: str, *, target: str | None, **detail: object) -> None:
+        """One row of the audit trail: who (the key's id; none for the master key), what, counts."""
+        await asyncio.to_thread(self.memory.keys.record, action, key_id=caller.key_id, target=target, detail=detail)
+
+    async def add(self, request: AddMemoriesRequest, headers: Headers, caller: Principal) -> AddMemoriesResponse:
+        space = self.space_of(caller, request, headers, write=True)
         turns = [
             Turn(
                 id=message.id or new_id(),
@@ -110,8 +137,8 @@ class MemoryService:
             results=[MemoryChangeOut(**change.to_dict()) for change in changes],
         )
 
-    async def search(self, request: SearchRequest, headers: Headers) -> SearchResponse:
-        space = self.space_of(request, headers)
+    async def search(self, request: SearchRequest, headers: Headers, caller: Principal) -> SearchResponse:
+        space = self.space_of(caller, request, headers, write=False)
         plan = await self.memory.search([space], request.query, top_k=request.top_k, token_budget=request.token_budget)
         results = [
             SearchResult(
@@ -157,6 +184,7 @@ class MemoryService:
     async def page(
         self,
         headers: Headers,
+        caller: Principal,
         *,
         user: str | None,
         space: str | None,
@@ -170,7 +198,7 @@ class MemoryService:
         limit: int,
     ) -> MemoryPage:
         query = CubeFilter(
-            space=self.space_of(None, headers, user=user, space=space),
+            space=self.space_of(caller, None, headers, write=False, user=user, space=space),
             states=tuple(state),
             tag=tag,
             created_since=since,
@@ -189,21 +217,43 @@ class MemoryService:
             has_more=has_more,
         )
 
-    async def get(self, cube_id: str) -> dict[str, Any]:
-        return cube_json(await self.memory.get(cube_id))
+    async def get(self, cube_id: str, caller: Principal) -> dict[str, Any]:
+        caller.require_memory_api(write=False)
+        return cube_json(await self.memory.get(cube_id, visible=caller.can_read))
 
-    async def edit(self, cube_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        return cube_json(await self.memory.edit(cube_id, changes))
+    async def _writable(self, cube_id: str, caller: Principal) -> None:
+        """404 for a cube the caller cannot see; 403 for one it can read but not change."""
+        caller.require_memory_api(write=True)
+        cube = await self.memory.get(cube_id, visible=caller.can_read)
+        caller.authorize(cube.space, write=True)
 
-    async def delete(self, cube_id: str, *, purge: bool) -> None:
-        await self.memory.delete(cube_id, purge=purge)
+    async def edit(self, cube_id: str, changes: dict[str, Any], caller: Principal) -> dict[str, Any]:
+        await self._writable(cube_id, caller)
+        return cube_json(await self.memory.edit(cube_id, changes, visible=caller.can_write))
 
-    async def sources(self, cube_id: str) -> list[dict[str, Any]]:
-        turns = await self.memory.source_messages(cube_id)
+    async def delete(self, cube_id: str, caller: Principal, *, purge: bool) -> None:
+        await self._writable(cube_id, caller)
+        cube = await self.memory.delete(cube_id, purge=purge, visible=caller.can_write)
+        if purge:
+            await self.audit(caller, "memory.purge", target=cube.space, ids=[cube_id])
+
+    async def sources(self, cube_id: str, caller: Principal) -> list[dict[str, Any]]:
+        caller.require_memory_api(write=False)
+        turns = await self.memory.source_messages(cube_id, visible=caller.can_read)
         return [turn.model_dump(mode="json", exclude={"generated"}) for turn in turns]
 
-    async def history(self, cube_id: str) -> list[dict[str, Any]]:
-        return [history_json(record) for record in await self.memory.history(cube_id)]
+    async def history(self, cube_id: str, caller: Principal) -> list[dict[str, Any]]:
+        caller.require_memory_api(write=False)
+        return [history_json(record) for record in await self.memory.history(cube_id, visible=caller.can_read)]
 
-    async def delete_space(self, space: str) -> int:
-        return await self.memory.delete_space(space)
+    async def delete_space(self, space: str, caller: Principal) -> tuple[str, int]:
+        name = space_param(space) or ""
+        caller.authorize(name, write=True)
+        count = await self.memory.delete_space(name)
+        await self.audit(caller, "space.forget", target=name, memories=count)
+        return name, count
+
+
+def space_param(value: str | None) -> str | None:
+    """A space named by a request (body, query or path), held to ``memcubes.names``: 400 if bad."""
+    return identifier(value, param="space", max_length=MAX_SPACE)
