@@ -9,6 +9,7 @@ translated where they are called, with ``raise ... from exc``.
     ├── IndexUnavailable      the vector index (Chroma) failed; the outbox will replay writes
     ├── EmbedderUnavailable   the embedding model failed to load or run
     ├── CubeNotFound          no cube with that id in the spaces the caller may see
+    ├── SpaceNotFound         no space of that name among those the caller may see
     ├── InvalidMemoryInput    a request the memory OS cannot act on (bad time, empty text ...)
     ├── ExtractionFailed      the reader could not distil an exchange (the LLM answer was unusable)
     ├── AlreadyApplied        another worker committed that exchange first (nothing was written)
@@ -35,6 +36,10 @@ class EmbedderUnavailable(MemoryOSError):
 
 
 class CubeNotFound(MemoryOSError):
+    pass
+
+
+class SpaceNotFound(MemoryOSError):
     pass
 
 

@@ -18,8 +18,8 @@ from memcubes import bundle, importers, languages
 from memcubes.config import MemorySettings
 from memcubes.cube import CubeState, MemCube, utcnow
 from memcubes.embedder import Embedder, build_embedder
-from memcubes.errors import BundleError, CubeNotFound, InvalidMemoryInput
-from memcubes.exchange import Exchange
+from memcubes.errors import BundleError, CubeNotFound, InvalidMemoryInput, SpaceNotFound
+from memcubes.exchange import Exchange, Turn
 from memcubes.foreground import Foreground
 from memcubes.hot_vectors import HotVectors
 from memcubes.indexing import IndexSync
@@ -27,10 +27,10 @@ from memcubes.keystore import KeyStore
 from memcubes.lifecycle import Lifecycle, fact_slot
 from memcubes.names import space_name
 from memcubes.reader import LLMComplete, build_readers, episode_reader
-from memcubes.retrieval import Retriever
+from memcubes.retrieval import Explanation, RetrievedItem, Retriever
 from memcubes.scheduler import InjectionPlan, MemScheduler
 from memcubes.spill import JournalSpill
-from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, Store
+from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, SpaceScope, SpaceStats, Store
 from memcubes.vectors import VectorIndex, build_index
 from memcubes.writeback import MemoryChange, WriteBack
 
@@ -186,6 +186,20 @@ class MemoryOS:
             spaces, [{"role": "user", "content": query}], top_k=top_k, token_budget=token_budget, freeze=False
         )
 
+    async def explain(
+        self, spaces: Sequence[str], query: str, *, top_k: int | None = None, token_budget: int | None = None
+    ) -> list[Explanation]:
+        """The retriever's ranked candidates for ``query`` with their dense, lexical and fused
+        scores (for the inspector's search playground; a search of its own, so no request's
+        plan pays for it)."""
+        async with self._foreground.busy():
+            result = await self.retriever.search(spaces, query, top_k=top_k, token_budget=token_budget, explain=True)
+        return result.explained
+
+    async def stable_block(self, space: str) -> list[RetrievedItem]:
+        """The space's stable block as the next request gets it: within its share of the budget."""
+        return await self.scheduler.current_stable_block(space)
+
     def record_hits(self, ranked_ids: Sequence[str]) -> None:
         """Credit heat to cubes retrieved as relevant, weighted by rank (1, 1/2, 1/3 ...) so that
         in a small space, where everything is retrieved, only what ranks high gets hot. Flushed
@@ -278,8 +292,38 @@ class MemoryOS:
             raise CubeNotFound(f"no memory with id {cube_id}")
         return cube
 
+    async def source_messages(self, cube_id: str, *, visible: SpaceFilter | None = None) -> list[Turn]:
+        """The messages a memory was distilled from, as journalled with its exchange (a message
+        whose exchange was not journalled, e.g. an imported memory's, is not found)."""
+        cube = await self.get(cube_id, visible=visible)
+        if cube.source.exchange_id is None:
+            return []
+        entry = await asyncio.to_thread(self.store.journal_get, cube.source.exchange_id)
+        if entry is None or entry.space != cube.space:
+            return []
+        wanted = set(cube.sources)
+        return [turn for turn in Exchange.model_validate(entry.payload).turns if turn.id in wanted]
+
     async def list_memories(self, query: CubeFilter) -> list[MemCube]:
         return await asyncio.to_thread(self.store.list_cubes, query)
+
+    async def space_page(
+        self, *, contains: str | None, after: str | None, limit: int, scope: SpaceScope | None = None
+    ) -> list[SpaceStats]:
+        """Spaces in name order with their counts, last activity and size; ``scope`` restricts
+        the page to spaces a caller may see."""
+
+        def read() -> list[SpaceStats]:
+            names = self.store.space_page(contains=contains, after=after, limit=limit, scope=scope)
+            return [stats for name in names if (stats := self.store.space_stats(name)) is not None]
+
+        return await asyncio.to_thread(read)
+
+    async def space_stats(self, space: str) -> SpaceStats:
+        stats = await asyncio.to_thread(self.store.space_stats, space)
+        if stats is None:
+            raise SpaceNotFound(f"no space {space!r}")
+        return stats
 
     async def history(self, cube_id: str, *, visible: SpaceFilter | None = None) -> list[HistoryRecord]:
         await self.get(cube_id, visible=visible)

@@ -88,9 +88,22 @@ class RetrievedItem:
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Why a candidate ranked where it did (``explain`` searches, for the inspector): its dense
+    similarity and BM25 score (``None``: not in that ranking) and the fused score it is ranked by."""
+
+    cube_id: str
+    content: str
+    dense: float | None
+    lexical: float | None
+    fused: float
+
+
+@dataclass(frozen=True)
 class RetrievalResult:
     items: list[RetrievedItem] = field(default_factory=list)
     degraded: bool = False  # the vector index failed: lexical results only
+    explained: list[Explanation] = field(default_factory=list)  # live candidates, best first
 
     @property
     def tokens(self) -> int:
@@ -293,15 +306,15 @@ class Retriever:
         top_k: int | None = None,
         token_budget: int | None = None,
         exclude: Iterable[str] = (),
+        explain: bool = False,
     ) -> RetrievalResult:
         settings = self.settings
         terms = query_terms(query)
         grams = languages.cjk_grams(query)[: languages.MAX_GRAMS]
         embedding = asyncio.ensure_future(self._embedder.embed([query]))
 
-        async def lexical(space: str) -> list[str]:
-            hits = await asyncio.to_thread(self._store.lexical, space, terms, limit=settings.candidates)
-            return [cube_id for cube_id, _ in hits]
+        async def lexical(space: str) -> list[tuple[str, float]]:
+            return await asyncio.to_thread(self._store.lexical, space, terms, limit=settings.candidates)
 
         async def lexical_grams(space: str) -> list[str]:
             if not grams:
@@ -332,7 +345,7 @@ class Retriever:
                 return []
             return await self._in_window(space, window, (await embedding)[0])
 
-        lexical_runs, gram_runs, dense_hits, time_runs, speaker_names = await asyncio.gather(
+        lexical_hits, gram_runs, dense_hits, time_runs, speaker_names = await asyncio.gather(
             asyncio.gather(*(lexical(space) for space in spaces)),
             asyncio.gather(*(lexical_grams(space) for space in spaces)),
             asyncio.gather(*(dense(space) for space in spaces)),
@@ -341,6 +354,7 @@ class Retriever:
         )
         query_vector = (await embedding)[0]
         dense_runs = [[cube_id for cube_id, _ in hits] for hits in dense_hits]
+        lexical_runs = [[cube_id for cube_id, _ in hits] for hits in lexical_hits]
         similarity = {cube_id: sim for hits in dense_hits for cube_id, sim in hits}
         scores = fuse(  # dense first: equal scores keep its order (the head is sorted stably)
             [
@@ -387,4 +401,12 @@ class Retriever:
 
         budget = token_budget if token_budget is not None else settings.token_budget
         packed = fit(ranked_items(), top_k=limit, token_budget=budget, redundant=said_already)
-        return RetrievalResult(packed, degraded=degraded)
+        explained: list[Explanation] = []
+        if explain:
+            bm25 = {cube_id: score for hits in lexical_hits for cube_id, score in hits}
+            explained = [
+                Explanation(c, cube.content, similarity.get(c), bm25.get(c), scores[c])
+                for c, cube in sorted(cubes.items(), key=lambda pair: -scores[pair[0]])
+                if cube.is_live() and cube.space in spaces
+            ]
+        return RetrievalResult(packed, degraded=degraded, explained=explained)

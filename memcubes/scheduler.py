@@ -202,11 +202,15 @@ class MemScheduler:
         await self.announce(space)
         return True
 
+    async def current_stable_block(self, space: str) -> list[RetrievedItem]:
+        """The space's stable block as a new conversation would get it now."""
+        return await self.stable_block([space], token_budget=self._budgets(None)[0])
+
     async def announce(self, space: str) -> None:
         """Tell listeners what the space's stable block is now (after pins, edits, promotions)."""
         if not self._listeners:
             return
-        block = await self.stable_block([space], token_budget=self._budgets(None)[0])
+        block = await self.current_stable_block(space)
         for listener in self._listeners:
             listener(space, block)
 

@@ -29,10 +29,11 @@ from proxy.content_type import JsonByDefault
 from proxy.errors import install_error_handlers
 from proxy.limits import BodySizeLimit
 from proxy.metrics import Metrics
-from proxy.routes import bundles, chat, docs, health, keys, memories, models
+from proxy.routes import bundles, chat, docs, health, keys, memories, models, spaces, ui
 from proxy.routes.metrics import metrics_router
 from proxy.serving.chat import ChatService
 from proxy.serving.memories import MemoryService
+from proxy.serving.spaces import SpaceService
 from proxy.tracing import build_tracing
 
 log = logging.getLogger("memproxy")
@@ -114,6 +115,7 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None, span_expo
         app.state.keyring = KeyRing(memory.keys if memory is not None else None)
         app.state.chat = ChatService(router=router, memory=memory, settings=settings, metrics=metrics, tracing=tracing)
         app.state.memories = MemoryService(memory=memory, settings=settings)
+        app.state.spaces = SpaceService(memories=app.state.memories)
         sampler = asyncio.create_task(_sample_forever(metrics, memory)) if memory is not None else None
         try:
             yield
@@ -144,7 +146,7 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None, span_expo
     app.add_middleware(
         AccessLog, metrics=metrics, tracing=tracing, log_user_ids=settings.server.log_user_ids
     )  # outermost: what the size limit refuses is logged and counted too
-    for module in (chat, models, memories, bundles, keys, health, docs):
+    for module in (chat, models, memories, bundles, spaces, keys, health, docs, ui):
         app.include_router(module.router)
     app.include_router(metrics_router(settings.server.metrics))
     return app

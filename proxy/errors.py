@@ -31,7 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from memcubes.errors import BundleError, CubeNotFound, InvalidMemoryInput, MemoryOSError
+from memcubes.errors import BundleError, CubeNotFound, InvalidMemoryInput, MemoryOSError, SpaceNotFound
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,8 @@ def sse_error(error: ProxyError) -> bytes:
 def from_memory_error(exc: MemoryOSError) -> ProxyError:
     if isinstance(exc, CubeNotFound):
         return NotFound(str(exc), code="memory_not_found")
+    if isinstance(exc, SpaceNotFound):
+        return NotFound(str(exc), code="space_not_found")
     if isinstance(exc, InvalidMemoryInput):
         return InvalidRequest(str(exc))
     if isinstance(exc, BundleError):

@@ -206,6 +206,9 @@ class SearchRequest(Owner):
     query: LongText
     top_k: int | None = Field(None, ge=1, le=200, strict=True)
     token_budget: int | None = Field(None, ge=0, le=1_000_000, strict=True)
+    explain: bool = Field(
+        False, strict=True, description="also return the ranked candidates with their scores and the injected blocks"
+    )
 
 
 class SearchResult(_MemoryModel):
@@ -220,9 +223,68 @@ class SearchResult(_MemoryModel):
     block: Literal["stable", "volatile"]
 
 
+class SearchCandidate(_MemoryModel):
+    """A memory the retriever ranked (``explain``): its dense similarity and BM25 score (null when
+    that ranking did not find it), the fused score it was ranked by, and whether it was injected."""
+
+    id: str
+    content: str
+    dense: float | None
+    lexical: float | None
+    fused: float
+    injected: bool
+
+
+class InjectedBlocks(_MemoryModel):
+    """The text the chat path would inject, verbatim: the stable block's system message and the
+    block prepended to the last user message (null when empty)."""
+
+    stable: str | None
+    volatile: str | None
+
+
 class SearchResponse(_MemoryModel):
     results: list[SearchResult]
     tokens: int
+    candidates: list[SearchCandidate] | None = None
+    injected: InjectedBlocks | None = None
+
+
+class SpaceOut(_MemoryModel):
+    space: str
+    memories: dict[str, int] = Field(description="memories per state")
+    total: int
+    created_at: str
+    last_activity: str | None
+    bytes: int = Field(description="size of the space's memory documents")
+    bytes_estimated: bool = Field(description="`bytes` is estimated from 2,000 of its memories")
+
+
+class SpacePage(_MemoryModel):
+    object: Literal["list"] = "list"
+    data: list[SpaceOut]
+    next_cursor: str | None = None
+    has_more: bool = False
+
+
+class StableItem(_MemoryModel):
+    id: str
+    ids: list[str]
+    text: str
+    tokens: int
+    pinned: bool
+
+
+class StableBlockOut(_MemoryModel):
+    """A space's stable block as the next request gets it: the messages inserted after the
+    application's system messages (none when the block is empty), its members, their tokens
+    (what ``x-memory-tokens`` counts) and the inserted messages' tokens."""
+
+    space: str
+    items: list[StableItem]
+    tokens: int
+    messages: list[dict[str, Any]]
+    message_tokens: int
 
 
 class MemoryPage(_MemoryModel):

@@ -119,11 +119,11 @@ def proxy_settings(backend_url: str, data_dir: Path, **overrides: Any) -> Settin
 
 
 @contextlib.contextmanager
-def own_proxy(embedder: Embedder, data_dir: Path) -> Iterator[Proxy]:
+def own_proxy(embedder: Embedder, data_dir: Path, **overrides: Any) -> Iterator[Proxy]:
     """A proxy with its own scripted backend (answers at once, records nothing), for a module's
-    fixture that many cases share."""
+    fixture that many cases share; ``overrides`` as for ``proxy_settings``."""
     with ServerThread(build_scripted_backend(BackendScript(record=False))) as backend:
-        settings = proxy_settings(backend.url, data_dir)
+        settings = proxy_settings(backend.url, data_dir, **overrides)
         proxy = Proxy(ServerThread(build_app(settings, embedder=embedder)).start(), settings)
         try:
             yield proxy

@@ -31,6 +31,11 @@ MASTER = "sk-master-test"
 PUBLIC_PATHS = {"/healthz", "/readyz"}
 
 
+def is_public(path: str) -> bool:
+    """The probes, and the inspector's static page (it holds nothing; every call it makes carries a key)."""
+    return path in PUBLIC_PATHS or path == "/ui" or path.startswith("/ui/")
+
+
 @pytest.fixture(scope="module")
 def script() -> Iterator[BackendScript]:
     yield BackendScript()
@@ -104,7 +109,7 @@ def _requests_of(app: Any) -> list[tuple[str, str]]:
 
 
 def test_every_route_depends_on_the_principal(secured: Proxy) -> None:
-    """Structural: each API route runs ``principal`` (or, for the probes, ``public``)."""
+    """Structural: each API route runs ``principal`` (or, for the probes and the inspector's page, ``public``)."""
 
     def calls(dependant: Any) -> set[Any]:
         found = {dependant.call}
@@ -115,7 +120,7 @@ def test_every_route_depends_on_the_principal(secured: Proxy) -> None:
     routes = [(path, route) for path, route in app_routes(secured.server.app) if isinstance(route, APIRoute)]
     assert len(routes) >= 15
     for path, route in routes:
-        expected = public if path in PUBLIC_PATHS else principal
+        expected = public if is_public(path) else principal
         assert expected in calls(route.dependant), f"{path} does not depend on {expected.__name__}"
 
 
@@ -129,6 +134,9 @@ def test_every_route_refuses_a_request_without_a_key(secured: Proxy) -> None:
             answer = anonymous.request(method, path)
             if path in PUBLIC_PATHS:
                 assert answer.status_code in (200, 503), (method, path)
+                continue
+            if is_public(path):  # the inspector's files (or a 404 for the route's literal pattern)
+                assert answer.status_code in (200, 307, 404, 405), (method, path, answer.status_code)
                 continue
             assert answer.status_code == 401, (method, path, answer.status_code)
             # a key that may do nothing gets nothing either (403, 400/404/405 before any data, or an empty list)
@@ -248,6 +256,24 @@ def test_shared_spaces_are_read_by_chat_and_marked(secured: Proxy, script: Backe
         assert error(http.delete("/v1/spaces/org:acme"))[0] == 403
     secured.wait_writeback()
     assert "Orchid" in str(snapshot(secured, "org:acme")) and len(snapshot(secured, "org:acme")) == 1
+
+
+def test_space_listing_and_figures_follow_the_key(secured: Proxy) -> None:
+    """``/v1/spaces``: a prefix key lists its users' spaces and its shared spaces, nothing else; a
+    space it may not read answers 404 like a missing one."""
+    for user in ("list-ann", "list-bob", "lister"):
+        remember(secured, user, f"{user} likes tea.")
+    with secured.http() as http:
+        answer = http.post("/v1/memories", json={"space": "org:listed", "facts": ["Shared fact."], "sync": True})
+        assert answer.status_code == 200
+    _, secret = new_key(secured, user_prefix="list-", read_spaces=["org:listed"], memory_api="read")
+    with as_key(secured, secret) as http:
+        listed = [space["space"] for space in http.get("/v1/spaces", params={"limit": 200}).json()["data"]]
+        assert listed == ["org:listed", "user:list-ann", "user:list-bob"]
+        assert http.get("/v1/spaces/user:list-ann").json()["memories"] == {"active": 1}
+        assert http.get("/v1/spaces/org:listed/stable").status_code == 200
+        for refused in ("/v1/spaces/user:lister", "/v1/spaces/user:lister/stable", "/v1/spaces/user:nobody"):
+            assert error(http.get(refused)) == (404, "space_not_found"), refused
 
 
 def test_memory_api_rights(secured: Proxy) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from memcubes.cube import MemCube
-from memcubes.store import ChangeSet, HistoryEvent, Store
+from memcubes.cube import CubeState, MemCube
+from memcubes.store import SIZE_SAMPLE, ChangeSet, HistoryEvent, SpaceScope, Store
 
 MIB = 1024 * 1024
 
@@ -50,4 +50,30 @@ def test_touch_decays_heat_by_its_half_life_and_counts_hits(tmp_path: Path) -> N
     first, second, third = (found[cube.id].access for cube in cubes)
     assert (first.hits, first.heat, first.last_hit_at) == (3, 1.5 * 0.25 + 1.0, start + timedelta(hours=2))
     assert (second.hits, second.heat, third.hits, third.heat) == (1, 0.5, 0, 0.0)
+    store.close()
+
+
+def test_space_stats_count_every_state_and_estimate_the_size_of_a_large_space(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "m.db")
+    cubes = [MemCube(space="user:big", content=f"memory {i:05d} " + "x" * 80) for i in range(SIZE_SAMPLE + 500)]
+    cubes[0].state = CubeState.DELETED
+    store.apply(ChangeSet(cubes=cubes, events=[HistoryEvent(cubes[-1], "ADD")]))
+    small = MemCube(space="user:small", content="one")
+    store.apply(ChangeSet(cubes=[small], events=[HistoryEvent(small, "ADD")]))
+    big = store.space_stats("user:big")
+    assert big is not None and big.states == {"active": SIZE_SAMPLE + 499, "deleted": 1}
+    exact = sum(len(cube.model_dump_json(exclude={"access"})) for cube in cubes)
+    assert big.bytes_estimated and abs(big.bytes - exact) / exact < 0.02
+    assert big.last_activity is not None
+    one = store.space_stats("user:small")
+    assert one is not None and not one.bytes_estimated
+    assert one.bytes == len(small.model_dump_json(exclude={"access"}))
+    assert store.space_stats("user:none") is None
+    assert store.space_page(limit=1) == ["user:big"]
+    assert store.space_page(limit=5, after="user:big") == ["user:small"]
+    assert store.space_page(limit=5, contains="SMA") == ["user:small"]
+    assert store.space_page(limit=5, scope=SpaceScope(names=("user:small", "user:other"))) == ["user:small"]
+    assert store.space_page(limit=5, scope=SpaceScope(prefix="user:b")) == ["user:big"]
+    assert store.space_page(limit=5, scope=SpaceScope(prefix="user:x", names=("user:small",))) == ["user:small"]
+    assert store.space_page(limit=5, scope=SpaceScope()) == []
     store.close()

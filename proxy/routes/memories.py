@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
+from memcubes.cube import CubeState
 from proxy.auth import CurrentPrincipal, principal
 from proxy.errors import InvalidRequest
 from proxy.protocol import (
@@ -24,7 +25,7 @@ from proxy.serving.memories import MemoryService
 
 router = APIRouter(dependencies=[Depends(principal)], tags=["memories"])
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 503)}
-_STATES = ("active", "archived", "superseded", "deleted")
+_STATES = tuple(state.value for state in CubeState)
 
 
 def service(request: Request) -> MemoryService:
@@ -48,7 +49,7 @@ async def add_memories(
     return JSONResponse(result.model_dump(mode="json"), status_code=200 if result.status == "done" else 202)
 
 
-@router.post("/v1/memories/search", responses=_ERRORS)
+@router.post("/v1/memories/search", responses=_ERRORS, response_model_exclude_unset=True)
 async def search_memories(
     body: SearchRequest, request: Request, memories: Service, caller: CurrentPrincipal
 ) -> SearchResponse:
@@ -67,6 +68,8 @@ async def list_memories(
     tag: Annotated[str | None, Query(max_length=256)] = None,
     since: Timestamp | None = None,
     until: Timestamp | None = None,
+    q: Annotated[str | None, Query(max_length=256, description="content contains this text")] = None,
+    order: Literal["newest", "oldest"] = "newest",
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MemoryPage:
@@ -83,6 +86,8 @@ async def list_memories(
         tag=tag,
         since=since,
         until=until,
+        text=q or None,
+        oldest_first=order == "oldest",
         cursor=cursor,
         limit=limit,
     )
@@ -114,6 +119,12 @@ async def delete_memory(
 @router.get("/v1/memories/{memory_id}/history", responses=_ERRORS)
 async def memory_history(memory_id: str, memories: Service, caller: CurrentPrincipal) -> dict[str, Any]:
     return {"object": "list", "data": await memories.history(memory_id, caller)}
+
+
+@router.get("/v1/memories/{memory_id}/sources", responses=_ERRORS)
+async def memory_sources(memory_id: str, memories: Service, caller: CurrentPrincipal) -> dict[str, Any]:
+    """The messages the memory was distilled from (those journalled with its exchange)."""
+    return {"object": "list", "data": await memories.sources(memory_id, caller)}
 
 
 @router.delete("/v1/spaces/{space:path}", responses=_ERRORS)

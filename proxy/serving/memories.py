@@ -29,9 +29,11 @@ from proxy.principal import Principal, user_space
 from proxy.protocol import (
     AddMemoriesRequest,
     AddMemoriesResponse,
+    InjectedBlocks,
     MemoryChangeOut,
     MemoryPage,
     Owner,
+    SearchCandidate,
     SearchRequest,
     SearchResponse,
     SearchResult,
@@ -41,6 +43,10 @@ from proxy.scope import identifier, memory_user_header
 
 def _blocks(plan: InjectionPlan) -> list[tuple[Literal["stable", "volatile"], list[RetrievedItem]]]:
     return [("stable", plan.stable), ("volatile", plan.volatile)]
+
+
+def _block(items: list[RetrievedItem], *, heading: str) -> str | None:
+    return layout.render_block([item.text for item in items], heading=heading) if items else None
 
 
 def cube_json(cube: MemCube) -> dict[str, Any]:
@@ -149,7 +155,31 @@ class MemoryService:
             for block, items in _blocks(plan)
             for item in items
         ]
-        return SearchResponse(results=results, tokens=plan.tokens)
+        if not request.explain:
+            return SearchResponse(results=results, tokens=plan.tokens)
+        explained = await self.memory.explain(
+            [space], request.query, top_k=request.top_k, token_budget=request.token_budget
+        )
+        injected = set(plan.cube_ids)
+        return SearchResponse(
+            results=results,
+            tokens=plan.tokens,
+            candidates=[
+                SearchCandidate(
+                    id=item.cube_id,
+                    content=item.content,
+                    dense=item.dense,
+                    lexical=item.lexical,
+                    fused=item.fused,
+                    injected=item.cube_id in injected,
+                )
+                for item in explained
+            ],
+            injected=InjectedBlocks(
+                stable=_block(plan.stable, heading=layout.STABLE_HEADING),
+                volatile=_block(plan.volatile, heading=layout.VOLATILE_HEADING),
+            ),
+        )
 
     async def page(
         self,
@@ -162,6 +192,8 @@ class MemoryService:
         tag: str | None,
         since: datetime | None,
         until: datetime | None,
+        text: str | None,
+        oldest_first: bool,
         cursor: str | None,
         limit: int,
     ) -> MemoryPage:
@@ -171,6 +203,8 @@ class MemoryService:
             tag=tag,
             created_since=since,
             created_until=until,
+            text=text,
+            oldest_first=oldest_first,
             cursor=cursor,
             limit=limit + 1,
         )
@@ -202,6 +236,11 @@ class MemoryService:
         cube = await self.memory.delete(cube_id, purge=purge, visible=caller.can_write)
         if purge:
             await self.audit(caller, "memory.purge", target=cube.space, ids=[cube_id])
+
+    async def sources(self, cube_id: str, caller: Principal) -> list[dict[str, Any]]:
+        caller.require_memory_api(write=False)
+        turns = await self.memory.source_messages(cube_id, visible=caller.can_read)
+        return [turn.model_dump(mode="json", exclude={"generated"}) for turn in turns]
 
     async def history(self, cube_id: str, caller: Principal) -> list[dict[str, Any]]:
         caller.require_memory_api(write=False)
