@@ -65,7 +65,7 @@ async def revoke_key(key_id: str, memories: Service, caller: CurrentPrincipal) -
 async def audit_trail(
     memories: Service,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> dict[str, Any]:
     """Newest first: who (key id; null for the master key), when, what (ids and counts). Page on
     with ``before`` = the last ``seq`` of the previous page."""
