@@ -5,7 +5,8 @@ concurrency 32 against ~0.1 ms for aiohttp, and on 2 cores the client's CPU is t
 servers under test. One connection pool per target, sized to the concurrency, kept alive.
 
 A request counts as an error (by kind, never hidden) unless it answers 200 with a completion, or,
-streamed, a stream with no error event that ends in ``data: [DONE]``; for memproxy also unless
+streamed, a stream with no error event that ends as its API ends one (``data: [DONE]``,
+``message_stop``, ``response.completed``: ``bench.wires``); for memproxy also unless
 ``x-memory-status`` says what was asked for (``degraded`` means memory was skipped). Time to first token is the
 first event whose delta carries non-empty content.
 """
@@ -24,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from bench.servers import MASTER_KEY, Server
+from bench.wires import CHAT, Wire
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Target:
     server: Server | None = None
     settle: Callable[[], Awaitable[None]] | None = None
     memory_status: str | None = None  # the x-memory-status every answer must carry, if any
+    wire: Wire = CHAT  # the API it speaks (the url is that API's path)
 
 
 @dataclass
@@ -80,14 +83,6 @@ def session(concurrency: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
 
 
-def _first_content(payload: bytes) -> bool:
-    try:
-        event = json.loads(payload)
-        return bool(event["choices"][0]["delta"].get("content"))
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return False
-
-
 @dataclass(frozen=True)
 class Outcome:
     latency: float = 0.0
@@ -111,23 +106,24 @@ async def _request(client: aiohttp.ClientSession, target: Target, body: bytes, *
                 return Outcome(error=f"x-memory-status {status}")
             overhead = response.headers.get("x-memory-overhead-ms")
             memory_ms = float(overhead) if overhead else None
+            wire = target.wire
             if not stream:
-                if b'"choices"' not in await response.read():
-                    return Outcome(error="no choices in answer")
+                if wire.answered not in await response.read():
+                    return Outcome(error=wire.missing_answer)
                 return Outcome(time.perf_counter() - started, None, memory_ms)
             done = False
             async for line in response.content:
                 if not line.startswith(b"data:"):
                     continue
                 payload = line[5:].strip()
-                if payload == b"[DONE]":
+                if wire.is_end(payload):
                     done = True
-                elif payload.startswith(b'{"error"'):
+                elif wire.is_error(payload):
                     return Outcome(error="error event in stream")
-                elif ttft is None and _first_content(payload):
+                elif ttft is None and wire.first_content(payload):
                     ttft = time.perf_counter() - started
             if not done:
-                return Outcome(error="stream ended without [DONE]")
+                return Outcome(error=f"stream ended without {wire.end_name}")
             return Outcome(time.perf_counter() - started, ttft, memory_ms)
     except TimeoutError:
         return Outcome(error="timeout")
@@ -165,7 +161,7 @@ async def run_load(
         nonlocal remaining
         while remaining > 0 and time.perf_counter() < deadline:
             remaining -= 1
-            body = json.dumps({**next(bodies), "stream": stream}).encode()
+            body = json.dumps({**target.wire.request(next(bodies)), "stream": stream}).encode()
             outcome = await _request(client, target, body, stream=stream)
             if outcome.error is not None:
                 sample.errors[outcome.error] += 1

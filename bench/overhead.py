@@ -15,7 +15,9 @@ after a warm-up of every target:
 - ``memory on``: memproxy with memory. Each cell has its own space, seeded with 1,000 memories;
   every request retrieves from it and injects (hot memories are kept out of the stable block so
   that retrieval is never skipped), and every user turn states a new fact, so every request is
-  also journalled, distilled, embedded, reconciled and indexed (write-back).
+  also journalled, distilled, embedded, reconciled and indexed (write-back);
+- ``messages on``, ``responses on``: memory on through ``/v1/messages`` and ``/v1/responses``
+  (translated to chat for the backend; ``--surfaces`` picks them), in the same space.
 
 How to read the table: *n* is the number of successful requests measured (a target gets at most
 ``--max-seconds`` per round, so a slow one has fewer); *p50*/*p99* are whole-response latencies;
@@ -50,11 +52,13 @@ from bench.load import Sample, Target, run_load, session
 from bench.machine import cpu_description
 from bench.servers import Server, litellm_proxy, memproxy, scripted_backend
 from bench.stats import percentile, table
+from bench.wires import WIRES
 
 DIRECT, LITELLM, OFF, READ, ON = "direct", "litellm", "memory off", "memory read", "memory on"
 KEYED = "memory off, user key"
 KEY_CHECK_TARGET_MS = 1.0
 ADDED_P50_TARGET_MS = 10.0
+SURFACE_GAP_MS = 2.0  # /v1/messages and /v1/responses with memory against chat completions with memory
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,9 @@ class Servers:
     user_key: str | None = None
 
 
-def targets(servers: Servers, cell: Cell, client: aiohttp.ClientSession, *, with_read: bool) -> list[Target]:
+def targets(
+    servers: Servers, cell: Cell, client: aiohttp.ClientSession, *, with_read: bool, surfaces: Sequence[str] = ()
+) -> list[Target]:
     chat = "/v1/chat/completions"
     found = [Target(DIRECT, servers.backend.url + chat)]
     if servers.litellm is not None:
@@ -100,7 +106,14 @@ def targets(servers: Servers, cell: Cell, client: aiohttp.ClientSession, *, with
         found.append(Target(READ, proxy.url + chat, headers, server=proxy, memory_status="ok"))
     settle = memory_api.settle(client, proxy.url)
     on = Target(ON, proxy.url + chat, {"X-Memory-User": cell.user}, proxy, settle, memory_status="ok")
-    return [*found, on]
+    others = [
+        Target(
+            f"{name} on", proxy.url + WIRES[name].path, {"X-Memory-User": cell.user}, proxy, settle, "ok", WIRES[name]
+        )
+        for name in surfaces
+        if name != "chat"
+    ]
+    return [*found, on, *others]
 
 
 def requests_for(args: argparse.Namespace, concurrency: int) -> int:
@@ -113,7 +126,7 @@ async def measure(servers: Servers, cell: Cell, args: argparse.Namespace) -> dic
     per_round = max(cell.concurrency, requests_for(args, cell.concurrency) // args.rounds)
     async with AsyncExitStack() as stack:
         control = await stack.enter_async_context(aiohttp.ClientSession())
-        cell_targets = targets(servers, cell, control, with_read=args.with_read)
+        cell_targets = targets(servers, cell, control, with_read=args.with_read, surfaces=args.surfaces)
         pools = {t.name: await stack.enter_async_context(session(cell.concurrency)) for t in cell_targets}
         results = {target.name: Sample() for target in cell_targets}
         for index, target in enumerate(cell_targets):  # connections, a space's vectors in RAM: warm
@@ -201,6 +214,13 @@ def verdicts(measured: list[tuple[Cell, dict[str, Sample]]]) -> list[str]:
             lines.append(
                 f"{where}: memory on adds p50 {added[ON][0]:.1f} ms <= {ADDED_P50_TARGET_MS:.0f} ms: "
                 f"{'met' if ok else 'MISSED'}"
+            )
+        for name in (n for n in results if n.endswith(" on") and n != ON):
+            gap = added[name][0] - added[ON][0]
+            ok = gap <= SURFACE_GAP_MS
+            lines.append(
+                f"{where}: {name} adds p50 {added[name][0]:.1f} ms, within {SURFACE_GAP_MS:.0f} ms of chat's "
+                f"{added[ON][0]:.1f} ms: {'met' if ok else 'MISSED'}"
             )
         if LITELLM in results:
             lite = results[LITELLM]
@@ -309,6 +329,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--with-key", action="store_true", help="also measure memory off with a user key instead of the master key"
+    )
+    group.add_argument(
+        "--surfaces",
+        nargs="+",
+        choices=sorted(WIRES),
+        default=sorted(WIRES),
+        help="APIs measured with memory on (chat always; messages and responses are translated to chat)",
     )
 
 

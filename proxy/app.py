@@ -29,10 +29,28 @@ from proxy.content_type import JsonByDefault
 from proxy.errors import install_error_handlers
 from proxy.limits import BodySizeLimit
 from proxy.metrics import Metrics
-from proxy.routes import bundles, chat, docs, health, keys, memories, models, spaces, ui
+from proxy.routes import (
+    bundles,
+    chat,
+    docs,
+    embeddings,
+    health,
+    keys,
+    mcp,
+    memories,
+    messages,
+    models,
+    responses,
+    spaces,
+    ui,
+)
 from proxy.routes.metrics import metrics_router
 from proxy.serving.chat import ChatService
 from proxy.serving.memories import MemoryService
+from proxy.serving.messages import MessagesService
+from proxy.serving.pipeline import MemoryPipeline
+from proxy.serving.response_store import ResponseStore
+from proxy.serving.responses import ResponsesService
 from proxy.serving.spaces import SpaceService
 from proxy.tracing import build_tracing
 
@@ -113,12 +131,16 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None, span_expo
         app.state.router = router
         app.state.memory = memory
         app.state.keyring = KeyRing(memory.keys if memory is not None else None)
-        app.state.chat = ChatService(router=router, memory=memory, settings=settings, metrics=metrics, tracing=tracing)
+        pipeline = MemoryPipeline(router=router, memory=memory, settings=settings, metrics=metrics, tracing=tracing)
+        app.state.chat = ChatService(pipeline)
+        app.state.messages = MessagesService(pipeline)
+        app.state.responses = ResponsesService(pipeline, ResponseStore())
         app.state.memories = MemoryService(memory=memory, settings=settings)
         app.state.spaces = SpaceService(memories=app.state.memories)
         sampler = asyncio.create_task(_sample_forever(metrics, memory)) if memory is not None else None
         try:
-            yield
+            async with mcp_endpoint.running():
+                yield
         finally:
             if sampler is not None:
                 sampler.cancel()
@@ -146,7 +168,9 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None, span_expo
     app.add_middleware(
         AccessLog, metrics=metrics, tracing=tracing, log_user_ids=settings.server.log_user_ids
     )  # outermost: what the size limit refuses is logged and counted too
-    for module in (chat, models, memories, bundles, spaces, keys, health, docs, ui):
+    for module in (chat, messages, responses, embeddings, models, memories, bundles, spaces, keys, health, docs, ui):
         app.include_router(module.router)
     app.include_router(metrics_router(settings.server.metrics))
+    mcp_endpoint = mcp.MCPEndpoint(mcp.build_mcp_server())
+    app.router.routes.append(mcp.route(mcp_endpoint))
     return app

@@ -8,7 +8,7 @@ import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
 
-from proxy.commands import bundles, keys, memories, server
+from proxy.commands import bundles, keys, mcp, memories, server
 from proxy.commands import eval as eval_command
 
 
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     memories.register(commands)
     bundles.register(commands)
     keys.register(commands)
+    mcp.register(commands)
     return parser
 
 

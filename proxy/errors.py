@@ -18,12 +18,17 @@
 Errors of the layers below are translated where they are raised (litellm and httpx in the
 backends, ``memcubes`` errors here); after a stream has started an error is an SSE event
 (``sse_error``), never a status code.
+
+Anthropic's Messages API (``/v1/messages...``) answers in Anthropic's shape instead, so the
+Anthropic SDK raises its own exception classes: ``{"type": "error", "error": {"type", "message"}}``
+with Anthropic's type names (``error_response`` picks the shape by path, for every error).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any, cast
 
 from fastapi import FastAPI, Request
@@ -32,6 +37,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memcubes.errors import BundleError, CubeNotFound, InvalidMemoryInput, MemoryOSError, SpaceNotFound
+from proxy.sse import sse
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +153,51 @@ def error_body(message: str, *, type: str, param: str | None = None, code: str |
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+ANTHROPIC_PATHS = ("/v1/messages",)
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_body(message: str, *, status: int) -> dict[str, Any]:
+    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def error_payload(
+    path: str, status: int, message: str, *, type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """The error body a client of ``path`` expects: Anthropic's on its routes, else OpenAI's."""
+    if path.startswith(ANTHROPIC_PATHS):
+        return anthropic_body(message, status=status)
+    return error_body(message, type=type, param=param, code=code)
+
+
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    *,
+    type: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = error_payload(request.url.path, status, message, type=type, param=param, code=code)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def anthropic_sse_error(error: ProxyError) -> bytes:
+    """The ``error`` event that ends an Anthropic stream which failed after it started."""
+    return sse(anthropic_body(error.message, status=error.status), event="error")
+
+
 def sse_error(error: ProxyError) -> bytes:
     """The event that ends a stream which failed after it started (then ``data: [DONE]``)."""
     return b"data: " + json.dumps(error.body()).encode() + b"\n\n"
@@ -187,6 +238,14 @@ def _unparsable_body(cause: BaseException | None) -> str | None:
     return None
 
 
+def _unknown_path(request: Request) -> str:
+    """A 404 that says what memproxy does serve, so a client pointed at the wrong path learns why
+    (the endpoints of the app's OpenAPI schema, which FastAPI builds once and keeps)."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    served = ", ".join(f"{method.upper()} {path}" for path, methods in paths.items() for method in methods)
+    return f"memproxy has no endpoint {request.method} {request.url.path[:200]}. It serves: {served}."
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """The exception-handler table: each error type once, to one OpenAI-shaped response."""
 
@@ -194,7 +253,9 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ProxyError)
         if isinstance(exc, BackendError):  # the request id is added by the log handler
             log.warning("upstream failed on %s: %s %s", request.url.path, exc.status, exc.message)
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        return error_response(
+            request, exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code, headers=exc.headers
+        )
 
     async def memory_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, MemoryOSError)
@@ -209,7 +270,7 @@ def install_error_handlers(app: FastAPI) -> None:
         location = tuple(first.get("loc", ()))
         if first.get("type") == "json_invalid":
             message = "We could not parse the JSON body of your request: " + str(first.get("ctx", {}).get("error", ""))
-            return JSONResponse(error_body(message.strip(": "), type="invalid_request_error"), status_code=400)
+            return error_response(request, 400, message.strip(": "), type="invalid_request_error")
         param = _param(location)
         prefix = f"{param}: " if param else ""
         problem = first.get("msg", "invalid value")
@@ -222,21 +283,23 @@ def install_error_handlers(app: FastAPI) -> None:
         message = f"{prefix}{problem}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-        return JSONResponse(error_body(message, type="invalid_request_error", param=param), status_code=400)
+        return error_response(request, 400, message, type="invalid_request_error", param=param)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         status = 400 if exc.status_code == 422 else exc.status_code
         message = _unparsable_body(exc.__cause__) if status == 400 else None
-        return JSONResponse(error_body(message or str(exc.detail), type=kind), status_code=status, headers=exc.headers)
+        if status == 404 and exc.detail == "Not Found":
+            message = _unknown_path(request)
+        return error_response(request, status, message or str(exc.detail), type=kind, headers=exc.headers)
 
     async def recursion_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(error_body("request JSON is nested too deeply", type="invalid_request_error"), 400)
+        return error_response(request, 400, "request JSON is nested too deeply", type="invalid_request_error")
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body("internal error in memproxy", type="server_error"), status_code=500)
+        return error_response(request, 500, "internal error in memproxy", type="server_error")
 
     app.add_exception_handler(ProxyError, proxy_error)
     app.add_exception_handler(MemoryOSError, memory_error)

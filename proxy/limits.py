@@ -1,7 +1,7 @@
 """Request body size limit (``general_settings.max_request_size_mb``), as pure ASGI middleware.
 
 Checked on the declared Content-Length first and on the bytes actually received after, so a
-chunked upload cannot get around it; either way the answer is an OpenAI-shaped 413 and no more
+chunked upload cannot get around it; either way the answer is a 413 in the route's error shape and no more
 than the limit is ever held in memory.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.errors import PayloadTooLarge
+from proxy.errors import PayloadTooLarge, error_payload
 
 
 class BodySizeLimit:
@@ -31,7 +31,7 @@ class BodySizeLimit:
         error = PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            await _reject(send, error)
+            await _reject(send, error, scope["path"])
             return
         # Read the body here (never more than the limit) so an oversized one is answered before
         # the app sees it; the app then gets the buffered body as one message.
@@ -43,7 +43,7 @@ class BodySizeLimit:
                 return
             body += message.get("body", b"")
             if len(body) > max_bytes:
-                await _reject(send, error)
+                await _reject(send, error, scope["path"])
                 return
             if not message.get("more_body", False):
                 break
@@ -60,8 +60,9 @@ def _replay(first: Message, receive: Receive) -> Receive:
     return replay
 
 
-async def _reject(send: Send, error: PayloadTooLarge) -> None:
-    body = json.dumps(error.body()).encode()
+async def _reject(send: Send, error: PayloadTooLarge, path: str) -> None:
+    payload = error_payload(path, error.status, error.message, type=error.type, code=error.code)
+    body = json.dumps(payload).encode()
     await send(
         {
             "type": "http.response.start",

@@ -100,12 +100,8 @@ class ChatMessage(OpenAIBaseModel):
     name: Text | None = None
 
 
-class ChatCompletionRequest(OpenAIBaseModel):
-    model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool | None = Field(None, strict=True)
-    user: str | None = None
-    n: int | None = Field(None, ge=1, le=128, strict=True)
+class RelayedRequest(OpenAIBaseModel):
+    """A request body that goes on to a backend: chat, Anthropic messages, responses, embeddings."""
 
     @model_validator(mode="before")
     @classmethod
@@ -118,6 +114,38 @@ class ChatCompletionRequest(OpenAIBaseModel):
     def forward_body(self) -> dict[str, Any]:
         """The request as the client sent it (unset optional fields stay absent)."""
         return self.model_dump(exclude_unset=True)
+
+
+class OwnedRequest(RelayedRequest):
+    """A request whose body may name the memory owner, as OpenAI's APIs do."""
+
+    user: str | None = None
+    safety_identifier: str | None = None
+
+    def owner(self) -> str | None:
+        """Whose memory, from the body: ``user``, else ``safety_identifier`` (the OpenAI SDK's newer
+        name for it), else ``metadata.user_id`` (Anthropic's field, which some gateways copy)."""
+        return self.user or self.safety_identifier or metadata_user((self.model_extra or {}).get("metadata"))
+
+
+class ChatCompletionRequest(OwnedRequest):
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = Field(None, strict=True)
+    n: int | None = Field(None, ge=1, le=128, strict=True)
+
+
+def metadata_user(metadata: Any) -> str | None:
+    """``metadata.user_id`` when it is a string (``metadata`` itself is relayed, whatever it is)."""
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return user if isinstance(user, str) else None
+
+
+class EmbeddingRequest(RelayedRequest):
+    """``POST /v1/embeddings``: relayed as it is; memory is not involved."""
+
+    model: str = Field(min_length=1)
+    input: Any
 
 
 class ModelCard(BaseModel):

@@ -9,8 +9,10 @@ from typing import Any
 DONE = b"data: [DONE]\n\n"
 
 
-def sse(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+def sse(data: dict[str, Any], *, event: str | None = None) -> bytes:
+    """One event; ``event`` names it (Anthropic's and the Responses API's streams name every event)."""
+    line = b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+    return b"event: " + event.encode() + b"\n" + line if event else line
 
 
 async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:

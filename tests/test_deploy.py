@@ -164,22 +164,38 @@ def test_the_image_builds_and_serves_as_a_non_root_read_only_container(tmp_path:
         image = "memproxy:test"
         extra = shlex.split(os.environ.get("MEMPROXY_DOCKER_BUILD_ARGS", ""))
         subprocess.run([docker, "build", "-t", image, *extra, str(ROOT)], check=True, timeout=3600)
-    assert subprocess.run([docker, "run", "--rm", "--entrypoint", "id", image], capture_output=True, text=True,
-                          check=True).stdout.startswith("uid=10001")
+    assert subprocess.run(
+        [docker, "run", "--rm", "--entrypoint", "id", image], capture_output=True, text=True, check=True
+    ).stdout.startswith("uid=10001")
     port = free_port()
     name = f"memproxy-test-{port}"
     subprocess.run(
-        [docker, "run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp", "-p", f"127.0.0.1:{port}:8080",
-         "-e", "MEMPROXY_MASTER_KEY=sk-container", image],
-        check=True, capture_output=True,
+        [
+            docker,
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "-p",
+            f"127.0.0.1:{port}:8080",
+            "-e",
+            "MEMPROXY_MASTER_KEY=sk-container",
+            image,
+        ],
+        check=True,
+        capture_output=True,
     )
     try:
         deadline = time.monotonic() + 300
         health = ""
         while time.monotonic() < deadline and health != "healthy":
             time.sleep(2)
-            health = subprocess.run([docker, "inspect", "--format", "{{.State.Health.Status}}", name],
-                                    capture_output=True, text=True).stdout.strip()
+            health = subprocess.run(
+                [docker, "inspect", "--format", "{{.State.Health.Status}}", name], capture_output=True, text=True
+            ).stdout.strip()
         assert health == "healthy", subprocess.run([docker, "logs", name], capture_output=True, text=True).stderr
         headers = {"authorization": "Bearer sk-container"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as http:

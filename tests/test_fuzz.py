@@ -107,12 +107,17 @@ UPSTREAM_FAILED = re.compile(r"^backend for 'fake' answered 5\d\d")
 
 
 def openai_error_shape(ctx: CheckContext, response: Response, case: Case) -> bool | None:
-    """Every error is ``{"error": {"message", "type", "param", "code"}}`` with a message, and a 502
+    """Every error is ``{"error": {"message", "type", "param", "code"}}`` (Anthropic's
+    ``{"type": "error", "error": {"type", "message"}}`` on ``/v1/messages``) with a message, and a 502
     only ever reports that the backend failed. (The scripted backend answers 500 to a few bodies a
     real upstream would refuse with a 400; see test_bad_input.)"""
     if response.status_code < 400:
         return None
     body = response.json()
+    if case.path.startswith("/v1/messages"):  # Anthropic's shape on Anthropic's API
+        assert set(body) == {"type", "error"} and set(body["error"]) == {"type", "message"}, body
+        assert body["error"]["message"] and (response.status_code != 502 or "backend" in body["error"]["message"])
+        return True
     assert isinstance(body, dict) and set(body) == {"error"}, body
     error = body["error"]
     assert set(error) == ERROR_FIELDS and isinstance(error["message"], str) and error["message"], body

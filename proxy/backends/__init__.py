@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
+from proxy.backends.anthropic_wire import AnthropicWire
 from proxy.backends.base import Backend, BackendResponse, ForwardContext, StreamChunk
 from proxy.backends.litellm_backend import LiteLLMBackend
 from proxy.backends.openai_wire import WIRE_PROVIDERS, OpenAIWireBackend
@@ -29,9 +30,14 @@ def build_backend(entry: ModelEntry, settings: Settings, client: aiohttp.ClientS
     assert entry.litellm_params is not None
     provider = entry.litellm_params.model.partition("/")[0]
     wire = entry.forward == "passthrough" or (entry.forward == "auto" and provider in WIRE_PROVIDERS)
+    backend: Backend
     if wire:
-        return OpenAIWireBackend(entry, client=client, router=settings.router_settings)
-    return LiteLLMBackend(entry, router=settings.router_settings, module_settings=settings.litellm_settings)
+        backend = OpenAIWireBackend(entry, client=client, router=settings.router_settings)
+    else:
+        backend = LiteLLMBackend(entry, router=settings.router_settings, module_settings=settings.litellm_settings)
+    if provider == "anthropic" and entry.forward != "passthrough":
+        backend.anthropic = AnthropicWire(entry, client=client, router=settings.router_settings)
+    return backend
 
 
 def build_router(settings: Settings, client: aiohttp.ClientSession) -> ModelRouter:

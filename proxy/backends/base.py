@@ -10,7 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from proxy.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from proxy.backends.anthropic_wire import AnthropicWire
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class Backend(ABC):
 
     provider: str = "openai"
     prompt_cache_key: bool = False
+    # A deployment that speaks Anthropic's Messages API natively: /v1/messages relays to it.
+    anthropic: AnthropicWire | None = None
 
     def __init__(self, model_name: str) -> None:
         self.model_name = model_name
@@ -54,6 +61,10 @@ class Backend(ABC):
     @abstractmethod
     def stream(self, body: dict[str, Any], ctx: ForwardContext) -> AsyncIterator[StreamChunk]:
         """Chunks as the backend produces them; the caller adds the final ``[DONE]``."""
+
+    async def embeddings(self, body: dict[str, Any]) -> BackendResponse:
+        """``POST /v1/embeddings``, for backends whose upstream serves it."""
+        raise InvalidRequest(f"model {self.model_name!r} does not serve embeddings", param="model")
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load what the backend needs (models, clients); the default needs nothing."""

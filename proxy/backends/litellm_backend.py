@@ -75,3 +75,12 @@ class LiteLLMBackend(Backend):
                 yield StreamChunk(chunk.model_dump(exclude_none=True))
         except Exception as exc:
             raise translate(exc, self.model_name) from exc
+
+    async def embeddings(self, body: dict[str, Any]) -> BackendResponse:
+        import litellm
+
+        try:
+            response = await litellm.aembedding(**self._kwargs(body))
+        except Exception as exc:
+            raise translate(exc, self.model_name) from exc
+        return BackendResponse(response.model_dump())

@@ -4,59 +4,23 @@ The body goes out as the client sent it (model name swapped, memories injected) 
 comes back byte for byte: ids, usage, tool calls, finish reasons and fields memproxy has never
 heard of. Going through litellm instead would re-build every response and chunk through its own
 types (adding and dropping fields) and cost ~3 ms per call on this machine, against ~0.8 ms here.
-The client is aiohttp's: under 64 concurrent requests httpx's connection pool cost the proxy more
-CPU than everything else it does without memory (see ``make bench``, overhead section).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
 from proxy.backends.base import Backend, BackendResponse, ForwardContext, StreamChunk, chunk_finished
+from proxy.backends.wire import WireClient
 from proxy.config import ModelEntry, RouterSettings
-from proxy.errors import (
-    AuthenticationFailed,
-    BackendError,
-    BackendRateLimited,
-    BackendRejected,
-    BackendTimeout,
-    BackendUnavailable,
-    BackendUnreachable,
-)
-from proxy.sse import sse_events
+from proxy.errors import BackendError, BackendUnreachable
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
 WIRE_PROVIDERS = frozenset({"openai", "hosted_vllm"})
-_CONNECT_SECONDS = 10.0
-
-
-def upstream_error(status: int, body: bytes, model_name: str) -> BackendError:
-    """Translate an upstream error status into memproxy's error tree, keeping its message."""
-    message = body.decode("utf-8", "replace")[:1000] or f"HTTP {status}"
-    param = code = None
-    try:
-        detail = json.loads(body).get("error")
-        if isinstance(detail, dict):
-            message = str(detail.get("message") or message)
-            param, code = detail.get("param"), detail.get("code")
-        elif isinstance(detail, str):
-            message = detail
-    except (ValueError, AttributeError):
-        pass
-    message = f"backend for {model_name!r} answered {status}: {message}"
-    if status == 429:
-        return BackendRateLimited(message)
-    if status in (408, 504):
-        return BackendTimeout(message)
-    if status == 503:
-        return BackendUnavailable(message)
-    if status >= 500:
-        return BackendError(message)
-    return BackendRejected(message, status=status, param=param, code=str(code) if code is not None else None)
+_MISSING_KEY = "set its litellm_params.api_key (the default config reads OPENAI_API_KEY)."
 
 
 class OpenAIWireBackend(Backend):
@@ -65,85 +29,39 @@ class OpenAIWireBackend(Backend):
         params = entry.litellm_params
         assert params is not None
         provider, _, upstream = params.model.partition("/")
-        self._upstream_model = upstream if provider in WIRE_PROVIDERS and upstream else params.model
         # forward: passthrough can front another family's OpenAI-compatible endpoint (Anthropic
         # offers one): the layout still uses that family's caching hints.
         self.provider = provider if upstream else "openai"
-        self._url = (params.api_base or OPENAI_API_BASE).rstrip("/") + "/chat/completions"
-        self._needs_key = params.api_base is None and not params.api_key
         self.prompt_cache_key = params.api_base is None or params.api_base.rstrip("/") == OPENAI_API_BASE
-        self._client = client
-        self._headers = {"content-type": "application/json", **(params.extra_headers or {})}
+        headers = {"content-type": "application/json", **(params.extra_headers or {})}
         if params.api_key:
-            self._headers["authorization"] = f"Bearer {params.api_key}"
+            headers["authorization"] = f"Bearer {params.api_key}"
         if params.organization:
-            self._headers["openai-organization"] = params.organization
-        # Per read, not in total: a long answer that keeps coming is not a timeout.
-        read = params.timeout or router.timeout
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_SECONDS, sock_read=read)
-        stream_read = params.stream_timeout or read
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_SECONDS, sock_read=stream_read)
-
-    def _payload(self, body: dict[str, Any]) -> bytes:
-        if self._needs_key:
-            raise AuthenticationFailed(
-                f"No API key is configured for model {self.model_name!r}: set its litellm_params.api_key "
-                "(the default config reads OPENAI_API_KEY).",
-                code="missing_backend_api_key",
-            )
-        return json.dumps({**body, "model": self._upstream_model}).encode()
-
-    async def _post(self, payload: bytes, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        """Send the request, once more if the connection closes before any answer.
-
-        An upstream may close an idle keep-alive connection just as the pool hands it out; the
-        request then fails before a byte of answer (httpx checks a pooled socket before reuse,
-        aiohttp does not). Seen as a few 502s among 200 concurrent streams."""
-        try:
-            return await self._client.post(self._url, data=payload, headers=self._headers, timeout=timeout)
-        except aiohttp.ServerDisconnectedError:
-            return await self._client.post(self._url, data=payload, headers=self._headers, timeout=timeout)
+            headers["openai-organization"] = params.organization
+        self._wire = WireClient(
+            entry,
+            client=client,
+            router=router,
+            base=params.api_base or OPENAI_API_BASE,
+            headers=headers,
+            upstream_model=upstream if provider in WIRE_PROVIDERS and upstream else params.model,
+            missing_key=_MISSING_KEY if params.api_base is None and not params.api_key else None,
+        )
 
     async def complete(self, body: dict[str, Any], ctx: ForwardContext) -> BackendResponse:
-        payload = self._payload(body)
-        try:
-            async with await self._post(payload, self._timeout) as response:
-                status, content = response.status, await response.read()
-        except TimeoutError as exc:
-            raise BackendTimeout(f"backend for {self.model_name!r} timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise BackendUnreachable(f"backend for {self.model_name!r} is unreachable: {exc!r}") from exc
-        if status >= 400:
-            raise upstream_error(status, content, self.model_name)
-        try:
-            data = json.loads(content)
-        except ValueError as exc:
-            raise BackendError(f"backend for {self.model_name!r} answered invalid JSON") from exc
-        if not isinstance(data, dict):
-            raise BackendError(f"backend for {self.model_name!r} answered JSON that is not an object")
-        return BackendResponse(data, raw=content)
+        return await self._wire.post_json("/chat/completions", self._wire.encode(body))
 
     async def stream(self, body: dict[str, Any], ctx: ForwardContext) -> AsyncIterator[StreamChunk]:
-        payload = self._payload(body)
         finished = False
-        try:
-            async with await self._post(payload, self._stream_timeout) as response:
-                if response.status >= 400:
-                    raise upstream_error(response.status, await response.read(), self.model_name)
-                async for raw, data in sse_events(response.content.iter_any()):
-                    if data.strip() == b"[DONE]":
-                        return
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError as exc:
-                        raise BackendError(f"backend for {self.model_name!r} sent an invalid stream event") from exc
-                    if not isinstance(chunk, dict):
-                        raise BackendError(f"backend for {self.model_name!r} sent an invalid stream event")
-                    finished = finished or chunk_finished(chunk)
-                    yield StreamChunk(chunk, raw=raw)
-        except TimeoutError as exc:
-            raise BackendTimeout(f"backend for {self.model_name!r} timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise BackendUnreachable(f"backend for {self.model_name!r} dropped the stream: {exc!r}") from exc
+        async for raw, chunk in self._wire.post_events("/chat/completions", self._wire.encode(body)):
+            if chunk is None:
+                if raw.strip().endswith(b"[DONE]"):
+                    return
+                raise BackendError(f"backend for {self.model_name!r} sent an invalid stream event")
+            finished = finished or chunk_finished(chunk)
+            yield StreamChunk(chunk, raw=raw)
         if not finished:
             raise BackendUnreachable(f"backend for {self.model_name!r} ended the stream before it finished")
+
+    async def embeddings(self, body: dict[str, Any]) -> BackendResponse:
+        return await self._wire.post_json("/embeddings", self._wire.encode(body))

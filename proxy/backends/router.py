@@ -79,20 +79,30 @@ class ModelRouter:
         assert last is not None
         raise last
 
-    async def complete(self, model: str, body: dict[str, Any], ctx: ForwardContext) -> BackendResponse:
-        return await self._with_retries(self._attempts(model), lambda backend: backend.complete(body, ctx))
+    async def attempt(self, model: str, call: Callable[[Backend], Awaitable[T]]) -> T:
+        """``call`` on each deployment of ``model`` (and its fallbacks) in turn until one answers;
+        every API surface forwards through here, whatever wire format it speaks."""
+        return await self._with_retries(self._attempts(model), call)
 
-    async def stream(
-        self, model: str, body: dict[str, Any], ctx: ForwardContext
-    ) -> tuple[StreamChunk | None, AsyncIterator[StreamChunk]]:
+    async def open_stream(
+        self, model: str, call: Callable[[Backend], AsyncIterator[T]]
+    ) -> tuple[T | None, AsyncIterator[T]]:
         """Open a stream and wait for its first chunk (retrying until one arrives), so a failure
         before any output is still an HTTP status. Returns that chunk and the rest."""
 
-        async def first(backend: Backend) -> tuple[StreamChunk | None, AsyncIterator[StreamChunk]]:
-            iterator = aiter(backend.stream(body, ctx))
+        async def first(backend: Backend) -> tuple[T | None, AsyncIterator[T]]:
+            iterator = aiter(call(backend))
             try:
                 return await anext(iterator), iterator
             except StopAsyncIteration:
                 return None, iterator
 
-        return await self._with_retries(self._attempts(model), first)
+        return await self.attempt(model, first)
+
+    async def complete(self, model: str, body: dict[str, Any], ctx: ForwardContext) -> BackendResponse:
+        return await self.attempt(model, lambda backend: backend.complete(body, ctx))
+
+    async def stream(
+        self, model: str, body: dict[str, Any], ctx: ForwardContext
+    ) -> tuple[StreamChunk | None, AsyncIterator[StreamChunk]]:
+        return await self.open_stream(model, lambda backend: backend.stream(body, ctx))

@@ -19,7 +19,9 @@ Scripted steps (``POST /_script`` with a JSON list, consumed one per chat reques
 ``{"usage": {...}}``                           merged into the answer's usage (provider cache numbers)
 
 ``POST /v1/messages`` answers in Anthropic's Messages format (for litellm's Anthropic path), with
-a step's ``usage`` merged into Anthropic's usage (``cache_read_input_tokens``).
+a step's ``usage`` merged into Anthropic's usage (``cache_read_input_tokens``); the full
+Anthropic-wire stand-in, streams and count_tokens included, is ``scripted_anthropic``.
+``POST /v1/embeddings`` answers three numbers per input (a relay check, not a model).
 """
 
 from __future__ import annotations
@@ -230,6 +232,19 @@ def build_scripted_backend(script: BackendScript | None = None) -> Starlette:
         step = state.steps.pop(0) if state.steps else {}
         return JSONResponse(_anthropic_message(body, step, f"msg_scripted_{next(counter)}"))
 
+    async def embeddings(request: Request) -> Response:
+        """Three numbers per input, from its length: enough to check a relay."""
+        body = await request.json()
+        if state.record:
+            state.received.append({"body": body, "headers": dict(request.headers)})
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(str(text))), 0.5, -0.5]}
+            for i, text in enumerate(inputs)
+        ]
+        usage = {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}
+        return JSONResponse({"object": "list", "data": data, "model": body.get("model"), "usage": usage})
+
     async def models(request: Request) -> Response:
         return JSONResponse(
             {"object": "list", "data": [{"id": "scripted", "object": "model", "created": 0, "owned_by": "memproxy"}]}
@@ -251,6 +266,7 @@ def build_scripted_backend(script: BackendScript | None = None) -> Starlette:
             Route("/chat/completions", chat, methods=["POST"]),
             Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/_script", push_script, methods=["POST"]),
             Route("/_requests", received, methods=["GET", "DELETE"]),
         ]

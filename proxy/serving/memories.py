@@ -242,6 +242,14 @@ class MemoryService:
         turns = await self.memory.source_messages(cube_id, visible=caller.can_read)
         return [turn.model_dump(mode="json", exclude={"generated"}) for turn in turns]
 
+    async def stable_block(self, space: str) -> list[RetrievedItem]:
+        """The space's stable block as a chat request of it would get it."""
+        settings = self._settings.memory
+        budget = settings.scheduler.stable_token_budget
+        if budget is None:
+            budget = int(settings.retrieval.token_budget * settings.scheduler.stable_share)
+        return await self.memory.scheduler.stable_block([space], token_budget=budget)
+
     async def history(self, cube_id: str, caller: Principal) -> list[dict[str, Any]]:
         caller.require_memory_api(write=False)
         return [history_json(record) for record in await self.memory.history(cube_id, visible=caller.can_read)]
@@ -264,7 +272,5 @@ def space_param(value: str | None) -> str | None:
     name = identifier(value, param="space", max_length=MAX_SPACE)
     known = name is not None and any(name.startswith(p) and len(name) > len(p) for p in SPACE_PREFIXES)
     if value is not None and not known:
-        raise InvalidRequest(
-            f"space must be user:<id>, org:<name> or agent:<name> (got {value[:64]!r})", param="space"
-        )
+        raise InvalidRequest(f"space must be user:<id>, org:<name> or agent:<name> (got {value[:64]!r})", param="space")
     return name

@@ -1,0 +1,1 @@
+"""Translations between API shapes, for deployments that speak only chat completions."""

@@ -1,0 +1,302 @@
+"""The one serving path every chat-like surface shares: plan → inject → forward → relay → journal.
+
+    scope ─▶ MemScheduler.plan ─▶ (surface injects) ─▶ router ─▶ relay ─▶ journal
+
+Chat completions, Anthropic's Messages API and OpenAI's Responses API differ only in their wire
+shapes; each surface (``proxy/serving/chat.py``, ``messages.py``, ``responses.py``) turns its
+request into an OpenAI-style *view* (the user and assistant turns memory reads), asks this module
+for a plan, writes the plan into its own request shape, and hands the answer back here to be
+relayed and journalled. So memory behaves the same whichever API a client speaks.
+
+Memory never makes a request fail: if planning raises or exceeds its time budget the request is
+forwarded without memory and says so (``x-memory-status: degraded``), unless the operator chose
+``memory.fail_closed``. The exchange is journalled durably before the last byte of the answer goes
+out (so a crash after the client got its answer loses nothing); distillation happens later, in the
+write-back workers, and never delays the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from starlette.datastructures import Headers
+from starlette.responses import StreamingResponse
+
+from memcubes import layout
+from memcubes.cube import utcnow
+from memcubes.exchange import Exchange, Turn
+from memcubes.ids import new_id
+from memcubes.memory_os import MemoryOS
+from memcubes.retrieval import RetrievedItem
+from memcubes.scheduler import InjectionPlan
+from proxy.access import current_request
+from proxy.backends import Backend, ForwardContext, ModelRouter
+from proxy.config import Settings
+from proxy.errors import BackendError, MemoryUnavailable, ProxyError
+from proxy.metrics import Metrics
+from proxy.principal import Principal
+from proxy.scope import MemoryMode, Scope, resolve_scope
+from proxy.tracing import Tracing
+
+log = logging.getLogger(__name__)
+
+_REMEMBERED_ROLES = ("user", "assistant")
+T = TypeVar("T")
+
+
+@dataclass
+class Prepared:
+    """One request after planning: what to inject, where to forward, what to tell the client."""
+
+    scope: Scope
+    model: str
+    view: list[dict[str, Any]]  # OpenAI-style turns memory reads and journals
+    plan: InjectionPlan
+    backend: Backend  # the model's first deployment: the one the prompt layout is shaped for
+    ctx: ForwardContext
+    headers: dict[str, str]
+
+    @property
+    def request_id(self) -> str:
+        return self.ctx.request_id
+
+
+@dataclass(frozen=True)
+class StreamShape:
+    """How a surface writes a stream: each chunk's text (journalled), its bytes, the event that
+    ends a stream which failed after it started, and what closes a stream (``data: [DONE]``)."""
+
+    text: Callable[[Any], str]
+    encode: Callable[[Any], bytes]
+    error: Callable[[ProxyError], bytes]
+    end: bytes = b""
+    usage: Callable[[Any], Any] = lambda chunk: None  # the provider usage a chunk carries (metrics)
+
+
+class MemoryPipeline:
+    def __init__(
+        self,
+        *,
+        router: ModelRouter,
+        memory: MemoryOS | None,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
+        self.router = router
+        self._memory = memory
+        self._settings = settings
+        self.metrics = metrics or Metrics()
+        self.tracing = tracing or Tracing()
+        self._background: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def scope(headers: Headers, owner: str | None, caller: Principal, *, model: str) -> Scope:
+        """Whose memory, as the caller's key allows (403 for a model or user it may not use)."""
+        caller.check_model(model)
+        return resolve_scope(headers, owner, caller)
+
+    async def prepare(
+        self, scope: Scope, model: str, view: list[dict[str, Any]], *, id_prefix: str = "req"
+    ) -> Prepared:
+        """Check the model, plan the memories for ``view`` and build the forward context."""
+        backend = self.router.primary(model)
+        record = current_request()
+        record.model, record.user = model, scope.user
+        started = time.perf_counter()
+        with self.tracing.span("memproxy.retrieve", {"memproxy.request_id": record.request_id}) as span:
+            plan, status, outcome = await self._plan(scope, view)
+            if span is not None:
+                span.set_attribute("memproxy.memory_status", status)
+                span.set_attribute("memproxy.memories_injected", len(plan.items))
+        record.memory_status = status
+        plan = dataclasses.replace(plan, stable=_marked(plan.stable, scope), volatile=_marked(plan.volatile, scope))
+        ctx = ForwardContext(
+            request_id=record.request_id if id_prefix == "req" else f"{id_prefix}_{new_id()}",
+            space=scope.space,
+            kv_reuse=scope.kv_reuse,
+            prefix_messages=layout.stable_insert_index(view) + (1 if plan.stable else 0),
+            stable_ids=[cube_id for item in plan.stable for cube_id in item.cube_ids],
+        )
+        headers = {
+            "x-memory-status": status,
+            "x-memory-injected": str(len(plan.items)),
+            "x-memory-tokens": str(plan.tokens),
+            "x-memory-volatile-tokens": str(plan.volatile_tokens),
+            "x-memory-ids": ",".join(plan.cube_ids),
+            "x-memory-overhead-ms": f"{(time.perf_counter() - started) * 1000:.2f}",
+            "x-memory-considered": str(plan.considered),
+            "x-request-id": record.request_id,
+        }
+        if plan.reason is not None:
+            headers["x-memory-reason"] = plan.reason
+        if outcome is not None:
+            self.metrics.memory(
+                outcome=outcome,
+                seconds=time.perf_counter() - started,
+                injected=len(plan.items),
+                tokens=plan.tokens,
+                stable=bool(plan.stable),
+                considered=plan.considered,
+                volatile_tokens=plan.volatile_tokens,
+                skipped=plan.reason,
+            )
+        if self._memory is not None and plan.relevant:
+            self._memory.record_hits(plan.relevant)
+        return Prepared(scope=scope, model=model, view=view, plan=plan, backend=backend, ctx=ctx, headers=headers)
+
+    async def _plan(self, scope: Scope, messages: list[dict[str, Any]]) -> tuple[InjectionPlan, str, str | None]:
+        """The plan, the ``x-memory-status`` and the retrieval outcome for metrics (``None``
+        when no lookup was due)."""
+        if scope.user is None:
+            return InjectionPlan(), "no-user", None
+        if scope.mode is MemoryMode.OFF:
+            return InjectionPlan(), "off", None
+        if self._memory is None:
+            return self._degraded("memory layer is not available", "degraded")
+        if not scope.reads:
+            return InjectionPlan(), "ok", None
+        timeout = self._settings.memory.retrieval.timeout_ms / 1000
+        try:
+            plan = await asyncio.wait_for(
+                self._memory.plan(scope.readable_spaces, messages, session=scope.session), timeout
+            )
+        except TimeoutError:
+            log.warning("memory lookup took over %.0f ms, answering without memory", timeout * 1000)
+            return self._degraded("memory lookup timed out", "timeout")
+        except Exception as exc:  # memory trouble must never break a chat request
+            log.warning("memory planning failed, answering without memory: %r", exc)
+            return self._degraded(f"memory lookup failed: {exc!r}", "degraded")
+        status = "degraded" if plan.degraded else "ok"
+        return plan, status, status
+
+    def _degraded(self, reason: str, outcome: str) -> tuple[InjectionPlan, str, str]:
+        if self._settings.memory.fail_closed:
+            self.metrics.memory(outcome=outcome, seconds=0.0, injected=0, tokens=0, stable=False)
+            raise MemoryUnavailable(f"{reason}; memory.fail_closed is set, so the request is refused")
+        return InjectionPlan(), "degraded", outcome
+
+    def response_headers(self, prepared: Prepared) -> dict[str, str]:
+        """The memory headers, with what the backend reported while answering."""
+        if prepared.ctx.kv_reused_tokens is not None:
+            prepared.headers["x-memory-kv-reused-tokens"] = str(prepared.ctx.kv_reused_tokens)
+            self.metrics.activation_reused(model=prepared.model, tokens=prepared.ctx.kv_reused_tokens)
+        return prepared.headers
+
+    async def forward(self, prepared: Prepared, call: Callable[[Backend], Awaitable[T]]) -> T:
+        """``call`` on each deployment in turn (retries and fallbacks) until one answers."""
+        forwarded = time.perf_counter()
+        with self.tracing.span("memproxy.forward", {"memproxy.model": prepared.model, "memproxy.stream": False}):
+            answer = await self.router.attempt(prepared.model, call)
+        self.metrics.first_token(model=prepared.model, stream=False, seconds=time.perf_counter() - forwarded)
+        return answer
+
+    async def open_stream(
+        self, prepared: Prepared, call: Callable[[Backend], AsyncIterator[T]]
+    ) -> tuple[T | None, AsyncIterator[T]]:
+        forwarded = time.perf_counter()
+        with self.tracing.span("memproxy.forward", {"memproxy.model": prepared.model, "memproxy.stream": True}):
+            opened = await self.router.open_stream(prepared.model, call)
+        self.metrics.first_token(model=prepared.model, stream=True, seconds=time.perf_counter() - forwarded)
+        return opened
+
+    def relay(self, prepared: Prepared, first: Any, rest: AsyncIterator[Any], shape: StreamShape) -> StreamingResponse:
+        """Relay a stream, journalling its text once it ends (or what the user said, if the
+        client goes away first)."""
+
+        async def relay() -> AsyncIterator[bytes]:
+            parts: list[str] = []
+            complete = False
+            try:
+                if first is not None:
+                    parts.append(shape.text(first))
+                    self.metrics.usage(model=prepared.model, usage=shape.usage(first))
+                    yield shape.encode(first)
+                try:
+                    async for chunk in rest:
+                        parts.append(shape.text(chunk))
+                        self.metrics.usage(model=prepared.model, usage=shape.usage(chunk))
+                        yield shape.encode(chunk)
+                    complete = True
+                except BackendError as exc:
+                    log.warning("the upstream stream of %s failed after it started: %s", prepared.model, exc.message)
+                    yield shape.error(exc)
+                await self.journal(prepared, "".join(parts) if complete else None)
+                if shape.end:
+                    yield shape.end
+            except (asyncio.CancelledError, GeneratorExit):
+                # The client went away: what it said is still worth remembering.
+                self._spawn(self.journal(prepared, None))
+                raise
+
+        headers = self.response_headers(prepared)
+        return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+
+    async def journal(self, prepared: Prepared, answer: str | None) -> None:
+        """Journal the exchange; failures are logged, never raised (the answer is already out)."""
+        scope = prepared.scope
+        if self._memory is None or not scope.writes or scope.space is None:
+            return
+        now = utcnow()
+        request_id = prepared.request_id
+        turns = _turns(request_id, prepared.view, now, limit=self._settings.memory.writeback.chat_turns)
+        if answer:
+            turns.append(
+                Turn(id=f"{request_id}-answer", role="assistant", content=answer, created_at=now, generated=True)
+            )
+        if not turns:
+            return
+        exchange = Exchange(
+            id=request_id,
+            space=scope.space,
+            turns=turns,
+            mode=self._settings.memory.extraction.mode,
+            model=prepared.model,
+            session=scope.session,
+            skip_seen=True,
+        )
+        try:
+            with self.tracing.span("memproxy.writeback", {"memproxy.request_id": request_id}):
+                await self._memory.record(exchange)
+        except Exception as exc:
+            log.warning("could not journal exchange %s: %r", request_id, exc)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _marked(items: list[RetrievedItem], scope: Scope) -> list[RetrievedItem]:
+    """Memories of a shared space say so (``(shared: org:acme) ...``): they are not about the
+    user, and the model should not read them as if the user had said them."""
+    return [
+        item if item.space == scope.space else dataclasses.replace(item, text=f"(shared: {item.space}) {item.text}")
+        for item in items
+    ]
+
+
+def _turns(request_id: str, messages: list[dict[str, Any]], now: datetime, *, limit: int) -> list[Turn]:
+    """The latest ``limit`` turns worth remembering, oldest first; earlier messages are not read."""
+    turns: list[Turn] = []
+    for index in range(len(messages) - 1, -1, -1):
+        if len(turns) == limit:
+            break
+        message = messages[index]
+        if message.get("role") not in _REMEMBERED_ROLES:
+            continue
+        text = layout.message_text(message).strip()
+        if text:
+            name = message.get("name") if isinstance(message.get("name"), str) else None
+            turns.append(
+                Turn(id=f"{request_id}-{index}", role=message["role"], content=text, name=name, created_at=now)
+            )
+    turns.reverse()
+    return turns
