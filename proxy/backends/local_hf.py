@@ -243,14 +243,14 @@ class LocalHFBackend(Backend):
         while len(self._prefixes) > _REMEMBERED_SPACES:
             self._prefixes.popitem(last=False)
 
-    def stable_changed(self, space: str, stable_message: dict[str, Any] | None, *, covers: list[str]) -> None:
+    def stable_changed(self, space: str, stable_messages: list[dict[str, Any]], *, covers: list[str]) -> None:
         """The scheduler changed ``space``'s stable block: prefill the new prefix off the request
         path, if this model has served that space (we need its application system messages)."""
         remembered = self._prefixes.get(space)
         if remembered is None or self._engine is None or self._engine.activation_store is None:
             return
         app_system, tools = remembered
-        prefix = [*app_system, *([stable_message] if stable_message else [])]
+        prefix = [*app_system, *stable_messages]
         if not prefix:
             return
         messages, _ = merge_leading_system(prefix, len(prefix))

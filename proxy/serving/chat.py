@@ -83,21 +83,22 @@ class ChatService:
         record.memory_status = status
         messages = body["messages"]
         backend = self._router.primary(request.model)
+        stable, volatile = _marked(plan.stable, scope), _marked(plan.volatile, scope)
+        stable_layout = layout.stable_messages(
+            stable,
+            role=self._settings.memory.scheduler.memory_role,
+            cache_hint=backend.provider == "anthropic",
+            next_role=layout.next_role(messages),
+        )
         ctx = ForwardContext(
             request_id=request_id,
             space=scope.space,
             kv_reuse=scope.kv_reuse,
-            prefix_messages=layout.stable_insert_index(messages) + (1 if plan.stable else 0),
+            prefix_messages=layout.stable_insert_index(messages) + len(stable_layout),
             stable_ids=[cube_id for item in plan.stable for cube_id in item.cube_ids],
         )
         if plan.items:
-            stable, volatile = _marked(plan.stable, scope), _marked(plan.volatile, scope)
-            body["messages"] = layout.inject(
-                messages,
-                stable=stable,
-                volatile=volatile,
-                stable_message=layout.stable_block_message(stable, cache_hint=backend.provider == "anthropic"),
-            )
+            body["messages"] = layout.inject(messages, stable=stable, volatile=volatile, stable_layout=stable_layout)
         if backend.prompt_cache_key and scope.space is not None and "prompt_cache_key" not in body:
             body["prompt_cache_key"] = layout.prompt_cache_key(scope.space)
         memory_headers = {
