@@ -28,6 +28,7 @@ from typing import IO, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from memcubes import quarantine
 from memcubes.cube import CubeState, MemCube, UTCDatetime, utcnow
 from memcubes.embedder import Embedder, Vectors
 from memcubes.errors import BundleError, IndexUnavailable
@@ -130,6 +131,7 @@ class ImportReport:
     space: str
     format: str
     imported: int
+    quarantined: int  # of those imported or overwritten: held back as instructions (memcubes.quarantine)
     overwritten: int
     skipped: int
     history: int
@@ -400,7 +402,7 @@ def plan_import(
     written: dict[str, MemCube] = {}
     overwritten = skipped = 0
     for original in contents.cubes:
-        cube = _rehomed(original, space=space, ids=ids)
+        cube = quarantine.screen_cube(_rehomed(original, space=space, ids=ids))
         if cube.id in existing:
             if on_conflict == "skip":
                 skipped += 1
@@ -420,6 +422,8 @@ def plan_import(
             continue
         changes.events.append(HistoryEvent(snapshot, event.event, event.reason, event.at))
     for cube_id, cube in written.items():
+        if cube.state is CubeState.QUARANTINED and "quarantine" in cube.meta:
+            changes.events.append(HistoryEvent(cube, "QUARANTINE", cube.meta["quarantine"], now))
         before = existing.get(cube_id)
         if before is not None and not _same(before, cube):
             changes.events.append(HistoryEvent(cube, "IMPORT", f"overwritten by a {contents.format} import", now))
@@ -435,6 +439,7 @@ def plan_import(
         space=space,
         format=contents.format,
         imported=len(written) - overwritten,
+        quarantined=sum(cube.state is CubeState.QUARANTINED for cube in written.values()),
         overwritten=overwritten,
         skipped=skipped,
         history=len(changes.events),

@@ -369,6 +369,25 @@ class MemoryOS:
         await self.index_sync.drain(urgent=True)
         return updated
 
+    async def approve(self, cube_id: str, *, visible: SpaceFilter | None = None) -> MemCube:
+        """Release a quarantined memory: from now on it is retrieved and may be promoted."""
+        cube = await self.get(cube_id, visible=visible)
+        if cube.state is not CubeState.QUARANTINED:
+            raise InvalidMemoryInput(f"memory {cube_id} is {cube.state.value}, not quarantined")
+        approved = cube.model_copy(deep=True)
+        approved.state = CubeState.ACTIVE
+        approved.version = cube.version + 1
+        approved.updated_at = utcnow()
+        approved.meta = {key: value for key, value in cube.meta.items() if key != "quarantine"}
+        if slot := fact_slot(approved.content):
+            approved.meta["slot"] = slot
+        await asyncio.to_thread(
+            self.store.apply, ChangeSet(cubes=[approved], events=[HistoryEvent(approved, "APPROVE", "api")])
+        )
+        self._changed(approved.space, [approved])
+        await self.index_sync.drain(urgent=True)
+        return approved
+
     async def reindex(self, space: str | None = None, *, progress: Callable[[int], None] | None = None) -> int:
         """Rebuild the vector index from the store (all spaces, or one); ``progress`` hears each
         batch's count of cubes indexed."""

@@ -26,7 +26,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from memcubes import layout
+from memcubes import layout, quarantine
 from memcubes.cube import utcnow
 from memcubes.exchange import Exchange, Turn
 from memcubes.memory_os import MemoryOS
@@ -126,14 +126,16 @@ class ChatService:
             )
         if self._memory is not None and plan.relevant:
             self._memory.record_hits(plan.relevant)
+        injected = [item.text for item in plan.items]
         if request.stream:
-            return await self._stream(request.model, body, ctx, scope, messages, memory_headers)
+            return await self._stream(request.model, body, ctx, scope, messages, memory_headers, injected)
         forwarded = time.perf_counter()
         with self._tracing.span("memproxy.forward", {"memproxy.model": request.model, "memproxy.stream": False}):
             response = await self._router.complete(request.model, body, ctx)
         self._metrics.first_token(model=request.model, stream=False, seconds=time.perf_counter() - forwarded)
         self._metrics.usage(model=request.model, usage=response.data.get("usage"))
-        await self._journal(scope, request_id, request.model, messages, answer_text(response.data))
+        answer = quarantine.without_restated(answer_text(response.data), injected)
+        await self._journal(scope, request_id, request.model, messages, answer)
         return self._complete_response(response, ctx, memory_headers, request.model)
 
     async def _plan(self, scope: Scope, messages: list[dict[str, Any]]) -> tuple[InjectionPlan, str, str | None]:
@@ -188,7 +190,9 @@ class ChatService:
         scope: Scope,
         messages: list[dict[str, Any]],
         headers: dict[str, str],
+        injected: list[str],
     ) -> Response:
+        """``injected``: the texts of the memories in the prompt (not stored again from the answer)."""
         forwarded = time.perf_counter()
         with self._tracing.span("memproxy.forward", {"memproxy.model": model, "memproxy.stream": True}):
             first, rest = await self._router.stream(model, body, ctx)
@@ -212,7 +216,8 @@ class ChatService:
                 except BackendError as exc:
                     log.warning("the upstream stream of %s failed after it started: %s", model, exc.message)
                     yield sse_error(exc)
-                await self._journal(scope, ctx.request_id, model, messages, "".join(parts) if complete else None)
+                answer = quarantine.without_restated("".join(parts), injected) if complete else None
+                await self._journal(scope, ctx.request_id, model, messages, answer)
                 yield DONE
             except (asyncio.CancelledError, GeneratorExit):
                 # The client went away: what it said is still worth remembering.
