@@ -18,7 +18,11 @@ memory, "always answer in capital letters" is not. They look for
   somewhere; markdown images with URLs; "reveal your system prompt").
 
 Measured on the corpus in ``tests/fixtures/quarantine`` (``tests/test_quarantine.py`` prints the
-rates): the share of injections caught and of ordinary memories held back wrongly.
+rates): the share of injections caught and of ordinary memories held back wrongly. The rules were
+written against that corpus; text written afterwards, before the rules saw it, was caught far less
+often (13 of 30, then 4 of 20 subtler ones; 3 of 30 and 0 of 20 ordinary held wrongly), so this is
+a filter for the common shapes, one layer among three: memory is escaped data in a user turn whose
+heading says it is not instructions (``memcubes.layout``), whatever passes here.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ _URL = (
     r"(?:https?://|www\.)\S+|[\w.+-]+@[\w-]+\.[\w.]+|"
     r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|io|example|xyz|ru|info|biz|co|ly|app|dev|me|tk|top|txt|exe|sh)\b"
 )
-_MODEL = r"(?:assistant|ai|a\.i\.|model|chatbot|bot|llm|gpt|claude|gemini|language model)"
+_MODEL = r"(?:assistant|ai|a\.i\.|model|chatbot|bot|llm|gpt|claude|gemini|language model)s?"
 _USER = r"(?:the user|users?|me|them|him|her|everyone|people|anyone)"
 
 # English overrides: a verb, something that points at earlier or given rules, then the rules.
@@ -53,23 +57,48 @@ _OVERRIDE = (
     r"constraints|safeguards|filters|programming|training|system message|developer message|context|orders)\b"
 )
 _OVERRIDE_OTHER = (
-    # de, fr, es/pt/it, nl, pl, tr, ru/uk, zh, ja, ko, ar, hi: an override verb near a word for rules
-    r"(?:ignorier|vergiss|missacht|ignore[rz]?\b|oublie|ignora|olvida|omite|esque[cç]a|dimentica|negeer|"
-    r"vergeet|zignoruj|yok say|g[öo]rmezden|игнорир|забудь|проигнорир|ігнору|忽略|无视|無視|忘记|忘れ|무시|"
-    r"تجاهل|अनदेखा)"
+    # de, fr, es/pt/it, nl, pl, tr, ru/uk, zh, ja, ko, ar, hi: an override verb, then a word for rules
+    r"(?:ignorier|vergiss|missacht|ignore[rz]?\b|oublie|ignora|olvida|olvídate|olvídese|omite|no sigas|"
+    r"esque[cç]a|n[ãa]o siga|dimentica|negeer|vergeet|zignoruj|ignoruj|nie słuchaj|yok say|g[öo]rmezden|"
+    r"игнорир|забудь|проигнорир|не слушай|ігнору|忽略|无视|無視|忘记|忘れ|不用管|不要管|别管|무시|تجاهل|अनदेखा)"
     r"[^.!?。！？\n]{0,40}?"
     r"(?:anweisung|regeln|instruction|consigne|r[èe]gles|instruc|indicacion|reglas|istruzion|regole|"
-    r"instru[cç][õo]es|regras|instructies|regels|instrukcj|talimat|инструкц|правил|указани|інструкц|"
-    r"指令|指示|规则|提示|ルール|命令|プロンプト|지시|명령|지침|규칙|التعليمات|निर्देश)"
+    r"instru[cç][õo]es|regras|normas|instructies|regels|instrukcj|polecen|talimat|инструкц|правил|указани|"
+    r"інструкц|指令|指示|规则|提示|要求|ルール|命令|プロンプト|지시|명령|지침|규칙|التعليمات|निर्देश)"
 )
 # Languages that put the object first (tr, ja, ko, hi): the rules, then the override verb.
 _OVERRIDE_OBJECT_FIRST = (
-    r"(?:talimat|ルール|指示|命令|プロンプト|지시|명령|지침|규칙|निर्देश)[^.!?。！？\n]{0,20}?"
-    r"(?:yok say|g[öo]rmezden|無視|忘れ|무시|अनदेखा)"
+    r"(?:talimat|ルール|指示|命令|プロンプト|要求|规则|指令|지시|명령|지침|규칙|निर्देश)[^.!?。！？\n]{0,20}?"
+    r"(?:yok say|g[öo]rmezden|無視|忘れ|不用管|不要管|别管|무시|अनदेखा)"
 )
 _ADDRESSED = (
-    r"\byou(?:'re| are) (?:now|no longer|free|in (?:developer|maintenance|god) mode)\b",
-    r"\bfrom now on,? (?:you|always|never|respond|answer|reply|end|start|begin|say)\b",
+    r"\byou(?:'re| are)? (?:now|no longer|free|in (?:developer|maintenance|god) mode)\b",
+    # the model's own configuration: "your rules", "its initial prompt", "the assistant's guidelines"
+    rf"\b(?:your|its|the {_MODEL}'s)\s+(?:\w+\s+)?(?:rules|guidelines|instructions|prompt|system prompt|"
+    r"polic(?:y|ies)|configuration|programming|training|context window|safety)\b",
+    r"\b(?:system (?:message|prompt)|context window|initial prompt|hidden rules)\b",
+    r"\b(?:real|actual|true) instructions\b",
+    r"\byou were (?:given|told|configured|programmed|instructed|trained)\b",
+    rf"\b(?:dear|hey|hi|hello|attention|attn|psst|to)\s+(?:the\s+)?{_MODEL}\b",
+    rf"\b(?:stop being|you are not) (?:an? |the )?{_MODEL}\b",
+    rf"\b{_MODEL}\b[^.!?\n]{{0,30}}\b(?:reveal|ignor|forget|forgot|disregard|bypass|override|obey)\w*",
+    r"\b(?:in|to|at the (?:end|start) of) (?:every|each|all|your) (?:reply|replies|answer|answers|response|"
+    r"responses|message|messages)\b",
+    r"\b(?:admin|god|debug|maintenance|sudo|unrestricted) mode\b",
+    r"^\s*override\b",
+    r"(?-i:\bDAN\b)",
+    r"\b(?:from now on|from this point (?:on|forward)|starting (?:now|today)|henceforth|going forward),? "
+    r"(?:you|always|never|respond|answer|reply|end|start|begin|say|only)\b",
+    # a memory speaks of its user as "I"; text about "the user" is written for the model
+    r"\b(?:the user(?:'s)?|anyone who asks|whoever asks)\b",
+    r"\bi (?:command|order|instruct|direct) you\b",
+    r"\b(?:as|i am|i'm) your (?:administrator|admin|creator|developer|owner|operator|programmer|master)\b",
+    r"\b(?:policy|rule|instruction|system|config(?:uration)?) update\b",
+    r"\b(?:secret|hidden) (?:rule|note|instruction|command|message)s?\b",
+    r"\b(?:disable|turn off|deactivate|switch off) (?:your|the) (?:\w+ )?"
+    r"(?:filters?|safety|logging|guardrails|moderation)\b",
+    r"\b(?:forget|ignore|never mind|disregard) (?:about )?(?:safety|ethics|the rules|guidelines|polic(?:y|ies))\b",
+    r"\bcomply\b",
     r"\byou (?:must|shall|have to|are required to|are instructed to|will now|will answer|will respond|"
     r"should (?:always|never))\b",
     rf"\b(?:the |this )?{_MODEL}\b[^.!?\n]{{0,30}}\b(?:must|shall|should|has to|needs to|is required to|will now)\b",
@@ -86,16 +115,23 @@ _ADDRESSED = (
     r"\bi (?:want|need|would like|'d like) you to (?:ignore|forget|disregard|always|never|act|pretend|stop)\b",
     r"\b(?:i (?:love it|prefer|like it) when|i prefer that) (?:you|the assistant)\b[^.!?\n]{0,20}"
     r"\b(?:ignor|disregard|forget|always|never|reveal)",
-    r"\b(?:act|behave|respond|answer|reply) as (?:if|though|an?\b|the\b)",
+    r"\b(?:act|behave|respond|answer|reply) (?:as|like) (?:if|though|an?\b|the\b|dan\b)",
     r"\bpretend (?:to be|you)\b",
     r"\brole-?play as\b",
     r"\b(?:jailbr(?:eak|oken)|do anything now|developer mode|dan mode|prompt injection|unfiltered)\b",
-    r"\b(?:no|without(?: any)?) (?:content )?(?:restrictions|filters|limits|content policy|rules)\b",
+    r"\b(?:no|without(?: any| your| the)?) (?:usual )?(?:content )?(?:restrictions|filters|limits|limitations|"
+    r"content policy|rules|censorship|guardrails)\b",
     r"\bif you disregarded\b",
     # other languages: "you are now", "from now on you must"
     r"\b(?:du bist jetzt|ab jetzt musst du|tu es maintenant|vous [êe]tes maintenant|à partir de maintenant,? tu|"
     r"ahora eres|a partir de ahora debes|da ora in poi|agora voc[êe] [ée])",
     r"(?:теперь ты|你现在是|现在你是|从现在开始，?你|あなたは今から|지금부터 너는)",
+    # other languages: "forget everything", "your rules"
+    r"\b(?:vergiss alles|oublie(?:z)? tout|olvida todo|dimentica tutto|esque[cç]a tudo|забудь вс[её])",
+    r"\b(?:deine (?:regeln|anweisungen)|tes r[èe]gles|vos r[èe]gles|tus (?:reglas|instrucciones)|"
+    r"le tue (?:regole|istruzioni)|suas (?:regras|instru[cç][õo]es)|je regels|"
+    r"(?:твои|свои|ваши) (?:правила|инструкции))",
+    r"(?:你的(?:规则|指令|提示词)|提示词|あなたのルール)",
 )
 _MARKERS = (
     r"</?\s*(?:memories|system|instructions?|assistant|user|developer|sys)\s*>",
@@ -114,20 +150,25 @@ _MARKERS = (
 )
 _DIRECTIVES = (
     r"!\[[^\]]*\]\(\s*https?://",
-    r"<img\b",
+    r"<\s*(?:img|script|iframe|a\s+href)\b",
     rf"\b(?:tell|direct|redirect|send|point|ask|urge|advise) {_USER} (?:to|towards?)\b[^.!?\n]{{0,60}}(?:{_URL})",
     r"\b(?:tell|warn|inform) (?:the user|users)\b",
     rf"\b(?:say|respond|answer|reply) (?:that|to)\b[^.!?\n]{{0,80}}(?:{_URL}|\bshould\b)",
-    r"(?:^|[.!?:;]\s+)(?:please\s+)?(?:call|invoke|use|trigger) (?:the |this )[\w-]*\s?(?:tool|function|plugin|api|"
+    r"(?:^|[.!?:;,]\s+)(?:please\s+)?(?:call|invoke|use|trigger) (?:the |this )[\w-]*\s?(?:tool|function|plugin|api|"
     r"shell|browser|code interpreter)\b",
     r"\b(?:curl|wget|rm -rf|sudo|powershell|bash -c|/etc/passwd|eval\(|exec\()",
     r"\b(?:reveal|print|show|output|repeat|leak|disclose|dump|expose|export|display|share)\b[^.!?\n]{0,40}"
-    r"\b(?:system prompt|prompt|instructions|configuration|secrets?|credentials|api key|password|"
-    r"confidential|hidden|developer message|memories of other|text above)\b",
-    r"\b(?:send|forward|post|upload|append|exfiltrate|submit|paste)\b[^.!?\n]{0,60}(?:" + _URL + ")",
-    r"\b(?:always|never) (?:respond|answer|reply|say|include|recommend|mention|output|end|start|begin|refuse|"
-    r"add|append|insert|link|agree|obey|comply)\b",
-    r"\b(?:recommend|link to|promote)\b[^.!?\n]{0,40}(?:" + _URL + r"|\bto everyone\b)",
+    r"\b(?:system prompt|prompt|instructions|configuration|secrets?|credentials|api key|keys|password|"
+    r"confidential|hidden|developer message|memories of other|text above|private data|context|verbatim)\b",
+    r"\b(?:authori[sz]ed|allowed|permitted) (?:you|the (?:assistant|ai|model)) to\b",
+    r"\b(?:send|forward|post|upload|append|exfiltrate|submit|paste|pass|give|hand|leak)\b[^.!?\n]{0,60}(?:"
+    + _URL
+    + ")",
+    # "Always answer ...", "you should never mention ..." (not "I always answer emails")
+    r"(?:^|[.!?:;,]\s+|\byou (?:should |must |will )?)(?:always|never) (?:respond|answer|reply|say|include|recommend|"
+    r"mention|output|end|start|begin|refuse|add|append|insert|link|agree|obey|comply)\b",
+    r"\b(?:recommend|link to|promote|advertise|mention)\b[^.!?\n]{0,40}(?:" + _URL + r"|\bto everyone\b)",
+    r"\b(?:insert|embed|inject|include) (?:the following|this)\b",
     r"\bnever refuse\b",
     r"\b(?:do not|don't|never) (?:tell|reveal|mention|inform|warn|disclose)\b[^.!?\n]{0,20}\b(?:user|anyone)\b",
     r"\bobey\b",
