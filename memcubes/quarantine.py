@@ -89,8 +89,10 @@ _ADDRESSED = (
     r"(?-i:\bDAN\b)",
     r"\b(?:from now on|from this point (?:on|forward)|starting (?:now|today)|henceforth|going forward),? "
     r"(?:you|always|never|respond|answer|reply|end|start|begin|say|only)\b",
-    # a memory speaks of its user as "I"; text about "the user" is written for the model
-    r"\b(?:the user(?:'s)?|anyone who asks|whoever asks)\b",
+    # directions about the user are written for the model ("The user lives in Porto" is a memory)
+    r"\b(?:tell|let|inform|warn|give|grant|show|send|ask|convince|persuade|make) (?:the user|users)\b",
+    r"\b(?:when(?:ever)?|if|message from|next message from) the user\b",
+    r"\b(?:anyone|whoever) (?:who )?asks\b",
     r"\bi (?:command|order|instruct|direct) you\b",
     r"\b(?:as|i am|i'm) your (?:administrator|admin|creator|developer|owner|operator|programmer|master)\b",
     r"\b(?:policy|rule|instruction|system|config(?:uration)?) update\b",
