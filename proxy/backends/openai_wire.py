@@ -19,7 +19,7 @@ import aiohttp
 from proxy.backends.base import Backend, BackendResponse, ForwardContext, StreamChunk, chunk_finished
 from proxy.config import ModelEntry, RouterSettings
 from proxy.errors import (
-    AuthenticationFailed,
+    BackendAuthenticationFailed,
     BackendError,
     BackendRateLimited,
     BackendRejected,
@@ -35,19 +35,22 @@ _CONNECT_SECONDS = 10.0
 
 
 def upstream_error(status: int, body: bytes, model_name: str) -> BackendError:
-    """Translate an upstream error status into memproxy's error tree, keeping its message."""
+    """Translate an upstream error status into memproxy's error tree; its message goes to the log
+    only, its ``type``/``code``/``param`` to the client when they are plain identifiers."""
     message = body.decode("utf-8", "replace")[:1000] or f"HTTP {status}"
-    param = code = None
+    param = code = kind = None
     try:
         detail = json.loads(body).get("error")
         if isinstance(detail, dict):
             message = str(detail.get("message") or message)
-            param, code = detail.get("param"), detail.get("code")
+            param, code, kind = detail.get("param"), detail.get("code"), detail.get("type")
         elif isinstance(detail, str):
             message = detail
     except (ValueError, AttributeError):
         pass
     message = f"backend for {model_name!r} answered {status}: {message}"
+    if status in (401, 403):
+        return BackendAuthenticationFailed(message)
     if status == 429:
         return BackendRateLimited(message)
     if status in (408, 504):
@@ -56,7 +59,7 @@ def upstream_error(status: int, body: bytes, model_name: str) -> BackendError:
         return BackendUnavailable(message)
     if status >= 500:
         return BackendError(message)
-    return BackendRejected(message, status=status, param=param, code=str(code) if code is not None else None)
+    return BackendRejected(message, status=status, param=param, code=code, kind=kind)
 
 
 class OpenAIWireBackend(Backend):
@@ -86,11 +89,11 @@ class OpenAIWireBackend(Backend):
 
     def _payload(self, body: dict[str, Any]) -> bytes:
         if self._needs_key:
-            raise AuthenticationFailed(
+            advice = (
                 f"No API key is configured for model {self.model_name!r}: set its litellm_params.api_key "
-                "(the default config reads OPENAI_API_KEY).",
-                code="missing_backend_api_key",
+                "(the default config reads OPENAI_API_KEY)."
             )
+            raise BackendAuthenticationFailed(advice, public=advice, code="missing_backend_api_key")
         return json.dumps({**body, "model": self._upstream_model}).encode()
 
     async def _post(self, payload: bytes, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:

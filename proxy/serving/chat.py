@@ -36,7 +36,7 @@ from proxy.access import current_request
 from proxy.backends import ForwardContext, ModelRouter
 from proxy.backends.base import BackendResponse, StreamChunk, answer_text, chunk_text
 from proxy.config import Settings
-from proxy.errors import BackendError, MemoryUnavailable, sse_error
+from proxy.errors import BackendError, InvalidRequest, MemoryUnavailable, sse_error
 from proxy.metrics import Metrics
 from proxy.principal import Principal
 from proxy.protocol import ChatCompletionRequest
@@ -67,6 +67,13 @@ class ChatService:
         self._background: set[asyncio.Task[None]] = set()
 
     async def create(self, request: ChatCompletionRequest, headers: Headers, principal: Principal) -> Response:
+        limit = self._settings.general_settings.max_messages
+        if len(request.messages) > limit:
+            raise InvalidRequest(
+                f"messages: {len(request.messages)} messages; at most {limit} per request "
+                "(general_settings.max_messages)",
+                param="messages",
+            )
         principal.check_model(request.model)
         scope = resolve_scope(headers, request.user, principal)
         self._router.check(request.model)
@@ -127,11 +134,15 @@ class ChatService:
         if self._memory is not None and plan.relevant:
             self._memory.record_hits(plan.relevant)
         injected = [item.text for item in plan.items]
-        if request.stream:
-            return await self._stream(request.model, body, ctx, scope, messages, memory_headers, injected)
-        forwarded = time.perf_counter()
-        with self._tracing.span("memproxy.forward", {"memproxy.model": request.model, "memproxy.stream": False}):
-            response = await self._router.complete(request.model, body, ctx)
+        try:
+            if request.stream:
+                return await self._stream(request.model, body, ctx, scope, messages, memory_headers, injected)
+            forwarded = time.perf_counter()
+            with self._tracing.span("memproxy.forward", {"memproxy.model": request.model, "memproxy.stream": False}):
+                response = await self._router.complete(request.model, body, ctx)
+        except BackendError as exc:
+            _failed(exc, request_id)
+            raise
         self._metrics.first_token(model=request.model, stream=False, seconds=time.perf_counter() - forwarded)
         self._metrics.usage(model=request.model, usage=response.data.get("usage"))
         answer = quarantine.without_restated(answer_text(response.data), injected)
@@ -159,7 +170,7 @@ class ChatService:
             return self._degraded("memory lookup timed out", "timeout")
         except Exception as exc:  # memory trouble must never break a chat request
             log.warning("memory planning failed, answering without memory: %r", exc)
-            return self._degraded(f"memory lookup failed: {exc!r}", "degraded")
+            return self._degraded("memory lookup failed", "degraded")
         status = "degraded" if plan.degraded else "ok"
         return plan, status, status
 
@@ -214,8 +225,7 @@ class ChatService:
                         yield _event(chunk)
                     complete = True
                 except BackendError as exc:
-                    log.warning("the upstream stream of %s failed after it started: %s", model, exc.message)
-                    yield sse_error(exc)
+                    yield sse_error(_failed(exc, ctx.request_id))
                 answer = quarantine.without_restated("".join(parts), injected) if complete else None
                 await self._journal(scope, ctx.request_id, model, messages, answer)
                 yield DONE
@@ -268,6 +278,13 @@ def _marked(items: list[RetrievedItem], scope: Scope) -> list[RetrievedItem]:
         item if item.space == scope.space else dataclasses.replace(item, text=f"(shared: {item.space}) {item.text}")
         for item in items
     ]
+
+
+def _failed(error: BackendError, request_id: str) -> BackendError:
+    """The backend failed this request: the detail goes to the log, the client sees the request id."""
+    error.request_id = request_id
+    log.warning("request %s: %s", request_id, error)
+    return error
 
 
 def _event(chunk: StreamChunk) -> bytes:

@@ -268,7 +268,5 @@ def space_param(value: str | None) -> str | None:
     name = identifier(value, param="space", max_length=MAX_SPACE)
     known = name is not None and any(name.startswith(p) and len(name) > len(p) for p in SPACE_PREFIXES)
     if value is not None and not known:
-        raise InvalidRequest(
-            f"space must be user:<id>, org:<name> or agent:<name> (got {value[:64]!r})", param="space"
-        )
+        raise InvalidRequest(f"space must be user:<id>, org:<name> or agent:<name> (got {value[:64]!r})", param="space")
     return name

@@ -1,0 +1,69 @@
+"""Security regressions of issue 12 (attacks 7 and 8 here; memory injection in test_injection.py
+and test_quarantine.py): what an attacker saw on a running proxy, and what they see now."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from proxy.dev.serve_thread import free_port
+from tests.conftest import Backend, Proxy, proxy_settings
+
+CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+ECHOED_KEY = "sk-proj-4f9Zq81LmN0pQrStUvWxYz0123456789abcdef"
+
+
+def test_a_backend_401_echoing_its_key_reaches_neither_client_nor_log(
+    proxy: Proxy, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack 7a: the backend's 401 body (with the key it echoed) went to the client verbatim,
+    relabelled as the client's own invalid_api_key."""
+    step = {"status": 401, "message": f"Incorrect API key provided: Bearer {ECHOED_KEY}.", "code": "invalid_api_key"}
+    for stream in (False, True):
+        backend.queue(step)
+        with caplog.at_level(logging.WARNING, logger="proxy"), proxy.http() as http:
+            response = http.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+        assert response.status_code == 502
+        error = response.json()["error"]
+        assert error["type"] == "upstream_authentication_error" and error["code"] == "upstream_authentication_error"
+        assert ECHOED_KEY not in response.text and "Incorrect API key" not in response.text
+        request_id = error["message"].split("Request id ")[1].split(":")[0]
+        logged = [r.getMessage() for r in caplog.records if request_id in r.getMessage()]
+        assert logged and "Incorrect API key provided" in logged[0]  # the operator sees what happened
+        assert ECHOED_KEY not in caplog.text and ECHOED_KEY[:12] not in caplog.text
+
+
+def test_an_unreachable_backend_does_not_reveal_its_host(start_proxy: Callable[..., Proxy], tmp_path: Path) -> None:
+    """Attack 7b: ClientConnectorError(ConnectionKey(host='127.0.0.1', port=9, ...)) reached the client."""
+    port = free_port()
+    proxy = start_proxy(proxy_settings(f"http://127.0.0.1:{port}", tmp_path / "d"))
+    with proxy.http() as http:
+        for stream in (False, True):
+            response = http.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+            assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_unreachable"
+            assert "127.0.0.1" not in response.text and str(port) not in response.text
+            assert "Error(" not in response.text and "ConnectionKey" not in response.text
+
+
+def test_upstream_free_text_codes_are_dropped(proxy: Proxy, backend: Backend) -> None:
+    backend.queue({"status": 400, "message": "bad", "code": "see https://internal.example/x", "type": "a b"})
+    backend.queue({"status": 400, "message": "too long", "code": "context_length_exceeded"})
+    with proxy.http() as http:
+        error = http.post("/v1/chat/completions", json=CHAT).json()["error"]
+        assert error["code"] is None and error["type"] == "invalid_request_error"
+        assert http.post("/v1/chat/completions", json=CHAT).json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_max_messages_is_enforced(backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path) -> None:
+    """Attack 8: 5,000 messages got a 200 although general_settings.max_messages said 4,096."""
+    proxy = start_proxy(proxy_settings(backend.url, tmp_path / "d", general_settings={"max_messages": 50}))
+    with proxy.http() as http:
+        many = [{"role": "user", "content": f"m{i}"} for i in range(51)]
+        response = http.post("/v1/chat/completions", json={**CHAT, "messages": many})
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == "messages" and "50" in response.json()["error"]["message"]
+        assert http.post("/v1/chat/completions", json={**CHAT, "messages": many[:50]}).status_code == 200
+    assert len(backend.received) == 1
