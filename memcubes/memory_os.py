@@ -421,12 +421,14 @@ class MemoryOS:
         on_conflict: bundle.OnConflict = "skip",
         format: importers.ImportFormat = "auto",
         check_target: Callable[[str], None] | None = None,
+        max_bytes: int = bundle.MAX_BUNDLE_BYTES,
     ) -> bundle.ImportReport:
         """Import a memcube bundle, mem0 export or MemOS dump: everything is validated before one
         atomic write, so a bad upload changes nothing. The target space (``space``, else the
         bundle's own) must be a name every route accepts (``memcubes.names``); ``check_target``
-        may refuse it by raising, before anything is written."""
-        contents = await asyncio.to_thread(importers.load, data, format=format, space=space)
+        may refuse it by raising, before anything is written. A zip's members may inflate to
+        ``max_bytes`` in all."""
+        contents = await asyncio.to_thread(importers.load, data, format=format, space=space, max_bytes=max_bytes)
         try:
             space = space_name(space or contents.space)
         except ValueError as exc:

@@ -3,7 +3,13 @@ and test_quarantine.py): what an attacker saw on a running proxy, and what they 
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import os
+import threading
+import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,3 +73,65 @@ def test_max_messages_is_enforced(backend: Backend, start_proxy: Callable[..., P
         assert response.json()["error"]["param"] == "messages" and "50" in response.json()["error"]["message"]
         assert http.post("/v1/chat/completions", json={**CHAT, "messages": many[:50]}).status_code == 200
     assert len(backend.received) == 1
+
+
+def _bomb(members: dict[str, bytes], *, zeros: str, size: int) -> bytes:
+    """A zip holding ``members`` and one member of ``size`` zero bytes (deflates ~1000-fold)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+        with archive.open(zeros, "w", force_zip64=True) as stream:
+            chunk = bytes(8 * 1024 * 1024)  # compresslevel 6: ~1000-fold
+            for _ in range(size // len(chunk)):
+                stream.write(chunk)
+    return buffer.getvalue()
+
+
+def _rss() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_zip_bombs_are_refused_before_they_inflate(
+    backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path
+) -> None:
+    """Attack 3: a 2 MB .memcube inflating to 2 GiB took the proxy's RSS from 0.45 to 4.6 GB; the
+    MemOS importer read members with no cap at all."""
+    proxy = start_proxy(proxy_settings(backend.url, tmp_path / "d", general_settings={"max_import_size_mb": 1}))
+    manifest = json.dumps({"format": "memcube-bundle", "format_version": 1}).encode()
+    config = json.dumps({"text_mem": {"backend": "general_text", "config": {}}}).encode()
+    size = 160 * 1024 * 1024  # read whole, any of these would grow the RSS past the bound
+    bare = _bomb({}, zeros="memories.json", size=size)
+    bombs = {
+        "memproxy": _bomb({"manifest.json": manifest}, zeros="cubes.jsonl", size=size),
+        "memos": _bomb({"config.json": config}, zeros="textual_memory.json", size=size),
+        "mem0": bare,
+        "auto": bare,
+    }
+    # within the ratio but over the inflated total (twice max_import_size_mb)
+    bombs["memos-total"] = _bomb({"config.json": config, "pad": os.urandom(900_000)}, zeros="x", size=8 << 20)
+    peak, stop = [_rss()], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak.append(_rss())
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    baseline = _rss()
+    sampler.start()
+    try:
+        with proxy.http() as http:
+            for name, data in bombs.items():
+                assert len(data) < 1024 * 1024, name
+                fmt = name.split("-")[0]
+                response = http.post("/v1/spaces/import", params={"space": "user:x", "format": fmt}, content=data)
+                assert response.status_code == 400, (name, response.text)
+                assert response.json()["error"]["code"] == "invalid_bundle"
+            assert http.get("/v1/memories", params={"user": "x"}).json()["data"] == []
+    finally:
+        stop.set()
+        sampler.join()
+    growth = max(peak) - baseline
+    print(f"\nRSS growth while refusing {len(bombs)} zip bombs: {growth / 2**20:.1f} MiB")
+    assert growth < 100 * 2**20
