@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from memcubes.retrieval import MAX_QUERY_TERMS, query_terms
 from proxy.dev.serve_thread import free_port
 from tests.conftest import Backend, Proxy, proxy_settings
 
@@ -135,3 +136,23 @@ def test_zip_bombs_are_refused_before_they_inflate(
     growth = max(peak) - baseline
     print(f"\nRSS growth while refusing {len(bombs)} zip bombs: {growth / 2**20:.1f} MiB")
     assert growth < 100 * 2**20
+
+
+def test_a_huge_chat_message_becomes_a_bounded_lexical_query(proxy: Proxy) -> None:
+    """Attack 5: a 4.8 MB message became a 600k-term FTS query; the request was answered degraded
+    after 2.5 s and the abandoned lookup kept a core busy for two minutes."""
+    words = [f"w{i:06d}" for i in range(600_000)]
+    terms = query_terms(" ".join(["ox", *words[:1000], "hippopotamus", *words[1000:]]))
+    assert len(terms) == MAX_QUERY_TERMS and "hippopotamus" in terms and "ox" not in terms  # the longest kept
+    assert query_terms("Where does my sister Anna live?") == ["sister", "anna", "live"]
+    with proxy.http() as http:
+        http.post("/v1/memories", json={"user": "huge", "facts": ["Anna lives in Oslo"], "sync": True})
+        message = "Where does Anna live? " + " ".join(words[:400_000])
+        assert len(message) > 2_800_000
+        response = http.post(
+            "/v1/chat/completions",
+            json={**CHAT, "user": "huge", "messages": [{"role": "user", "content": message}]},
+            headers={"x-memory-mode": "read"},
+        )
+        assert response.status_code == 200 and response.headers["x-memory-status"] == "ok"
+        assert response.headers["x-memory-injected"] == "1"  # Anna's memory was still found
