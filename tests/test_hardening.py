@@ -3,20 +3,28 @@ and test_quarantine.py): what an attacker saw on a running proxy, and what they 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import zipfile
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from memcubes.embedder import Embedder
 from memcubes.retrieval import MAX_QUERY_TERMS, query_terms
-from proxy.dev.serve_thread import free_port
+from proxy.app import build_app
+from proxy.dev.serve_thread import ServerThread, free_port
+from proxy.server import uvicorn_options
 from tests.conftest import Backend, Proxy, proxy_settings
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
@@ -156,3 +164,69 @@ def test_a_huge_chat_message_becomes_a_bounded_lexical_query(proxy: Proxy) -> No
         )
         assert response.status_code == 200 and response.headers["x-memory-status"] == "ok"
         assert response.headers["x-memory-injected"] == "1"  # Anna's memory was still found
+
+
+def _guarded_proxy(backend: Backend, embedder: Embedder, tmp_path: Path, **server: Any) -> ServerThread:
+    settings = proxy_settings(backend.url, tmp_path / "d", server=server)
+    return ServerThread(build_app(settings, embedder=embedder), **uvicorn_options(settings.server))
+
+
+def _half_sent(
+    port: int, data: bytes = b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Ty"
+) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(data)
+    return sock
+
+
+def test_slow_headers_and_bodies_are_cut_off(backend: Backend, embedder: Embedder, tmp_path: Path) -> None:
+    with _guarded_proxy(backend, embedder, tmp_path, header_timeout_seconds=0.5, body_timeout_seconds=0.5) as server:
+        silent = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        half = _half_sent(server.port)
+        body = _half_sent(server.port, b"POST /v1/memories HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{")
+        for sock in (silent, half):
+            assert sock.recv(1024) == b""  # closed by the server, not by the 5 s client timeout
+        assert body.recv(1024) == b""
+        for sock in (silent, half, body):
+            sock.close()
+        assert httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_flood_of_half_sent_requests_leaves_the_proxy_answering(
+    backend: Backend, embedder: Embedder, tmp_path: Path
+) -> None:
+    """Attack 4: one connection that sent half its headers stayed open 50 s; 20,000 of them made
+    every request fail, /healthz included. Here 2,000 at a time (loopback, stopping by themselves
+    after 6 s) against a cap of 500 connections, while a normal client keeps chatting."""
+    with _guarded_proxy(backend, embedder, tmp_path, header_timeout_seconds=3, max_connections=500) as server:
+        stop, opened = threading.Event(), [0]
+
+        def flood() -> None:
+            held: deque[socket.socket] = deque()
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline and not stop.is_set():
+                for _ in range(200):
+                    with contextlib.suppress(OSError):
+                        held.append(_half_sent(server.port))
+                        opened[0] += 1
+                while len(held) > 2000:
+                    held.popleft().close()
+                time.sleep(0.05)
+            for sock in held:
+                sock.close()
+
+        attacker = threading.Thread(target=flood)
+        attacker.start()
+        try:
+            time.sleep(1)
+            for _ in range(8):  # a fresh connection each time, as a client whose pool was evicted
+                assert httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
+                answer = httpx.post(f"{server.url}/v1/chat/completions", json=CHAT, timeout=2)
+                assert answer.status_code == 200
+                time.sleep(0.3)
+        finally:
+            stop.set()
+            attacker.join()
+        print(f"\n{opened[0]} half-sent connections opened during the test")
+        assert opened[0] >= 2000
