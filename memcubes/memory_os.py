@@ -334,7 +334,8 @@ class MemoryOS:
         Returns the cube as it was."""
         cube = await self.get(cube_id, visible=visible)
         if purge:
-            await asyncio.to_thread(self.store.purge, cube_id)
+            words = await asyncio.to_thread(self.store.purge, cube_id)
+            await asyncio.to_thread(self.writeback.forget, cube.space, containing=words)
             self._changed(cube.space, [cube])
         elif cube.state is not CubeState.DELETED:
             cube.state = CubeState.DELETED
@@ -401,6 +402,7 @@ class MemoryOS:
     async def delete_space(self, space: str) -> int:
         """Forget everything of one space, in SQLite and in the vector index; nothing else."""
         count = await asyncio.to_thread(self.store.delete_space, space)
+        await asyncio.to_thread(self.writeback.forget, space)
         self._changed(space)
         await self.index_sync.drain(urgent=True)
         return count

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -293,6 +293,10 @@ class WriteBack:
     @property
     def spilled(self) -> int:
         return len(self._spill)
+
+    def forget(self, space: str, *, containing: Collection[str] | None = None) -> None:
+        """Drop spilled exchanges of ``space`` (those holding one of ``containing``, when given)."""
+        self._spill.forget(space, containing=containing)
 
     async def wait_idle(self) -> None:
         """Return once nothing is queued or being processed (graceful shutdown)."""

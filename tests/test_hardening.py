@@ -230,3 +230,64 @@ def test_a_flood_of_half_sent_requests_leaves_the_proxy_answering(
             attacker.join()
         print(f"\n{opened[0]} half-sent connections opened during the test")
         assert opened[0] >= 2000
+
+
+def _copies(root: Path, marker: str) -> dict[str, int]:
+    """Occurrences of ``marker`` (in any case) in every file under ``root``, read as bytes."""
+    needle = marker.lower().encode()
+    found = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            count = path.read_bytes().lower().count(needle)
+            if count:
+                found[str(path.relative_to(root))] = count
+    return found
+
+
+def _chat(http: httpx.Client, user: str, history: list[dict[str, Any]], text: str, *, stream: bool = False) -> None:
+    history.append({"role": "user", "content": text})
+    response = http.post("/v1/chat/completions", json={**CHAT, "user": user, "messages": history, "stream": stream})
+    assert response.status_code == 200
+    answer = "" if stream else response.json()["choices"][0]["message"]["content"]
+    history.append({"role": "assistant", "content": answer or "ok"})
+
+
+def test_forgetting_a_user_leaves_no_copy_of_their_words_in_any_file(proxy: Proxy) -> None:
+    """Attack 2: after purging every memory and DELETE /v1/spaces/user:carol, the marker was still
+    in the journal (both exchanges verbatim), the FTS5 segments and the WAL."""
+    marker, data_dir = "Zq7CarolMarker", proxy.settings.memory.data_dir
+    with proxy.http() as http:
+        history: list[dict[str, Any]] = []
+        _chat(http, "carol", history, f"My locker code is {marker}1.")
+        _chat(http, "carol", history, f"My bike is called {marker}2.", stream=True)
+        raw = [{"role": "user", "content": f"The spare key hides under {marker}3."}]
+        body = {"user": "carol", "mode": "raw", "messages": raw, "facts": [f"Carol's alias is {marker}4"]}
+        assert http.post("/v1/memories", json={**body, "sync": True}).status_code == 200
+        mem0 = [{"id": "c1", "memory": f"Carol's pin is {marker}5", "hash": "h"}]
+        params = {"space": "user:carol", "format": "mem0"}
+        assert http.post("/v1/spaces/import", params=params, content=json.dumps(mem0)).status_code == 200
+        _chat(http, "dave", [], "My locker code is 4321.")  # another user: untouched
+        proxy.wait_writeback()
+        assert _copies(data_dir, marker)  # the check can see it
+        assert http.delete("/v1/spaces/user:carol").json()["deleted"] >= 5
+        assert _copies(data_dir, marker) == {}
+        assert http.get("/v1/memories", params={"user": "dave"}).json()["data"]
+
+
+def test_purging_one_memory_leaves_no_copy_and_the_others_stay(proxy: Proxy) -> None:
+    marker, data_dir = "Zq7DanMarker", proxy.settings.memory.data_dir
+    with proxy.http() as http:
+        history: list[dict[str, Any]] = []
+        _chat(http, "dan", history, f"My wifi password is {marker}.")
+        _chat(http, "dan", history, "I live in Porto.")  # resends the marker's turn in its history
+        http.post("/v1/memories", json={"user": "dan", "facts": ["Dan's gym is Iron Temple"], "sync": True})
+        proxy.wait_writeback()
+        listed = http.get("/v1/memories", params={"user": "dan"}).json()["data"]
+        [secret] = [m for m in listed if marker in m["content"]]
+        assert len(_copies(data_dir, marker)) >= 1
+        assert http.delete(f"/v1/memories/{secret['id']}", params={"purge": "true"}).status_code == 200
+        assert _copies(data_dir, marker) == {}
+        left = {m["content"] for m in http.get("/v1/memories", params={"user": "dan"}).json()["data"]}
+        assert left == {m["content"] for m in listed} - {secret["content"]} and len(left) == 2
+        found = http.post("/v1/memories/search", json={"user": "dan", "query": "Where does Dan live?"}).json()
+        assert any("Porto" in result["text"] for result in found["results"])
