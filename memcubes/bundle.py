@@ -525,5 +525,8 @@ async def import_contents(
     if plan.changes.cubes:
         await asyncio.to_thread(store.apply, plan.changes)
         index_sync.remember(plan.vectors)
-        await index_sync.drain(urgent=True)
+        try:
+            await index_sync.drain(urgent=True)
+        except IndexUnavailable as exc:  # committed: the outbox holds the index writes, retried later
+            log.warning("import into %s committed; its vectors are indexed later: %s", target, exc)
     return plan.report

@@ -3,6 +3,7 @@ and test_quarantine.py): what an attacker saw on a running proxy, and what they 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -18,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
+from memcubes.config import VectorIndexSettings
 from memcubes.embedder import Embedder
 from memcubes.retrieval import MAX_QUERY_TERMS, query_terms
+from memcubes.vectors import WHOLE, ChromaIndex, VectorEntry
 from proxy.app import build_app
 from proxy.dev.serve_thread import ServerThread, free_port
 from proxy.server import uvicorn_options
@@ -291,3 +295,17 @@ def test_purging_one_memory_leaves_no_copy_and_the_others_stay(proxy: Proxy) -> 
         assert left == {m["content"] for m in listed} - {secret["content"]} and len(left) == 2
         found = http.post("/v1/memories/search", json={"user": "dan", "query": "Where does Dan live?"}).json()
         assert any("Porto" in result["text"] for result in found["results"])
+
+
+def test_index_writes_larger_than_chromas_batch_limit_are_chunked(tmp_path: Path) -> None:
+    """Attack 6: a 20,000-item import answered 503 ("Batch size of 20000 is greater than max batch
+    size of 5461") after committing all of it."""
+    index = ChromaIndex(VectorIndexSettings(), tmp_path)
+    try:
+        count = 6_000  # over Chroma's limit (5,461 with SQLite's default variable cap)
+        vectors = np.random.default_rng(0).standard_normal((count, 8)).astype(np.float32)
+        entries = [VectorEntry(f"c{i}", WHOLE, vectors[i]) for i in range(count)]
+        asyncio.run(index.upsert("user:bulk", entries))
+        assert asyncio.run(index.count("user:bulk")) == count
+    finally:
+        index.close()
