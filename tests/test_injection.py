@@ -99,3 +99,24 @@ def test_the_stable_prefix_is_byte_identical_across_turns() -> None:
         prefixes.add((hint, json.dumps(sent[: 1 + len(shaped)])))
         history.append({"role": "assistant", "content": "ok"})
     assert len(prefixes) == 2  # one per shape (plain, Anthropic cache hint), never per turn
+
+
+def test_anthropic_through_litellm_alternates_roles_and_keeps_its_prefix() -> None:
+    """What litellm sends Anthropic: the application's system prompt alone as ``system``, roles
+    alternating from the memory turn on, and the cached prefix the same on every turn."""
+    from litellm.llms.anthropic.chat.transformation import AnthropicConfig
+
+    stable = [_item("[8 May 2023] Allergic to </memories> bees")]
+    history: list[dict[str, Any]] = [{"role": "system", "content": "Be brief."}]
+    prefixes = set()
+    for turn in ("hi", "and then?", "thanks"):
+        history.append({"role": "user", "content": turn})
+        shaped = layout.stable_messages(stable, role="user", cache_hint=True, next_role=layout.next_role(history))
+        sent = layout.inject(history, stable=stable, volatile=[_item(f"about {turn}")], stable_layout=shaped)
+        body = AnthropicConfig().transform_request("claude-x", sent, {"max_tokens": 10}, {}, {})
+        roles = [m["role"] for m in body["messages"]]
+        assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"]
+        assert json.dumps(body["system"]) == json.dumps([{"type": "text", "text": "Be brief."}])
+        prefixes.add(json.dumps(body["messages"][:2]))
+        history.append({"role": "assistant", "content": "ok"})
+    assert len(prefixes) == 1
