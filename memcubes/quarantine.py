@@ -20,9 +20,10 @@ memory, "always answer in capital letters" is not. They look for
 Measured on the corpus in ``tests/fixtures/quarantine`` (``tests/test_quarantine.py`` prints the
 rates): the share of injections caught and of ordinary memories held back wrongly. The rules were
 written against that corpus; text written afterwards, before the rules saw it, was caught far less
-often (13 of 30, then 4 of 20 subtler ones; 3 of 30 and 0 of 20 ordinary held wrongly), so this is
-a filter for the common shapes, one layer among three: memory is escaped data in a user turn whose
-heading says it is not instructions (``memcubes.layout``), whatever passes here.
+often (13 of 30, then 4 of 20 subtler ones; 3 of 30, 0 of 20 and 8 of 30 lines of dialog between
+people held wrongly), so this is a filter for the common shapes, one layer among three: memory is
+escaped data in a user turn whose heading says it is not instructions (``memcubes.layout``),
+whatever passes here.
 """
 
 from __future__ import annotations
@@ -72,7 +73,16 @@ _OVERRIDE_OBJECT_FIRST = (
     r"(?:yok say|g[öo]rmezden|無視|忘れ|不用管|不要管|别管|무시|अनदेखा)"
 )
 _ADDRESSED = (
-    r"\byou(?:'re| are)? (?:now|no longer|free|in (?:developer|maintenance|god) mode)\b",
+    # people talk to each other in the second person too ("you're now a marathon runner!", "you
+    # must come visit"): only what turns the reader into a model, or tells it what to output
+    rf"\byou(?:'re| are) (?:now|no longer) (?:an? |the |in )?(?:[\w-]+ ){{0,3}}?(?:{_MODEL}|dan|mode|persona)\b",
+    r"\byou(?:'re| are)? (?:now |no longer )?(?:unrestricted|jailbroken|unfiltered|uncensored)\b",
+    r"\byou(?:'re| are)? (?:now )?free (?:from|of|to ignore|to do anything)\b",
+    r"\byou(?:'re| are) (?:now )?an? (?:[\w-]+ ){0,2}?(?:ai|assistant|chatbot|llm|language model)\b",
+    r"\b(?:developers?|creators?|operators?|openai|anthropic|system) (?:told|gave|taught|instructed) you\b",
+    r"\byou(?:'re| are)? no longer (?:bound|restricted|limited|required|obliged|have to)\b",
+    r"\b(?:openai|anthropic|content|safety|usage|moderation) polic(?:y|ies)\b",
+    r"\bfollow (?:these|the following|my|only my|the new) (?:instructions|rules|orders|commands)\b",
     # the model's own configuration: "your rules", "its initial prompt", "the assistant's guidelines"
     rf"\b(?:your|its|the {_MODEL}'s)\s+(?:\w+\s+)?(?:rules|guidelines|instructions|prompt|system prompt|"
     r"polic(?:y|ies)|configuration|programming|training|context window|safety)\b",
@@ -101,12 +111,13 @@ _ADDRESSED = (
     r"(?:filters?|safety|logging|guardrails|moderation)\b",
     r"\b(?:forget|ignore|never mind|disregard) (?:about )?(?:safety|ethics|the rules|guidelines|polic(?:y|ies))\b",
     r"\bcomply\b",
-    r"\byou (?:must|shall|have to|are required to|are instructed to|will now|will answer|will respond|"
-    r"should (?:always|never))\b",
+    r"\byou (?:must|shall|have to|are required to|are instructed to|will now|will always|will never|will|"
+    r"should always|should never|should)\s+(?:always\s+|never\s+|now\s+|only\s+)?(?:respond|reply|answer|say|tell|"
+    r"include|recommend|mention|output|print|reveal|ignore|obey|comply|act|refuse|end|begin|start|add|use|call|"
+    r"send|visit|link|write|provide|give|pretend|forget|disregard)\b",
     rf"\b(?:the |this )?{_MODEL}\b[^.!?\n]{{0,30}}\b(?:must|shall|should|has to|needs to|is required to|will now)\b",
     rf"\b(?:note|message|instructions?|reminder) (?:to|for) (?:the |any )?{_MODEL}\b",
     rf"\b(?:if you are an? |as an? ){_MODEL}\b",
-    rf"\b{_MODEL},",
     r"\byour (?:new |updated |real |hidden |initial )?(?:instructions|system prompt|task is|goal is|"
     r"role is|purpose is|rules are)\b",
     r"\bthe (?:new |updated |real |hidden |initial )?system prompt\b",
