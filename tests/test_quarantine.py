@@ -81,9 +81,12 @@ def test_poisoned_memories_are_quarantined_never_injected_until_approved(proxy: 
         ).json()
         assert imported["quarantined"] == 1
 
-        held = _memories(http, "eve", "quarantined")
-        assert len(held) == 5 and all(m["meta"]["quarantine"] for m in held)
-        assert [m["content"] for m in _memories(http, "eve", "active")] == ["I live in Porto."]
+        held = _memories(http, "eve", "quarantined")  # (a chat message may also be kept whole, as an episode)
+        assert len(held) >= 5 and all(m["meta"]["quarantine"] for m in held)
+        said = " ".join(m["content"] for m in held)
+        assert all(words in said for words in ("system prompt", "disregard", "obey", "evil.example", "Ignore all"))
+        active = [m["content"] for m in _memories(http, "eve", "active")]
+        assert "I live in Porto." in active and not any("evil" in text or "prior rules" in text for text in active)
         for _ in range(10):  # heat: every chat asks about exactly what the poison says
             ask = {"role": "user", "content": "What do my instructions, rules and favorite system prompt say?"}
             http.post("/v1/chat/completions", json={**chat, "messages": [ask]})
