@@ -1,5 +1,6 @@
-"""Security regressions of issue 12 (attacks 7 and 8 here; memory injection in test_injection.py
-and test_quarantine.py): what an attacker saw on a running proxy, and what they see now."""
+"""Hardening (issue 12): each attack of the issue as a regression test, through real HTTP on a
+running proxy (memory injection: test_injection.py and test_quarantine.py): what an attacker saw,
+and what they see now."""
 
 from __future__ import annotations
 
