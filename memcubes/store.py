@@ -647,7 +647,7 @@ class Store:
             conn.execute("DELETE FROM history WHERE cube_id = ?", (cube_id,))
             conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)", (row["space"], cube_id, OP_DELETE))
             words = self._forget_words(conn, row["space"], cube_id, versions)
-            conn.execute("INSERT INTO cubes_fts (cubes_fts) VALUES ('optimize')")
+            _merge_lexical(conn)
         self._truncate_wal()
         return words
 
@@ -685,7 +685,7 @@ class Store:
             for table in ("cubes", "history", "journal", "seen", "outbox", "spaces"):
                 conn.execute(f"DELETE FROM {table} WHERE space = ?", (space,))
             conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, '', ?)", (space, OP_DROP_SPACE))
-            conn.execute("INSERT INTO cubes_fts (cubes_fts) VALUES ('optimize')")
+            _merge_lexical(conn)
         self._truncate_wal()
         return count
 
@@ -829,6 +829,13 @@ def _insert_grams(conn: sqlite3.Connection, rid: int | None, space: str, content
     if grams := cjk_grams(content):
         values = (rid, space_key(space), " ".join(grams))
         conn.execute("INSERT INTO cubes_grams (rowid, space_key, grams) VALUES (?, ?, ?)", values)
+
+
+def _merge_lexical(conn: sqlite3.Connection) -> None:
+    """Merge the FTS5 indexes into one segment each: a deleted row's words otherwise stay in old
+    segments until some later merge (secure_delete then zeroes the pages they leave)."""
+    for table in ("cubes_fts", "cubes_grams"):
+        conn.execute(f"INSERT INTO {table} ({table}) VALUES ('optimize')")
 
 
 def _time(value: str | None) -> datetime | None:
