@@ -225,7 +225,7 @@ class ChatService:
                         yield _event(chunk)
                     complete = True
                 except BackendError as exc:
-                    yield sse_error(_failed(exc, ctx.request_id))
+                    yield sse_error(_failed(exc, ctx.request_id, after_start=True))
                 answer = quarantine.without_restated("".join(parts), injected) if complete else None
                 await self._journal(scope, ctx.request_id, model, messages, answer)
                 yield DONE
@@ -280,10 +280,11 @@ def _marked(items: list[RetrievedItem], scope: Scope) -> list[RetrievedItem]:
     ]
 
 
-def _failed(error: BackendError, request_id: str) -> BackendError:
+def _failed(error: BackendError, request_id: str, *, after_start: bool = False) -> BackendError:
     """The backend failed this request: the detail goes to the log, the client sees the request id."""
     error.request_id = request_id
-    log.warning("request %s: %s", request_id, error)
+    when = "after it started" if after_start else "before answering"
+    log.warning("request %s: the upstream failed %s: %s", request_id, when, error)
     return error
 
 
