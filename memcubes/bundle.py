@@ -17,7 +17,6 @@ import io
 import json
 import logging
 import zipfile
-import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,8 @@ from typing import IO, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from memcubes import quarantine
+from memcubes.archive import SafeArchive
 from memcubes.cube import CubeState, MemCube, UTCDatetime, utcnow
 from memcubes.embedder import Embedder, Vectors
 from memcubes.errors import BundleError, IndexUnavailable
@@ -130,6 +131,7 @@ class ImportReport:
     space: str
     format: str
     imported: int
+    quarantined: int  # of those imported or overwritten: held back as instructions (memcubes.quarantine)
     overwritten: int
     skipped: int
     history: int
@@ -242,7 +244,7 @@ def _validated(model: type[BaseModel], value: Any, where: str) -> Any:
         raise BundleError(f"{where}: not a valid {model.__name__}: {_error_text(exc)}") from None
 
 
-def _manifest(archive: zipfile.ZipFile) -> Manifest:
+def _manifest(archive: SafeArchive) -> Manifest:
     try:
         raw = json.loads(archive.read(MANIFEST))
     except KeyError:
@@ -259,7 +261,7 @@ def _manifest(archive: zipfile.ZipFile) -> Manifest:
     return manifest
 
 
-def _members(archive: zipfile.ZipFile, manifest: Manifest, *, max_bytes: int) -> dict[str, bytes]:
+def _members(archive: SafeArchive, manifest: Manifest, *, max_bytes: int) -> dict[str, bytes]:
     """Every member listed in the manifest, checked against its size and sha256."""
     entries = [info for info in archive.infolist() if not info.is_dir()]
     present = {info.filename: info for info in entries}
@@ -279,8 +281,7 @@ def _members(archive: zipfile.ZipFile, manifest: Manifest, *, max_bytes: int) ->
     for name, info in manifest.members.items():
         if name not in present:
             raise BundleError(f"member {name} is listed in {MANIFEST} but missing from the archive")
-        with archive.open(present[name]) as stream:
-            content = stream.read(info.bytes + 1)
+        content = archive.read(name)
         if len(content) != info.bytes:
             raise BundleError(f"member {name} has {len(content)} bytes, the manifest says {info.bytes}")
         if hashlib.sha256(content).hexdigest() != info.sha256:
@@ -316,13 +317,11 @@ def _vectors(data: Mapping[str, bytes], manifest: Manifest, cube_ids: set[str]) 
 
 
 def read_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES) -> BundleContents:
-    """Parse and validate a whole bundle; raises ``BundleError`` at the first problem."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            manifest = _manifest(archive)
-            members = _members(archive, manifest, max_bytes=max_bytes)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise BundleError(f"not a readable zip archive: {exc}") from None
+    """Parse and validate a whole bundle whose members inflate to at most ``max_bytes``; raises
+    ``BundleError`` at the first problem."""
+    with SafeArchive(data, max_bytes=max_bytes) as archive:
+        manifest = _manifest(archive)
+        members = _members(archive, manifest, max_bytes=max_bytes)
     cubes: list[MemCube] = []
     for number, value in _lines(members[CUBES], CUBES):
         cube: MemCube = _validated(MemCube, value, f"{CUBES} line {number}")
@@ -400,7 +399,7 @@ def plan_import(
     written: dict[str, MemCube] = {}
     overwritten = skipped = 0
     for original in contents.cubes:
-        cube = _rehomed(original, space=space, ids=ids)
+        cube = quarantine.screen_cube(_rehomed(original, space=space, ids=ids))
         if cube.id in existing:
             if on_conflict == "skip":
                 skipped += 1
@@ -420,6 +419,8 @@ def plan_import(
             continue
         changes.events.append(HistoryEvent(snapshot, event.event, event.reason, event.at))
     for cube_id, cube in written.items():
+        if cube.state is CubeState.QUARANTINED and "quarantine" in cube.meta:
+            changes.events.append(HistoryEvent(cube, "QUARANTINE", cube.meta["quarantine"], now))
         before = existing.get(cube_id)
         if before is not None and not _same(before, cube):
             changes.events.append(HistoryEvent(cube, "IMPORT", f"overwritten by a {contents.format} import", now))
@@ -435,6 +436,7 @@ def plan_import(
         space=space,
         format=contents.format,
         imported=len(written) - overwritten,
+        quarantined=sum(cube.state is CubeState.QUARANTINED for cube in written.values()),
         overwritten=overwritten,
         skipped=skipped,
         history=len(changes.events),
@@ -523,5 +525,8 @@ async def import_contents(
     if plan.changes.cubes:
         await asyncio.to_thread(store.apply, plan.changes)
         index_sync.remember(plan.vectors)
-        await index_sync.drain(urgent=True)
+        try:
+            await index_sync.drain(urgent=True)
+        except IndexUnavailable as exc:  # committed: the outbox holds the index writes, retried later
+            log.warning("import into %s committed; its vectors are indexed later: %s", target, exc)
     return plan.report

@@ -175,6 +175,11 @@ class SchedulerSettings(_Strict):
     working_memory_turns: int = Field(3, ge=0, description="turns an injected memory stays without being retrieved")
     working_memory_decay: float = Field(0.7, gt=0, le=1, description="score factor per turn in working memory")
     sessions: int = Field(10_000, ge=1, description="sessions whose working memory is kept (LRU)")
+    memory_role: Literal["user", "system"] = Field(
+        "user",
+        description="role of the stable block's message: user (a context turn the assistant acknowledges; "
+        "memories never get the system prompt's authority) or system",
+    )
 
 
 class WritebackSettings(_Strict):

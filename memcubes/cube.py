@@ -57,6 +57,7 @@ class CubeState(StrEnum):
     ARCHIVED = "archived"
     SUPERSEDED = "superseded"
     DELETED = "deleted"
+    QUARANTINED = "quarantined"  # reads as an instruction to an assistant: held back until approved
 
 
 class Source(BaseModel):

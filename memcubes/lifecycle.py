@@ -53,6 +53,7 @@ class Decision(StrEnum):
     UPDATE = "UPDATE"
     DELETE = "DELETE"
     NOOP = "NOOP"
+    QUARANTINE = "QUARANTINE"  # stored, but held back until approved (memcubes.quarantine)
 
 
 @dataclass(frozen=True)

@@ -334,7 +334,8 @@ class MemoryOS:
         Returns the cube as it was."""
         cube = await self.get(cube_id, visible=visible)
         if purge:
-            await asyncio.to_thread(self.store.purge, cube_id)
+            words = await asyncio.to_thread(self.store.purge, cube_id)
+            await asyncio.to_thread(self.writeback.forget, cube.space, containing=words)
             self._changed(cube.space, [cube])
         elif cube.state is not CubeState.DELETED:
             cube.state = CubeState.DELETED
@@ -369,6 +370,25 @@ class MemoryOS:
         await self.index_sync.drain(urgent=True)
         return updated
 
+    async def approve(self, cube_id: str, *, visible: SpaceFilter | None = None) -> MemCube:
+        """Release a quarantined memory: from now on it is retrieved and may be promoted."""
+        cube = await self.get(cube_id, visible=visible)
+        if cube.state is not CubeState.QUARANTINED:
+            raise InvalidMemoryInput(f"memory {cube_id} is {cube.state.value}, not quarantined")
+        approved = cube.model_copy(deep=True)
+        approved.state = CubeState.ACTIVE
+        approved.version = cube.version + 1
+        approved.updated_at = utcnow()
+        approved.meta = {key: value for key, value in cube.meta.items() if key != "quarantine"}
+        if slot := fact_slot(approved.content):
+            approved.meta["slot"] = slot
+        await asyncio.to_thread(
+            self.store.apply, ChangeSet(cubes=[approved], events=[HistoryEvent(approved, "APPROVE", "api")])
+        )
+        self._changed(approved.space, [approved])
+        await self.index_sync.drain(urgent=True)
+        return approved
+
     async def reindex(self, space: str | None = None, *, progress: Callable[[int], None] | None = None) -> int:
         """Rebuild the vector index from the store (all spaces, or one); ``progress`` hears each
         batch's count of cubes indexed."""
@@ -382,6 +402,7 @@ class MemoryOS:
     async def delete_space(self, space: str) -> int:
         """Forget everything of one space, in SQLite and in the vector index; nothing else."""
         count = await asyncio.to_thread(self.store.delete_space, space)
+        await asyncio.to_thread(self.writeback.forget, space)
         self._changed(space)
         await self.index_sync.drain(urgent=True)
         return count
@@ -402,12 +423,14 @@ class MemoryOS:
         on_conflict: bundle.OnConflict = "skip",
         format: importers.ImportFormat = "auto",
         check_target: Callable[[str], None] | None = None,
+        max_bytes: int = bundle.MAX_BUNDLE_BYTES,
     ) -> bundle.ImportReport:
         """Import a memcube bundle, mem0 export or MemOS dump: everything is validated before one
         atomic write, so a bad upload changes nothing. The target space (``space``, else the
         bundle's own) must be a name every route accepts (``memcubes.names``); ``check_target``
-        may refuse it by raising, before anything is written."""
-        contents = await asyncio.to_thread(importers.load, data, format=format, space=space)
+        may refuse it by raising, before anything is written. A zip's members may inflate to
+        ``max_bytes`` in all."""
+        contents = await asyncio.to_thread(importers.load, data, format=format, space=space, max_bytes=max_bytes)
         try:
             space = space_name(space or contents.space)
         except ValueError as exc:

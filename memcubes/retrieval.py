@@ -48,13 +48,23 @@ _SPEAKERS_TTL = 30.0
 _INSTANT = timedelta(seconds=1)
 _HOP_SEEDS = 3  # first-hop memories whose words the second hop adds
 _HOP_TERMS = 6
+MAX_QUERY_CHARS = 8192  # of a query read for lexical terms and embedded (the model reads 256 tokens)
+MAX_QUERY_TERMS = 64
 log = logging.getLogger(__name__)
 
 
 def query_terms(text: str) -> list[str]:
     """Content words of a query, for BM25: folded, the stop words of its language dropped, order
-    kept (English queries: exactly as before languages other than English were read)."""
-    return languages.query_words(text)
+    kept (English queries: exactly as before languages other than English were read). Bounded:
+    only the first ``MAX_QUERY_CHARS`` are read and at most ``MAX_QUERY_TERMS`` are kept: the first
+    half of them, and the longest (the most specific) of the rest; a 4.8 MB message once became a
+    600k-term FTS query that kept a core busy for two minutes after its request had given up on it."""
+    terms = languages.query_words(text[:MAX_QUERY_CHARS])
+    if len(terms) <= MAX_QUERY_TERMS:
+        return terms
+    head = MAX_QUERY_TERMS // 2  # where a question usually is; the longest of the rest beside it
+    kept = set(terms[:head]) | set(sorted(terms[head:], key=len, reverse=True)[: MAX_QUERY_TERMS - head])
+    return [term for term in terms if term in kept]
 
 
 def render_date(moment: datetime) -> str:
@@ -310,8 +320,8 @@ class Retriever:
     ) -> RetrievalResult:
         settings = self.settings
         terms = query_terms(query)
-        grams = languages.cjk_grams(query)[: languages.MAX_GRAMS]
-        embedding = asyncio.ensure_future(self._embedder.embed([query]))
+        grams = languages.cjk_grams(query[:MAX_QUERY_CHARS])[: languages.MAX_GRAMS]
+        embedding = asyncio.ensure_future(self._embedder.embed([query[:MAX_QUERY_CHARS]]))
 
         async def lexical(space: str) -> list[tuple[str, float]]:
             return await asyncio.to_thread(self._store.lexical, space, terms, limit=settings.candidates)

@@ -34,7 +34,7 @@ from memcubes.conversations import FrozenStableBlocks, conversation_id
 from memcubes.cube import MemCube, utcnow
 from memcubes.layout import message_text
 from memcubes.relevance import NOTHING_RELEVANT, PROFILE_QUERY, asks_advice, is_personal, skip_reason
-from memcubes.retrieval import RetrievedItem, Retriever, fit, item_of, pack, said_already
+from memcubes.retrieval import MAX_QUERY_CHARS, RetrievedItem, Retriever, fit, item_of, pack, said_already
 from memcubes.store import Store, decayed
 
 _SHORT_QUERY_WORDS = 6
@@ -73,18 +73,19 @@ class InjectionPlan:
 
 
 def last_user_text(messages: Sequence[dict[str, Any]]) -> str:
-    """What the user said last (memory blocks removed)."""
+    """What the user said last (memory blocks removed), at most ``MAX_QUERY_CHARS`` of it: every
+    rule that reads it (relevance, time words) stays bounded whatever a client sends."""
     for message in reversed(messages):
         if message.get("role") == "user":
-            return message_text(message).strip()
+            return message_text(message).strip()[:MAX_QUERY_CHARS]
     return ""
 
 
 def query_from(messages: Sequence[dict[str, Any]]) -> str:
     """The retrieval query: the last user turn, with the previous user turn when it is too short
     to stand alone ("and her sister?")."""
-    user_texts = [message_text(m) for m in messages if m.get("role") == "user"]
-    user_texts = [text.strip() for text in user_texts if text.strip()]
+    user_texts = [message_text(m).strip()[:MAX_QUERY_CHARS] for m in messages if m.get("role") == "user"]
+    user_texts = [text for text in user_texts if text]
     if not user_texts:
         return ""
     query = user_texts[-1]

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,22 @@ class JournalSpill:
             if moved:
                 self._rewrite()
         return moved
+
+    def forget(self, space: str, *, containing: Collection[str] | None = None) -> None:
+        """Drop the waiting exchanges of ``space`` (only those whose JSON holds one of the texts
+        in ``containing``, when given): a purge or a forgotten space leaves no copy here either."""
+        needles = None if containing is None else [json.dumps(text)[1:-1] for text in containing]
+        with self._lock:
+            kept = [
+                payload
+                for payload in self._waiting
+                if payload.get("space") != space
+                or (needles is not None and not any(needle in json.dumps(payload) for needle in needles))
+            ]
+            if len(kept) != len(self._waiting):
+                self._waiting.clear()
+                self._waiting.extend(kept)
+                self._rewrite()
 
     def _rewrite(self) -> None:
         try:

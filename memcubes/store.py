@@ -262,6 +262,7 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA secure_delete=ON")  # deleted memories are overwritten, not left in free pages
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
@@ -627,21 +628,56 @@ class Store:
             for row in rows
         ]
 
-    def purge(self, cube_id: str) -> bool:
-        """Remove a cube, its history and (through the outbox) its vector for good."""
+    def purge(self, cube_id: str) -> set[str]:
+        """Remove a cube for good: its row, its history, (through the outbox) its vectors, and
+        every journalled exchange holding its words or its source messages (chat resends the
+        whole conversation, so later exchanges carry them too); the lexical index is merged and
+        the WAL truncated so no copy is left in the files. Returns the words purged (the
+        texts of its versions and source messages: the caller drops them elsewhere too); empty
+        when there was no such cube."""
         with self._write() as conn:
-            row = conn.execute("SELECT rid, space FROM cubes WHERE id = ?", (cube_id,)).fetchone()
+            row = conn.execute("SELECT rid, space, doc FROM cubes WHERE id = ?", (cube_id,)).fetchone()
             if row is None:
-                return False
+                return set()
+            history = conn.execute("SELECT doc FROM history WHERE cube_id = ?", (cube_id,)).fetchall()
+            versions = [MemCube.model_validate_json(doc["doc"]) for doc in [row, *history]]
             conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (row["rid"],))
             conn.execute("DELETE FROM cubes_grams WHERE rowid = ?", (row["rid"],))
             conn.execute("DELETE FROM cubes WHERE rid = ?", (row["rid"],))
             conn.execute("DELETE FROM history WHERE cube_id = ?", (cube_id,))
             conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)", (row["space"], cube_id, OP_DELETE))
-            return True
+            words = self._forget_words(conn, row["space"], cube_id, versions)
+            _merge_lexical(conn)
+        self._truncate_wal()
+        return words
+
+    @staticmethod
+    def _forget_words(conn: sqlite3.Connection, space: str, cube_id: str, versions: Sequence[MemCube]) -> set[str]:
+        words = {version.content for version in versions}
+        exchanges = {version.source.exchange_id for version in versions if version.source.exchange_id}
+        messages = {message for version in versions for message in version.source.message_ids}
+        rows = conn.execute("SELECT exchange_id, payload, result FROM journal WHERE space = ?", (space,)).fetchall()
+        payloads = {row["exchange_id"]: json.loads(row["payload"]) for row in rows}
+        for exchange in exchanges & payloads.keys():
+            turns = payloads[exchange].get("turns") or []
+            words.update(turn.get("content", "") for turn in turns if turn.get("id") in messages)
+        words = {word for word in words if word.strip()}
+        for row in rows:
+            payload = payloads[row["exchange_id"]]
+            said = [turn.get("content", "") for turn in payload.get("turns") or []] + list(payload.get("facts") or [])
+            if row["exchange_id"] in exchanges or any(word in text for word in words for text in said):
+                conn.execute("DELETE FROM journal WHERE exchange_id = ?", (row["exchange_id"],))
+            elif row["result"] and cube_id in row["result"]:
+                result = json.loads(row["result"])
+                result["changes"] = [c for c in result.get("changes", []) if c.get("id") != cube_id]
+                conn.execute(
+                    "UPDATE journal SET result = ? WHERE exchange_id = ?", (json.dumps(result), row["exchange_id"])
+                )
+        return words
 
     def delete_space(self, space: str) -> int:
-        """Forget a space: cubes, history, journal, seen digests; the index drops its collection."""
+        """Forget a space: cubes, history, journal, seen digests; the index drops its collection;
+        the lexical index is merged and the WAL truncated so no copy is left in the files."""
         with self._write() as conn:
             count = int(conn.execute("SELECT count(*) FROM cubes WHERE space = ?", (space,)).fetchone()[0])
             conn.execute("DELETE FROM cubes_fts WHERE space_key = ?", (space_key(space),))
@@ -649,7 +685,16 @@ class Store:
             for table in ("cubes", "history", "journal", "seen", "outbox", "spaces"):
                 conn.execute(f"DELETE FROM {table} WHERE space = ?", (space,))
             conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, '', ?)", (space, OP_DROP_SPACE))
-            return count
+            _merge_lexical(conn)
+        self._truncate_wal()
+        return count
+
+    def _truncate_wal(self) -> None:
+        """Copy the WAL into the database (whose freed pages ``secure_delete`` zeroed) and empty
+        it: deleted rows otherwise survive as old page images in the WAL. Holds the writer lock,
+        so no write of this process slips in between."""
+        with self._writer, self._translate():
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def spaces(self) -> list[str]:
         return [row["space"] for row in self._read("SELECT space FROM spaces ORDER BY space")]
@@ -784,6 +829,13 @@ def _insert_grams(conn: sqlite3.Connection, rid: int | None, space: str, content
     if grams := cjk_grams(content):
         values = (rid, space_key(space), " ".join(grams))
         conn.execute("INSERT INTO cubes_grams (rowid, space_key, grams) VALUES (?, ?, ?)", values)
+
+
+def _merge_lexical(conn: sqlite3.Connection) -> None:
+    """Merge the FTS5 indexes into one segment each: a deleted row's words otherwise stay in old
+    segments until some later merge (secure_delete then zeroes the pages they leave)."""
+    for table in ("cubes_fts", "cubes_grams"):
+        conn.execute(f"INSERT INTO {table} ({table}) VALUES ('optimize')")
 
 
 def _time(value: str | None) -> datetime | None:

@@ -129,11 +129,15 @@ class ChromaIndex(VectorIndex):
         def run() -> None:
             collection = self._collection(space, create=True)
             assert collection is not None
-            collection.upsert(
-                ids=[entry.id for entry in entries],
-                embeddings=np.stack([np.asarray(entry.vector, dtype=np.float32) for entry in entries]),
-                metadatas=[{"cube": entry.cube_id, "sentence": entry.sentence} for entry in entries],
-            )
+            # Chroma refuses a batch over its limit (5,461 entries embedded: SQLite's variable cap)
+            size = self._client.get_max_batch_size()
+            for start in range(0, len(entries), size):
+                chunk = entries[start : start + size]
+                collection.upsert(
+                    ids=[entry.id for entry in chunk],
+                    embeddings=np.stack([np.asarray(entry.vector, dtype=np.float32) for entry in chunk]),
+                    metadatas=[{"cube": entry.cube_id, "sentence": entry.sentence} for entry in chunk],
+                )
 
         await self._call(run)
 

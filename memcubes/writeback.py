@@ -16,10 +16,11 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from memcubes import quarantine
 from memcubes.config import WritebackSettings
 from memcubes.cube import CubeState, MemCube, Source, utcnow
 from memcubes.embedder import Embedder, Vectors
@@ -68,8 +69,10 @@ def _new_cube(exchange: Exchange, resolution: Resolution, reader: str) -> MemCub
     candidate = resolution.candidate
     now = utcnow()
     when = candidate.occurred_at or now
+    held = resolution.decision is Decision.QUARANTINE
     return MemCube(
         space=exchange.space,
+        state=CubeState.QUARANTINED if held else CubeState.ACTIVE,
         content=candidate.content,
         created_at=when,
         updated_at=now,
@@ -83,7 +86,7 @@ def _new_cube(exchange: Exchange, resolution: Resolution, reader: str) -> MemCub
             reader=reader,
         ),
         tags=list(exchange.tags),
-        meta=_layer_meta(candidate),
+        meta=_layer_meta(candidate) | ({"quarantine": resolution.reason} if held else {}),
     )
 
 
@@ -186,7 +189,7 @@ def plan_changes(
         if resolution.replaces is not None:
             target = created.get(resolution.replaces)
         message_ids = [turn.id for turn in resolution.candidate.turns]
-        if resolution.decision in (Decision.ADD, Decision.UPDATE):
+        if resolution.decision in (Decision.ADD, Decision.UPDATE, Decision.QUARANTINE):
             cube = _new_cube(exchange, resolution, reader)
             if resolution.decision is Decision.UPDATE and target is not None:
                 cube.supersedes = target.id
@@ -202,7 +205,8 @@ def plan_changes(
             created[position] = cube
             changes.cubes.append(cube)
             changes.events.append(HistoryEvent(cube, resolution.decision.value, resolution.reason, now))
-            new_positions[cube.id] = position
+            if cube.is_live():
+                new_positions[cube.id] = position
             report.append(
                 MemoryChange(
                     cube.id,
@@ -290,6 +294,10 @@ class WriteBack:
     def spilled(self) -> int:
         return len(self._spill)
 
+    def forget(self, space: str, *, containing: Collection[str] | None = None) -> None:
+        """Drop spilled exchanges of ``space`` (those holding one of ``containing``, when given)."""
+        self._spill.forget(space, containing=containing)
+
     async def wait_idle(self) -> None:
         """Return once nothing is queued or being processed (graceful shutdown)."""
         while self._queued:
@@ -353,7 +361,9 @@ class WriteBack:
                 turns = await self._unseen(exchange, turns)
                 keep = _not_distilled(candidates, {turn.digest() for turn in turns})
                 candidates, vectors = [candidates[i] for i in keep], vectors[keep]
-            resolutions = await self._lifecycle.reconcile(exchange.space, candidates, vectors, mode=reader.mode)
+            resolutions = quarantine.hold(
+                await self._lifecycle.reconcile(exchange.space, candidates, vectors, mode=reader.mode)
+            )
             retired = retired_episodes(resolutions)
             stale = list((await asyncio.to_thread(self._store.get_many, retired)).values()) if retired else []
             changes, report, positions = plan_changes(exchange, resolutions, reader=reader.mode, stale=stale)

@@ -73,14 +73,15 @@ def extraction_llm(settings: Settings, router: ModelRouter) -> LLMComplete | Non
     return complete
 
 
-def rebuild_activation_caches(router: ModelRouter) -> StableListener:
+def rebuild_activation_caches(router: ModelRouter, settings: Settings) -> StableListener:
     """When a space's stable block changes, local models prefill the new prompt prefix in the
-    background, so the next request of that space reuses it instead of paying for it."""
+    background, so the next request of that space reuses it instead of paying for it (laid out
+    for the common case, a conversation that goes on with a user turn)."""
 
     def listener(space: str, stable: list[RetrievedItem]) -> None:
-        message = layout.stable_block_message(stable) if stable else None
+        messages = layout.stable_messages(stable, role=settings.memory.scheduler.memory_role)
         for backend in router.backends():
-            backend.stable_changed(space, message, covers=[cube_id for item in stable for cube_id in item.cube_ids])
+            backend.stable_changed(space, messages, covers=[cube_id for item in stable for cube_id in item.cube_ids])
 
     return listener
 
@@ -122,7 +123,7 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None, span_expo
         memory: MemoryOS | None = None
         try:
             memory = await MemoryOS.open(settings.memory, embedder=embedder, llm=extraction_llm(settings, router))
-            memory.scheduler.on_stable_change(rebuild_activation_caches(router))
+            memory.scheduler.on_stable_change(rebuild_activation_caches(router, settings))
             memory.scheduler.on_stable_change(lambda space, stable: metrics.stable_block_changed())
             await memory.start()
         except Exception:

@@ -133,6 +133,14 @@ class ServerSettings(_Strict):
         description="set by $PROMETHEUS_MULTIPROC_DIR (prometheus_client reads it at import): /metrics adds up "
         "every worker process",
     )
+    # -- slow clients (proxy.server) --
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="a client that has not sent a request's headers this long after starting is dropped"
+    )
+    body_timeout_seconds: float = Field(30.0, gt=0, description="longest pause while a request body arrives")
+    max_connections: int = Field(
+        4096, ge=1, description="open connections; past it the longest-idle (or half-sent) one is closed"
+    )
 
 
 class Settings(_Strict):

@@ -9,7 +9,9 @@
     ├── PayloadTooLarge         413 invalid_request_error
     ├── MemoryUnavailable       503 memory_unavailable (only with memory.fail_closed)
     └── BackendError            502 upstream_error: the model backend failed
-        ├── BackendRejected     the upstream's own 4xx, status kept (bad key, bad params ...)
+        ├── BackendRejected     the upstream's own 4xx, status kept (bad params ...)
+        ├── BackendAuthenticationFailed  502 upstream_authentication_error (upstream 401/403,
+        │                       or no backend key configured): never the client's own 401
         ├── BackendRateLimited  429 rate_limit_error
         ├── BackendTimeout      504 timeout
         ├── BackendUnreachable  502 upstream_unreachable
@@ -22,12 +24,18 @@ backends, ``memcubes`` errors here); after a stream has started an error is an S
 Anthropic's Messages API (``/v1/messages...``) answers in Anthropic's shape instead, so the
 Anthropic SDK raises its own exception classes: ``{"type": "error", "error": {"type", "message"}}``
 with Anthropic's type names (``error_response`` picks the shape by path, for every error).
+
+A backend error tells the client its status class, a fixed message, the request id and the
+upstream's error ``code``/``param`` when they are plain identifiers; never the upstream's own
+words (they have echoed keys back), URLs, hosts or exception reprs. Those go to the proxy's log
+(``str(error)``, with anything key-like redacted), at warning, under the request id.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -40,6 +48,21 @@ from memcubes.errors import BundleError, CubeNotFound, InvalidMemoryInput, Memor
 from proxy.sse import sse
 
 log = logging.getLogger(__name__)
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_SECRET = re.compile(
+    r"(?i)\bbearer\s+\S+|\b(?:sk|pk|rk|ak|key|token|secret)[-_][A-Za-z0-9_\-]{6,}|[A-Za-z0-9_\-+/=]{32,}"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with bearer tokens, ``sk-...``-style keys and long opaque strings replaced."""
+    return _SECRET.sub("[redacted]", text)
+
+
+def identifier(value: object) -> str | None:
+    """``value`` when it is a plain identifier an upstream may safely pass on (``invalid_model``)."""
+    return value if isinstance(value, str) and _IDENTIFIER.fullmatch(value) else None
 
 
 class ProxyError(Exception):
@@ -57,8 +80,13 @@ class ProxyError(Exception):
         if code is not None:
             self.code = code
 
+    @property
+    def client_message(self) -> str:
+        """What the client is told (a backend's own words never are: see ``BackendError``)."""
+        return self.message
+
     def body(self) -> dict[str, Any]:
-        return error_body(self.message, type=self.type, param=self.param, code=self.code)
+        return error_body(self.client_message, type=self.type, param=self.param, code=self.code)
 
 
 class InvalidRequest(ProxyError):
@@ -105,48 +133,85 @@ class MemoryUnavailable(ProxyError):
 
 
 class BackendError(ProxyError):
+    """``detail`` (``str(error)``, redacted) is for the log; the client gets ``summary`` or the
+    ``public`` message memproxy itself wrote (never upstream text), and the request id."""
+
     status = 502
     type = "upstream_error"
+    summary = "The model backend failed"
     retryable = True
+
+    def __init__(self, detail: str, *, public: str | None = None, param: object = None, code: object = None) -> None:
+        super().__init__(redact(detail), param=identifier(param), code=identifier(code))
+        self.public = public
+        self.request_id: str | None = None
+
+    @property
+    def client_message(self) -> str:
+        message = self.public or f"{self.summary} (HTTP {self.status})."
+        if self.request_id:
+            message += f" Request id {self.request_id}: the proxy's log has the details."
+        return message
 
 
 class BackendRejected(BackendError):
     """The upstream refused the request itself; retrying or falling back will not help."""
 
     type = "invalid_request_error"
+    summary = "The model backend refused the request"
     retryable = False
 
-    def __init__(self, message: str, *, status: int, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message, param=param, code=code)
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int,
+        public: str | None = None,
+        param: object = None,
+        code: object = None,
+        kind: object = None,
+    ) -> None:
+        super().__init__(detail, public=public, param=param, code=code)
         self.status = status
-        if status == 401:
-            self.type = "authentication_error"
-        elif status == 403:
-            self.type = "permission_error"
-        elif status == 404:
+        if status == 404:
             self.type = "not_found_error"
+        self.type = identifier(kind) or self.type
+
+
+class BackendAuthenticationFailed(BackendError):
+    """The upstream refused memproxy's own credentials (401/403), or none are configured: the
+    operator's problem, not the client's key."""
+
+    type = "upstream_authentication_error"
+    code = "upstream_authentication_error"
+    summary = "The model backend refused the proxy's credentials"
+    retryable = False
 
 
 class BackendRateLimited(BackendError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+    summary = "The model backend is limiting requests"
 
 
 class BackendTimeout(BackendError):
     status = 504
     type = "timeout"
     code = "upstream_timeout"
+    summary = "The model backend timed out"
 
 
 class BackendUnreachable(BackendError):
     status = 502
     code = "upstream_unreachable"
+    summary = "The model backend could not be reached or dropped the connection"
 
 
 class BackendUnavailable(BackendError):
     status = 503
     type = "service_unavailable"
+    summary = "The model backend is unavailable"
 
 
 def error_body(message: str, *, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -195,7 +260,7 @@ def error_response(
 
 def anthropic_sse_error(error: ProxyError) -> bytes:
     """The ``error`` event that ends an Anthropic stream which failed after it started."""
-    return sse(anthropic_body(error.message, status=error.status), event="error")
+    return sse(anthropic_body(error.client_message, status=error.status), event="error")
 
 
 def sse_error(error: ProxyError) -> bytes:
@@ -212,7 +277,8 @@ def from_memory_error(exc: MemoryOSError) -> ProxyError:
         return InvalidRequest(str(exc))
     if isinstance(exc, BundleError):
         return InvalidRequest(str(exc), code="invalid_bundle")
-    return MemoryUnavailable(f"memory store unavailable: {exc}")
+    log.warning("memory store unavailable: %s", exc)
+    return MemoryUnavailable("memory store unavailable; the proxy's log has the details")
 
 
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "json-or-python"})
@@ -254,7 +320,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, BackendError):  # the request id is added by the log handler
             log.warning("upstream failed on %s: %s %s", request.url.path, exc.status, exc.message)
         return error_response(
-            request, exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code, headers=exc.headers
+            request, exc.status, exc.client_message, type=exc.type, param=exc.param, code=exc.code, headers=exc.headers
         )
 
     async def memory_error(request: Request, exc: Exception) -> JSONResponse:

@@ -746,10 +746,14 @@ def test_too_many_messages_or_facts_for_one_memory_request_is_400(http: httpx.Cl
     assert http.get("/v1/memories", params={"user": "bulk"}).json()["data"] == []
 
 
-def test_a_huge_messages_array_within_the_body_limit_is_answered(http: httpx.Client) -> None:
-    """50,000 messages (about 2 MB) are a valid if unusual chat: relayed and answered, not a crash."""
+def test_a_huge_messages_array_within_the_body_limit_is_refused_past_max_messages(http: httpx.Client) -> None:
+    """50,000 messages (about 2 MB) are more than general_settings.max_messages (4,096): a 400,
+    while 4,096 of them are relayed and answered."""
     messages = [{"role": "user" if i % 2 else "assistant", "content": f"turn {i}"} for i in range(50_000)]
     body = {**CHAT, "user": "long-chat", "messages": messages}
+    error = assert_bad_request(http.post("/v1/chat/completions", json=body), "messages")
+    assert "4096" in error["message"]
+    body["messages"] = messages[-4096:]
     answer = http.post("/v1/chat/completions", json=body, headers={"x-memory-mode": "read"})
     assert answer.status_code == 200, answer.text[:500]
     assert answer.headers["x-memory-status"] == "ok"

@@ -168,7 +168,7 @@ def test_pinned_memories_are_always_injected(proxy: Proxy, backend: Backend) -> 
         )
         sent = backend.last_body()["messages"]
         assert sent[0] == {"role": "system", "content": "Be brief."}
-        assert sent[1]["role"] == "system" and "penicillin" in sent[1]["content"]
+        assert sent[1]["role"] == "user" and "penicillin" in sent[1]["content"]
         assert "penicillin" not in sent[-1]["content"]  # not repeated in the volatile block
 
 

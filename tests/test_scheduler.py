@@ -172,10 +172,13 @@ def test_prompt_prefix_is_byte_identical_across_a_five_turn_session(proxy: Proxy
             ).json()
             proxy.wait_writeback()  # write-back adds memories between turns: the prefix must not move
             sent = backend.last_body()["messages"]
-            assert sent[1]["role"] == "system" and "peanuts" in sent[1]["content"]
-            prefixes.append(json.dumps(sent[:2]))
+            # the block is a user turn the assistant acknowledges: never system, roles alternate
+            assert sent[1]["role"] == "user" and "peanuts" in sent[1]["content"]
+            assert sent[2] == {"role": "assistant", "content": layout.ACKNOWLEDGEMENT}
+            assert [m["role"] for m in sent[1:]] == ["user", "assistant"] * (len(sent) // 2 - 1) + ["user"]
+            prefixes.append(json.dumps(sent[:3]))
             # everything before the last user turn is what the client sent, byte for byte
-            assert json.dumps(sent[2:-1]) == json.dumps(history[1:-1])
+            assert json.dumps(sent[3:-1]) == json.dumps(history[1:-1])
             history.append({"role": "assistant", "content": reply["choices"][0]["message"]["content"]})
         assert len(set(prefixes)) == 1
         memories = http.get("/v1/memories", params={"user": "lena"}).json()["data"]
@@ -204,8 +207,8 @@ def test_anthropic_models_get_cache_control_on_the_stable_block(
             "/v1/chat/completions",
             json={"model": "claude", "user": "max", "messages": [{"role": "user", "content": "hi"}]},
         )
-        stable = backend.last_body()["messages"][0]
-        assert stable["role"] == "system"
+        stable, acknowledgement = backend.last_body()["messages"][:2]
+        assert stable["role"] == "user" and acknowledgement["role"] == "assistant"
         assert stable["content"][0]["cache_control"] == {"type": "ephemeral"}
         assert "left-handed" in stable["content"][0]["text"]
         assert "prompt_cache_key" not in backend.last_body()

@@ -9,13 +9,12 @@ mem0 export, JSON with ``nodes`` or vector-DB ``payload`` items a MemOS ``textua
 
 from __future__ import annotations
 
-import io
-import zipfile
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from memcubes.bundle import MANIFEST, BundleContents, read_bundle
+from memcubes.archive import SafeArchive
+from memcubes.bundle import MANIFEST, MAX_BUNDLE_BYTES, BundleContents, read_bundle
 from memcubes.errors import BundleError
 from memcubes.importers.items import json_document
 from memcubes.importers.mem0 import read_mem0
@@ -30,26 +29,27 @@ _MEM0_KEYS = frozenset({"hash", "created_at", "user_id", "agent_id", "run_id"})
 _NAMES: dict[Format, str] = {"memproxy": "memcube bundle", "mem0": "mem0 export", "memos": "MemOS dump"}
 
 
-def load(data: bytes, *, format: ImportFormat = "auto", space: str | None = None) -> BundleContents:
-    """Parse and validate ``data`` completely. Foreign formats name no memproxy space, so they
-    need ``space``; a memcube bundle defaults to its own. Whatever a file holds that a MemCube
-    cannot (an out-of-range time, a non-finite number, invalid Unicode) is a ``BundleError``."""
+def load(
+    data: bytes, *, format: ImportFormat = "auto", space: str | None = None, max_bytes: int = MAX_BUNDLE_BYTES
+) -> BundleContents:
+    """Parse and validate ``data`` completely; a zip's members may inflate to ``max_bytes`` in
+    all. Foreign formats name no memproxy space, so they need ``space``; a memcube bundle defaults
+    to its own. Whatever a file holds that a MemCube cannot (an out-of-range time, a non-finite
+    number, invalid Unicode) is a ``BundleError``."""
     try:
-        return _load(data, format=format, space=space)
+        return _load(data, format=format, space=space, max_bytes=max_bytes)
     except (ValidationError, OverflowError, ValueError) as exc:
         raise BundleError(f"the upload holds a value memproxy cannot store: {exc}") from None
 
 
-def _load(data: bytes, *, format: ImportFormat, space: str | None) -> BundleContents:
+def _load(data: bytes, *, format: ImportFormat, space: str | None, max_bytes: int) -> BundleContents:
     if data[:2] == b"PK":
-        try:
-            archive = zipfile.ZipFile(io.BytesIO(data))
-        except zipfile.BadZipFile as exc:
-            raise BundleError(f"not a readable zip archive: {exc}") from None
-        with archive:
+        if format == "mem0":
+            raise BundleError("a mem0 export is JSON, not a zip archive")
+        with SafeArchive(data, max_bytes=max_bytes) as archive:
             kind = _archive_format(archive) if format == "auto" else format
             if kind == "memproxy":
-                return read_bundle(data)
+                return read_bundle(data, max_bytes=max_bytes)
             if kind == "memos":
                 return read_memos_archive(archive, space=_target(space, kind))
         raise BundleError("a mem0 export is JSON, not a zip archive")
@@ -68,7 +68,7 @@ def _target(space: str | None, kind: Format) -> str:
     return space
 
 
-def _archive_format(archive: zipfile.ZipFile) -> Format:
+def _archive_format(archive: SafeArchive) -> Format:
     names = archive.namelist()
     if MANIFEST in names:
         return "memproxy"

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import json
 import posixpath
-import zipfile
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from memcubes.archive import SafeArchive
 from memcubes.bundle import BundleContents
 from memcubes.cube import CubeState, MemCube, Source, utcnow
 from memcubes.errors import BundleError
@@ -70,7 +70,7 @@ def has_config(names: list[str]) -> bool:
     return any(name == CONFIG or name.endswith(f"/{CONFIG}") for name in names)
 
 
-def read_memos_archive(archive: zipfile.ZipFile, *, space: str) -> BundleContents:
+def read_memos_archive(archive: SafeArchive, *, space: str) -> BundleContents:
     """A dump directory, zipped (at the archive's root or in one folder)."""
     names = [name for name in archive.namelist() if name == CONFIG or name.endswith(f"/{CONFIG}")]
     if not names:

@@ -72,7 +72,7 @@ class Backend(ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release clients and models; the default holds nothing."""
 
-    def stable_changed(self, space: str, stable_message: dict[str, Any] | None, *, covers: list[str]) -> None:  # noqa: B027
+    def stable_changed(self, space: str, stable_messages: list[dict[str, Any]], *, covers: list[str]) -> None:  # noqa: B027
         """A space's stable block changed; backends with activation memory rebuild its cache."""
 
 

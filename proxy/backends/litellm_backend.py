@@ -14,6 +14,7 @@ from typing import Any
 from proxy.backends.base import Backend, BackendResponse, ForwardContext, StreamChunk
 from proxy.config import ModelEntry, RouterSettings
 from proxy.errors import (
+    BackendAuthenticationFailed,
     BackendError,
     BackendRateLimited,
     BackendRejected,
@@ -36,6 +37,8 @@ def translate(exc: Exception, model_name: str) -> BackendError:
     if isinstance(exc, litellm_errors.ServiceUnavailableError):
         return BackendUnavailable(message)
     status = getattr(exc, "status_code", None)
+    if status in (401, 403):
+        return BackendAuthenticationFailed(message)
     if isinstance(status, int) and 400 <= status < 500:
         return BackendRejected(message, status=status)
     return BackendError(message)

@@ -65,7 +65,8 @@ def _stop_list(value: Any) -> list[str]:
         return [value]
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return value
-    raise BackendRejected("stop must be a string or a list of strings", status=400, param="stop")
+    problem = "stop must be a string or a list of strings"
+    raise BackendRejected(problem, status=400, public=problem, param="stop")
 
 
 class LocalHFBackend(Backend):
@@ -165,7 +166,8 @@ class LocalHFBackend(Backend):
 
     async def stream(self, body: dict[str, Any], ctx: ForwardContext) -> AsyncIterator[StreamChunk]:
         if int(body.get("n") or 1) != 1:
-            raise BackendRejected("local models stream one choice at a time (n=1)", status=400, param="n")
+            problem = "local models stream one choice at a time (n=1)"
+            raise BackendRejected(problem, status=400, public=problem, param="n")
         events = self._events(body, ctx)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GenerationEvent | BaseException | None] = asyncio.Queue()
@@ -243,14 +245,14 @@ class LocalHFBackend(Backend):
         while len(self._prefixes) > _REMEMBERED_SPACES:
             self._prefixes.popitem(last=False)
 
-    def stable_changed(self, space: str, stable_message: dict[str, Any] | None, *, covers: list[str]) -> None:
+    def stable_changed(self, space: str, stable_messages: list[dict[str, Any]], *, covers: list[str]) -> None:
         """The scheduler changed ``space``'s stable block: prefill the new prefix off the request
         path, if this model has served that space (we need its application system messages)."""
         remembered = self._prefixes.get(space)
         if remembered is None or self._engine is None or self._engine.activation_store is None:
             return
         app_system, tools = remembered
-        prefix = [*app_system, *([stable_message] if stable_message else [])]
+        prefix = [*app_system, *stable_messages]
         if not prefix:
             return
         messages, _ = merge_leading_system(prefix, len(prefix))

@@ -16,7 +16,7 @@ import aiohttp
 from proxy.backends.base import BackendResponse
 from proxy.config import ModelEntry, RouterSettings
 from proxy.errors import (
-    AuthenticationFailed,
+    BackendAuthenticationFailed,
     BackendError,
     BackendRateLimited,
     BackendRejected,
@@ -30,20 +30,23 @@ _CONNECT_SECONDS = 10.0
 
 
 def upstream_error(status: int, body: bytes, model_name: str) -> BackendError:
-    """Translate an upstream error status into memproxy's error tree, keeping its message (OpenAI's
-    ``{"error": {...}}`` and Anthropic's ``{"type": "error", "error": {...}}`` alike)."""
+    """Translate an upstream error status into memproxy's error tree (OpenAI's ``{"error": {...}}``
+    and Anthropic's ``{"type": "error", "error": {...}}`` alike); its message goes to the log only,
+    its ``type``/``code``/``param`` to the client when they are plain identifiers."""
     message = body.decode("utf-8", "replace")[:1000] or f"HTTP {status}"
-    param = code = None
+    param = code = kind = None
     try:
         detail = json.loads(body).get("error")
         if isinstance(detail, dict):
             message = str(detail.get("message") or message)
-            param, code = detail.get("param"), detail.get("code")
+            param, code, kind = detail.get("param"), detail.get("code"), detail.get("type")
         elif isinstance(detail, str):
             message = detail
     except (ValueError, AttributeError):
         pass
     message = f"backend for {model_name!r} answered {status}: {message}"
+    if status in (401, 403):
+        return BackendAuthenticationFailed(message)
     if status == 429:
         return BackendRateLimited(message)
     if status in (408, 504):
@@ -52,7 +55,7 @@ def upstream_error(status: int, body: bytes, model_name: str) -> BackendError:
         return BackendUnavailable(message)
     if status >= 500:
         return BackendError(message)
-    return BackendRejected(message, status=status, param=param, code=str(code) if code is not None else None)
+    return BackendRejected(message, status=status, param=param, code=code, kind=kind)
 
 
 class WireClient:
@@ -87,10 +90,8 @@ class WireClient:
         """The body as sent upstream, under the upstream's model name. ``missing_key`` says how to
         configure a key when the deployment has none and needs one."""
         if self._missing_key is not None:
-            raise AuthenticationFailed(
-                f"No API key is configured for model {self._model_name!r}: {self._missing_key}",
-                code="missing_backend_api_key",
-            )
+            advice = f"No API key is configured for model {self._model_name!r}: {self._missing_key}"
+            raise BackendAuthenticationFailed(advice, public=advice, code="missing_backend_api_key")
         return json.dumps({**body, "model": self._upstream_model}).encode()
 
     async def _post(
@@ -117,7 +118,7 @@ class WireClient:
         except TimeoutError as exc:
             raise BackendTimeout(f"backend for {name!r} timed out") from exc
         except aiohttp.ClientError as exc:
-            raise BackendUnreachable(f"backend for {name!r} is unreachable: {exc!r}") from exc
+            raise BackendUnreachable(f"backend for {name!r} is unreachable: {exc!r}") from exc  # repr: log only
         if status >= 400:
             raise upstream_error(status, content, name)
         try:

@@ -82,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from proxy.app import build_app
     from proxy.logs import configure_logging
+    from proxy.server import uvicorn_options
 
     settings = checked(args.config)
     host = args.host or settings.server.host
@@ -100,10 +101,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level=settings.server.log_level,
             log_config=None,  # uvicorn's loggers propagate to memproxy's handler: one format
             loop="uvloop",
-            http="httptools",
             timeout_graceful_shutdown=15,
-            timeout_keep_alive=int(settings.server.keep_alive_seconds),
             access_log=False,  # memproxy writes its own access line (with request id, model, memory status)
+            **uvicorn_options(settings.server),
         )
     finally:
         lock.release()

@@ -212,9 +212,9 @@ def build_scripted_backend(script: BackendScript | None = None) -> Starlette:
         if "status" in step:
             error = {
                 "message": step.get("message", "scripted error"),
-                "type": "scripted_error",
-                "param": None,
-                "code": str(step["status"]),
+                "type": step.get("type", "scripted_error"),
+                "param": step.get("param"),
+                "code": step.get("code", str(step["status"])),
             }
             return JSONResponse({"error": error}, status_code=int(step["status"]))
         if step.get("invalid_json"):

@@ -28,6 +28,7 @@ router = APIRouter(dependencies=[Depends(principal)], tags=["bundles"])
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 503)}
 _SPOOL_BYTES = 16 * 1024 * 1024  # bundles up to this size stay in memory, larger ones go to disk
 _CHUNK = 256 * 1024
+_INFLATED_SHARE = 2  # an upload's zip members may inflate to twice max_import_size_mb in all
 
 
 def bundle_filename(space: str) -> str:
@@ -105,8 +106,14 @@ async def import_bundle(
     def check(name: str) -> None:
         caller.authorize(name, write=True)
 
+    limit = request.app.state.settings.general_settings.max_import_size_mb * 1024 * 1024
     report = await memories.memory.import_bundle(
-        data, space=target, on_conflict=on_conflict, format=format, check_target=check
+        data,
+        space=target,
+        on_conflict=on_conflict,
+        format=format,
+        check_target=check,
+        max_bytes=int(limit * _INFLATED_SHARE),
     )
     await memories.audit(
         caller,

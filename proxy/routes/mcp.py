@@ -67,7 +67,7 @@ def _tool_errors() -> Iterator[None]:
     try:
         yield
     except ProxyError as exc:
-        raise ToolError(exc.message) from exc
+        raise ToolError(exc.client_message) from exc
     except MemoryOSError as exc:
         raise ToolError(from_memory_error(exc).message) from exc
     except ValidationError as exc:
@@ -203,7 +203,7 @@ class MCPEndpoint:
         try:
             request.state.principal = await principal(request)  # the tools read it from the scope
         except ProxyError as exc:
-            body = error_body(exc.message, type=exc.type, code=exc.code)
+            body = error_body(exc.client_message, type=exc.type, code=exc.code)
             response = JSONResponse(body, status_code=exc.status, headers=exc.headers)
             await response(scope, receive, send)
             return

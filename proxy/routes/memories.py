@@ -108,6 +108,12 @@ async def edit_memory(
     return await memories.edit(memory_id, changes, caller)
 
 
+@router.post("/v1/memories/{memory_id}/approve", responses=_ERRORS)
+async def approve_memory(memory_id: str, memories: Service, caller: CurrentPrincipal) -> dict[str, Any]:
+    """Release a quarantined memory (one that read as an instruction to the assistant)."""
+    return await memories.approve(memory_id, caller)
+
+
 @router.delete("/v1/memories/{memory_id}", responses=_ERRORS)
 async def delete_memory(
     memory_id: str, memories: Service, caller: CurrentPrincipal, purge: bool = False

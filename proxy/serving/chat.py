@@ -63,10 +63,7 @@ def with_memory(body: dict[str, Any], prepared: Prepared) -> dict[str, Any]:
     body = dict(body)
     if plan.items:
         body["messages"] = layout.inject(
-            body["messages"],
-            stable=plan.stable,
-            volatile=plan.volatile,
-            stable_message=layout.stable_block_message(plan.stable, cache_hint=backend.provider == "anthropic"),
+            body["messages"], stable=plan.stable, volatile=plan.volatile, stable_layout=prepared.stable_layout
         )
     if backend.prompt_cache_key and space is not None and "prompt_cache_key" not in body:
         body["prompt_cache_key"] = layout.prompt_cache_key(space)

@@ -231,6 +231,10 @@ class MemoryService:
         await self._writable(cube_id, caller)
         return cube_json(await self.memory.edit(cube_id, changes, visible=caller.can_write))
 
+    async def approve(self, cube_id: str, caller: Principal) -> dict[str, Any]:
+        await self._writable(cube_id, caller)
+        return cube_json(await self.memory.approve(cube_id, visible=caller.can_write))
+
     async def delete(self, cube_id: str, caller: Principal, *, purge: bool) -> None:
         await self._writable(cube_id, caller)
         cube = await self.memory.delete(cube_id, purge=purge, visible=caller.can_write)

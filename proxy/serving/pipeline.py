@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from starlette.datastructures import Headers
 from starlette.responses import StreamingResponse
 
-from memcubes import layout
+from memcubes import layout, quarantine
 from memcubes.cube import utcnow
 from memcubes.exchange import Exchange, Turn
 from memcubes.ids import new_id
@@ -39,7 +39,7 @@ from memcubes.scheduler import InjectionPlan
 from proxy.access import current_request
 from proxy.backends import Backend, ForwardContext, ModelRouter
 from proxy.config import Settings
-from proxy.errors import BackendError, MemoryUnavailable, ProxyError
+from proxy.errors import BackendError, InvalidRequest, MemoryUnavailable, ProxyError
 from proxy.metrics import Metrics
 from proxy.principal import Principal
 from proxy.scope import MemoryMode, Scope, resolve_scope
@@ -62,6 +62,7 @@ class Prepared:
     backend: Backend  # the model's first deployment: the one the prompt layout is shaped for
     ctx: ForwardContext
     headers: dict[str, str]
+    stable_layout: list[dict[str, Any]]  # the messages the stable block is inserted as (OpenAI-style)
 
     @property
     def request_id(self) -> str:
@@ -107,6 +108,12 @@ class MemoryPipeline:
         self, scope: Scope, model: str, view: list[dict[str, Any]], *, id_prefix: str = "req"
     ) -> Prepared:
         """Check the model, plan the memories for ``view`` and build the forward context."""
+        limit = self._settings.general_settings.max_messages
+        if len(view) > limit:
+            raise InvalidRequest(
+                f"messages: {len(view)} messages; at most {limit} per request (general_settings.max_messages)",
+                param="messages",
+            )
         backend = self.router.primary(model)
         record = current_request()
         record.model, record.user = model, scope.user
@@ -118,11 +125,17 @@ class MemoryPipeline:
                 span.set_attribute("memproxy.memories_injected", len(plan.items))
         record.memory_status = status
         plan = dataclasses.replace(plan, stable=_marked(plan.stable, scope), volatile=_marked(plan.volatile, scope))
+        stable_layout = layout.stable_messages(
+            plan.stable,
+            role=self._settings.memory.scheduler.memory_role,
+            cache_hint=backend.provider == "anthropic",
+            next_role=layout.next_role(view),
+        )
         ctx = ForwardContext(
             request_id=record.request_id if id_prefix == "req" else f"{id_prefix}_{new_id()}",
             space=scope.space,
             kv_reuse=scope.kv_reuse,
-            prefix_messages=layout.stable_insert_index(view) + (1 if plan.stable else 0),
+            prefix_messages=layout.stable_insert_index(view) + len(stable_layout),
             stable_ids=[cube_id for item in plan.stable for cube_id in item.cube_ids],
         )
         headers = {
@@ -150,7 +163,16 @@ class MemoryPipeline:
             )
         if self._memory is not None and plan.relevant:
             self._memory.record_hits(plan.relevant)
-        return Prepared(scope=scope, model=model, view=view, plan=plan, backend=backend, ctx=ctx, headers=headers)
+        return Prepared(
+            scope=scope,
+            model=model,
+            view=view,
+            plan=plan,
+            backend=backend,
+            ctx=ctx,
+            headers=headers,
+            stable_layout=stable_layout,
+        )
 
     async def _plan(self, scope: Scope, messages: list[dict[str, Any]]) -> tuple[InjectionPlan, str, str | None]:
         """The plan, the ``x-memory-status`` and the retrieval outcome for metrics (``None``
@@ -173,7 +195,7 @@ class MemoryPipeline:
             return self._degraded("memory lookup timed out", "timeout")
         except Exception as exc:  # memory trouble must never break a chat request
             log.warning("memory planning failed, answering without memory: %r", exc)
-            return self._degraded(f"memory lookup failed: {exc!r}", "degraded")
+            return self._degraded("memory lookup failed", "degraded")
         status = "degraded" if plan.degraded else "ok"
         return plan, status, status
 
@@ -194,7 +216,10 @@ class MemoryPipeline:
         """``call`` on each deployment in turn (retries and fallbacks) until one answers."""
         forwarded = time.perf_counter()
         with self.tracing.span("memproxy.forward", {"memproxy.model": prepared.model, "memproxy.stream": False}):
-            answer = await self.router.attempt(prepared.model, call)
+            try:
+                answer = await self.router.attempt(prepared.model, call)
+            except BackendError as exc:
+                raise _failed(exc, prepared.request_id) from None
         self.metrics.first_token(model=prepared.model, stream=False, seconds=time.perf_counter() - forwarded)
         return answer
 
@@ -203,7 +228,10 @@ class MemoryPipeline:
     ) -> tuple[T | None, AsyncIterator[T]]:
         forwarded = time.perf_counter()
         with self.tracing.span("memproxy.forward", {"memproxy.model": prepared.model, "memproxy.stream": True}):
-            opened = await self.router.open_stream(prepared.model, call)
+            try:
+                opened = await self.router.open_stream(prepared.model, call)
+            except BackendError as exc:
+                raise _failed(exc, prepared.request_id) from None
         self.metrics.first_token(model=prepared.model, stream=True, seconds=time.perf_counter() - forwarded)
         return opened
 
@@ -226,8 +254,7 @@ class MemoryPipeline:
                         yield shape.encode(chunk)
                     complete = True
                 except BackendError as exc:
-                    log.warning("the upstream stream of %s failed after it started: %s", prepared.model, exc.message)
-                    yield shape.error(exc)
+                    yield shape.error(_failed(exc, prepared.request_id, after_start=True))
                 await self.journal(prepared, "".join(parts) if complete else None)
                 if shape.end:
                     yield shape.end
@@ -247,6 +274,8 @@ class MemoryPipeline:
         now = utcnow()
         request_id = prepared.request_id
         turns = _turns(request_id, prepared.view, now, limit=self._settings.memory.writeback.chat_turns)
+        if answer:  # sentences restating the memories it was shown are not stored again
+            answer = quarantine.without_restated(answer, [item.text for item in prepared.plan.items])
         if answer:
             turns.append(
                 Turn(id=f"{request_id}-answer", role="assistant", content=answer, created_at=now, generated=True)
@@ -272,6 +301,14 @@ class MemoryPipeline:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _failed(error: BackendError, request_id: str, *, after_start: bool = False) -> BackendError:
+    """The backend failed this request: the detail goes to the log, the client sees the request id."""
+    error.request_id = request_id
+    when = "after it started" if after_start else "before answering"
+    log.warning("request %s: the upstream failed %s: %s", request_id, when, error)
+    return error
 
 
 def _marked(items: list[RetrievedItem], scope: Scope) -> list[RetrievedItem]:

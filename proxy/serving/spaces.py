@@ -70,11 +70,12 @@ class SpaceService:
         return space_json(await self._stats(space, caller))
 
     async def stable(self, space: str, caller: Principal) -> StableBlockOut:
-        """Exactly the messages the chat path inserts (``cache_control`` aside, which Anthropic
-        models get on the same text)."""
+        """Exactly the messages the chat path inserts before a user turn (``cache_control`` aside,
+        which Anthropic models get on the same text)."""
         space = (await self._stats(space, caller)).space  # an unknown space is a 404, not an empty block
         items = await self._memories.memory.stable_block(space)
-        messages = [layout.stable_block_message(items)] if items else []
+        role = self._memories.memory.settings.scheduler.memory_role
+        messages = layout.stable_messages(items, role=role)  # a conversation going on with a user turn
         return StableBlockOut(
             space=space,
             items=[
