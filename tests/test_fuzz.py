@@ -148,7 +148,12 @@ def test_api_schema_fuzz(case: Case, fuzz_proxy: Proxy) -> None:
 def test_api_stateful_fuzz(fuzz_proxy: Proxy) -> None:
     """Sequences of calls along the links schemathesis infers (add, then get, edit, delete ...)."""
 
-    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+    # Not the space listing: a link from it draws its inputs from whatever spaces the server holds
+    # at that moment, which hypothesis cannot replay ("FlakyStrategyDefinition"). The stateless
+    # fuzz above covers the listing.
+    stateful = schema.exclude(path="/v1/spaces", method="GET")
+
+    class Workflow(stateful.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: Case) -> dict[str, Any]:
             return {"base_url": fuzz_proxy.url, "timeout": 60}
 

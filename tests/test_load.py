@@ -124,7 +124,9 @@ def test_200_streaming_clients_for_a_minute(tmp_path: Path) -> None:
             assert len(sent) > CLIENTS  # every client got answers, many times over
             wait_journal(url, done=len(sent), timeout=900)
             # Every exchange was distilled exactly once: each of its messages is a source of
-            # exactly one memory (raw mode keeps the user's turn and the answer).
+            # exactly one memory (raw mode keeps the user's turn and the answer), except an answer
+            # whose every sentence restates a memory injected into its prompt (the scripted backend
+            # echoes what it was sent): that is not stored again (``quarantine.without_restated``).
             sources: Counter[str] = Counter()
             with httpx.Client(base_url=url, timeout=60) as http:
                 for user in {user for user, _ in sent}:
@@ -138,9 +140,9 @@ def test_200_streaming_clients_for_a_minute(tmp_path: Path) -> None:
                         cursor = page["next_cursor"]
             for _, request_id in sent:
                 assert sources[f"{request_id}-0"] == 1, request_id
-                assert sources[f"{request_id}-answer"] == 1, request_id
+                assert sources[f"{request_id}-answer"] <= 1, request_id
             expected = {f"{request_id}-{part}" for _, request_id in sent for part in ("0", "answer")}
-            assert set(sources) == expected, sorted(set(sources) - expected)[:10]
+            assert set(sources) <= expected, sorted(set(sources) - expected)[:10]
             # Memory is stable: the second half of the run did not keep growing the process.
             assert rss_end - rss_middle < 200, (rss_middle, rss_end)
             print(json.dumps({"requests": len(sent), "rss_middle_mib": rss_middle, "rss_end_mib": rss_end}))
