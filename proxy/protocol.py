@@ -37,8 +37,11 @@ def _valid_unicode(value: str) -> str:
 
 
 def _iso_time(value: Any) -> Any:
-    """Times are ISO 8601 strings, as the schema says (pydantic would also take epoch seconds)."""
-    if not isinstance(value, str | datetime):
+    """Times are ISO 8601 strings, as the schema says (pydantic would also take epoch seconds,
+    given as a number or, in a query string, as digits)."""
+    if not isinstance(value, str | datetime) or (
+        isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
+    ):
         raise ValueError("must be an ISO 8601 time, e.g. 2024-05-08T10:00:00Z")
     return value
 

@@ -138,3 +138,12 @@ def test_memory_api_errors(proxy: Proxy) -> None:
         assert http.delete("/v1/memories/01NOPE").status_code == 404
         assert http.get("/v1/memories", params={"user": "a", "state": "gone"}).status_code == 400
         assert http.post("/v1/memories/search", json={"user": "a", "query": ""}).status_code == 400
+
+
+def test_times_are_iso_8601_not_epoch_digits(proxy: Proxy) -> None:
+    """The schema says ISO 8601; pydantic would read ``until=19067357`` as epoch seconds (found by
+    the schema fuzzer)."""
+    with proxy.http() as http:
+        response = http.get("/v1/memories", params={"user": "alice", "until": "19067357"})
+        assert response.status_code == 400 and response.json()["error"]["param"] == "until"
+        assert http.get("/v1/memories", params={"user": "alice", "until": "2024-05-08T10:00:00Z"}).status_code == 200
