@@ -12,26 +12,12 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
+from memcubes.timewords import NUMBER_WORDS
+
 __all__ = ["became_true"]
 
-_NUMBERS = {
-    "a": 1,
-    "an": 1,
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
-    "a couple of": 2,
-    "a couple": 2,
-    "a few": 3,
-    "several": 3,
-}
+# "a couple days ago" is read here, not in questions (``timewords``), as before.
+_NUMBERS = {**NUMBER_WORDS, "a couple": 2}
 _MONTHS = (
     "january",
     "february",

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["Window", "mentioned_windows", "query_window"]
+__all__ = ["NUMBER_WORDS", "Window", "mentioned_windows", "query_window"]
 
 _MONTHS = {
     name: number
@@ -46,7 +46,7 @@ _MONTHS = {
     )
     for name in names
 }
-_NUMBERS = {
+NUMBER_WORDS = {
     "a": 1,
     "an": 1,
     "one": 1,
@@ -67,7 +67,7 @@ _UNIT_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
 _MONTH = r"(?P<{name}>" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
 _DAY = r"(?P<{name}>[0-3]?\d)(?:st|nd|rd|th)?"
 _YEAR = r"(?P<{name}>(?:19|20)\d\d)"
-_COUNT = r"(?P<count>\d+|" + "|".join(sorted(_NUMBERS, key=len, reverse=True)) + r")"
+_COUNT = r"(?P<count>\d+|" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")"
 
 
 def _month(name: str) -> str:
@@ -151,7 +151,7 @@ def _month_window(year: int, month: int) -> Window:
 
 
 def _count(value: str) -> int:
-    return int(value) if value.isdigit() else _NUMBERS.get(value.lower(), 1)
+    return int(value) if value.isdigit() else NUMBER_WORDS.get(value.lower(), 1)
 
 
 def _date_of(match: re.Match[str], reference: datetime) -> tuple[datetime, bool] | None:
