@@ -30,7 +30,16 @@ from memcubes.reader import LLMComplete, build_readers, episode_reader
 from memcubes.retrieval import Explanation, RetrievedItem, Retriever
 from memcubes.scheduler import InjectionPlan, MemScheduler
 from memcubes.spill import JournalSpill
-from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, SpaceScope, SpaceStats, Store
+from memcubes.store import (
+    ChangeSet,
+    CubeFilter,
+    HistoryEvent,
+    HistoryRecord,
+    Purged,
+    SpaceScope,
+    SpaceStats,
+    Store,
+)
 from memcubes.vectors import VectorIndex, build_index
 from memcubes.writeback import MemoryChange, WriteBack
 
@@ -329,23 +338,31 @@ class MemoryOS:
         await self.get(cube_id, visible=visible)
         return await asyncio.to_thread(self.store.history, cube_id)
 
-    async def delete(self, cube_id: str, *, visible: SpaceFilter | None = None, purge: bool = False) -> MemCube:
-        """Soft delete (state only, history kept), or ``purge``: gone from SQLite and the index.
-        Returns the cube as it was."""
+    async def delete(self, cube_id: str, *, visible: SpaceFilter | None = None) -> MemCube:
+        """Soft delete: the state only, history kept for audit. Returns the cube as it was."""
         cube = await self.get(cube_id, visible=visible)
-        if purge:
-            words = await asyncio.to_thread(self.store.purge, cube_id)
-            await asyncio.to_thread(self.writeback.forget, cube.space, containing=words)
-            self._changed(cube.space, [cube])
-        elif cube.state is not CubeState.DELETED:
-            cube.state = CubeState.DELETED
-            cube.updated_at = utcnow()
+        if cube.state is not CubeState.DELETED:
+            deleted = cube.model_copy(deep=True)
+            deleted.state = CubeState.DELETED
+            deleted.updated_at = utcnow()
             await asyncio.to_thread(
-                self.store.apply, ChangeSet(cubes=[cube], events=[HistoryEvent(cube, "DELETE", "api")])
+                self.store.apply, ChangeSet(cubes=[deleted], events=[HistoryEvent(deleted, "DELETE", "api")])
             )
-            self._changed(cube.space, [cube])
-        await self.index_sync.drain(urgent=True)
+            self._changed(cube.space, [deleted])
+            await self.index_sync.drain(urgent=True)
         return cube
+
+    async def purge(self, cube_id: str, *, visible: SpaceFilter | None = None, by_source: bool = False) -> Purged:
+        """Gone from every file of the data dir: SQLite (rows, history, journal), the spill file
+        and the vector index; ``by_source``: with every memory of its space that shares one of its
+        source messages (see ``Store.purge``)."""
+        cube = await self.get(cube_id, visible=visible)
+        purged = await asyncio.to_thread(self.store.purge, cube.id, by_source=by_source)
+        await asyncio.to_thread(self.writeback.forget, cube.space, containing=purged.words)
+        # Memories found by source are not at hand: the whole space counts as changed then.
+        self._changed(cube.space, [cube] if purged.ids == [cube.id] else None)
+        await self.index_sync.drain(urgent=True)
+        return purged
 
     async def edit(self, cube_id: str, changes: dict[str, Any], *, visible: SpaceFilter | None = None) -> MemCube:
         """An edit is a new version of the same cube; the previous one stays in its history."""

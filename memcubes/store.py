@@ -165,6 +165,17 @@ class ChangeSet:
 
 
 @dataclass(frozen=True)
+class Purged:
+    """What a purge removed: the ids of the cubes (none when there was no such cube), their
+    space, and the words it forgot (the texts of their versions and source messages: the
+    caller drops them elsewhere too, e.g. from the spill file)."""
+
+    space: str
+    ids: list[str]
+    words: set[str]
+
+
+@dataclass(frozen=True)
 class CubeFilter:
     """Filters of ``GET /v1/memories``; ``cursor`` is the last id of the previous page. ``text``
     keeps memories whose content contains it (any state: the FTS index holds live ones only)."""
@@ -628,31 +639,61 @@ class Store:
             for row in rows
         ]
 
-    def purge(self, cube_id: str) -> set[str]:
-        """Remove a cube for good: its row, its history, (through the outbox) its vectors, and
-        every journalled exchange holding its words or its source messages (chat resends the
+    def purge(self, cube_id: str, *, by_source: bool = False) -> Purged:
+        """Remove a cube for good (``by_source``: with every cube of its space that shares one
+        of its source messages, in any version: a fact and the episode of the message it came
+        from go together): the rows, their history, (through the outbox) their vectors, and
+        every journalled exchange holding their words or their source messages (chat resends the
         whole conversation, so later exchanges carry them too); the lexical index is merged and
-        the WAL truncated so no copy is left in the files. Returns the words purged (the
-        texts of its versions and source messages: the caller drops them elsewhere too); empty
-        when there was no such cube."""
+        the WAL truncated so no copy is left in the files. Nothing is removed when there is no
+        such cube."""
         with self._write() as conn:
-            row = conn.execute("SELECT rid, space, doc FROM cubes WHERE id = ?", (cube_id,)).fetchone()
+            row = conn.execute("SELECT space FROM cubes WHERE id = ?", (cube_id,)).fetchone()
             if row is None:
-                return set()
-            history = conn.execute("SELECT doc FROM history WHERE cube_id = ?", (cube_id,)).fetchall()
-            versions = [MemCube.model_validate_json(doc["doc"]) for doc in [row, *history]]
-            conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (row["rid"],))
-            conn.execute("DELETE FROM cubes_grams WHERE rowid = ?", (row["rid"],))
-            conn.execute("DELETE FROM cubes WHERE rid = ?", (row["rid"],))
-            conn.execute("DELETE FROM history WHERE cube_id = ?", (cube_id,))
-            conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)", (row["space"], cube_id, OP_DELETE))
-            words = self._forget_words(conn, row["space"], cube_id, versions)
+                return Purged(space="", ids=[], words=set())
+            space = row["space"]
+            ids = self._sharing_sources(conn, space, cube_id) if by_source else [cube_id]
+            wanted = json.dumps(ids)
+            rows = conn.execute(
+                "SELECT rid, id, doc FROM cubes WHERE space = ? AND id IN (SELECT value FROM json_each(?))",
+                (space, wanted),
+            ).fetchall()
+            history = conn.execute(
+                "SELECT doc FROM history WHERE cube_id IN (SELECT value FROM json_each(?))", (wanted,)
+            ).fetchall()
+            versions = [MemCube.model_validate_json(doc["doc"]) for doc in [*rows, *history]]
+            for found in rows:
+                conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (found["rid"],))
+                conn.execute("DELETE FROM cubes_grams WHERE rowid = ?", (found["rid"],))
+                conn.execute("DELETE FROM cubes WHERE rid = ?", (found["rid"],))
+                conn.execute("DELETE FROM history WHERE cube_id = ?", (found["id"],))
+                outbox = (space, found["id"], OP_DELETE)
+                conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)", outbox)
+            words = self._forget_words(conn, space, {found["id"] for found in rows}, versions)
             _merge_lexical(conn)
         self._truncate_wal()
-        return words
+        return Purged(space=space, ids=[found["id"] for found in rows], words=words)
 
     @staticmethod
-    def _forget_words(conn: sqlite3.Connection, space: str, cube_id: str, versions: Sequence[MemCube]) -> set[str]:
+    def _sharing_sources(conn: sqlite3.Connection, space: str, cube_id: str) -> list[str]:
+        """``cube_id`` and the cubes of ``space`` that name one of its source messages in any
+        version (current or in their history), whatever their state."""
+        found = conn.execute(
+            "WITH mine(message) AS ("
+            " SELECT m.value FROM cubes c, json_each(c.doc, '$.source.message_ids') m WHERE c.id = :cube"
+            " UNION SELECT m.value FROM history h, json_each(h.doc, '$.source.message_ids') m WHERE h.cube_id = :cube)"
+            " SELECT c.id FROM cubes c, json_each(c.doc, '$.source.message_ids') m"
+            " WHERE c.space = :space AND m.value IN mine"
+            " UNION SELECT h.cube_id FROM history h, json_each(h.doc, '$.source.message_ids') m"
+            " WHERE h.space = :space AND m.value IN mine",
+            {"cube": cube_id, "space": space},
+        ).fetchall()
+        return [cube_id, *sorted({row[0] for row in found} - {cube_id})]
+
+    @staticmethod
+    def _forget_words(
+        conn: sqlite3.Connection, space: str, cube_ids: set[str], versions: Sequence[MemCube]
+    ) -> set[str]:
         words = {version.content for version in versions}
         exchanges = {version.source.exchange_id for version in versions if version.source.exchange_id}
         messages = {message for version in versions for message in version.source.message_ids}
@@ -667,9 +708,9 @@ class Store:
             said = [turn.get("content", "") for turn in payload.get("turns") or []] + list(payload.get("facts") or [])
             if row["exchange_id"] in exchanges or any(word in text for word in words for text in said):
                 conn.execute("DELETE FROM journal WHERE exchange_id = ?", (row["exchange_id"],))
-            elif row["result"] and cube_id in row["result"]:
+            elif row["result"] and any(cube_id in row["result"] for cube_id in cube_ids):
                 result = json.loads(row["result"])
-                result["changes"] = [c for c in result.get("changes", []) if c.get("id") != cube_id]
+                result["changes"] = [c for c in result.get("changes", []) if c.get("id") not in cube_ids]
                 conn.execute(
                     "UPDATE journal SET result = ? WHERE exchange_id = ?", (json.dumps(result), row["exchange_id"])
                 )

@@ -329,6 +329,7 @@ class DeletedResponse(_MemoryModel):
     id: str
     deleted: bool = True
     purged: bool = False
+    ids: list[str] | None = Field(None, description="purges: every memory removed (by_source: more than one)")
 
 
 class PatchMemoryRequest(_MemoryModel):

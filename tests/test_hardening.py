@@ -298,6 +298,47 @@ def test_purging_one_memory_leaves_no_copy_and_the_others_stay(proxy: Proxy) -> 
         assert any("Porto" in result["text"] for result in found["results"])
 
 
+def test_purging_by_source_takes_every_memory_of_those_messages_and_nothing_else(proxy: Proxy) -> None:
+    """Issue 12: memories derived from a purged memory's source messages go with it. One message
+    gives a fact and an episode; purging the fact by source removes both, every copy of their
+    words, and leaves the memories of other messages (and another user's, even under the same
+    client-given message id) alone."""
+    marker, data_dir = "Zq7ErinMarker", proxy.settings.memory.data_dir
+    with proxy.http() as http:
+        history: list[dict[str, Any]] = []
+        said = f"Ugh, what a week. My locker code is {marker}. Whatever."
+        _chat(http, "erin", history, said)
+        _chat(http, "erin", history, "I live in Porto.", stream=True)  # resends the marker's turn
+        http.post("/v1/memories", json={"user": "erin", "facts": ["Erin's gym is Iron Temple"], "sync": True})
+        proxy.wait_writeback()
+        states = {"state": ["active", "quarantined", "superseded", "deleted", "archived"]}
+        listed = http.get("/v1/memories", params={"user": "erin", **states}).json()["data"]
+        derived = [m for m in listed if marker.lower() in m["content"].lower()]
+        assert {m["meta"]["layer"] for m in derived} == {"fact", "episode"}, listed
+        [fact] = [m for m in derived if m["meta"]["layer"] == "fact"]
+        message_id = fact["sources"][0]
+        other = {"id": message_id, "role": "user", "content": "I keep bees on the roof."}
+        body = {"user": "frank", "mode": "raw", "messages": [other], "sync": True}
+        assert http.post("/v1/memories", json=body).status_code == 200  # same id, another user's space
+        assert _copies(data_dir, marker)
+
+        soft = http.delete(f"/v1/memories/{fact['id']}", params={"by_source": "true"})
+        assert soft.status_code == 400 and soft.json()["error"]["param"] == "by_source"
+        answer = http.delete(f"/v1/memories/{fact['id']}", params={"purge": "true", "by_source": "true"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["purged"] is True and set(answer.json()["ids"]) == {m["id"] for m in derived}
+
+        assert _copies(data_dir, marker) == {}
+        left = http.get("/v1/memories", params={"user": "erin", **states}).json()["data"]
+        assert {m["id"] for m in left} == {m["id"] for m in listed} - {m["id"] for m in derived}
+        assert any("Porto" in m["content"] for m in left) and any("Iron Temple" in m["content"] for m in left)
+        assert "bees" in str(http.get("/v1/memories", params={"user": "frank"}).json()["data"])
+        for gone in derived:
+            assert http.get(f"/v1/memories/{gone['id']}").status_code == 404
+        found = http.post("/v1/memories/search", json={"user": "erin", "query": "What is my locker code?"}).json()
+        assert marker.lower() not in str(found).lower()
+
+
 def test_index_writes_larger_than_chromas_batch_limit_are_chunked(tmp_path: Path) -> None:
     """Attack 6: a 20,000-item import answered 503 ("Batch size of 20000 is greater than max batch
     size of 5461") after committing all of it."""

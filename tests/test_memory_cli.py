@@ -94,6 +94,10 @@ def test_memories_list_get_edit_history_delete(proxy: Proxy) -> None:
     assert ok("memories", "delete", ids["dog"], "--purge", *url).strip() == f"purged {ids['dog']}"
     gone = memproxy("memories", "get", ids["dog"], *url)
     assert gone.returncode == 1 and gone.stderr.strip() == f"memproxy: 404 no memory with id {ids['dog']}"
+    alone = memproxy("memories", "delete", ids["porto"], "--by-source", *url)
+    assert alone.returncode == 1 and "give --purge too" in alone.stderr
+    purged = ok("memories", "delete", ids["porto"], "--purge", "--by-source", *url)
+    assert purged.startswith(f"purged {ids['porto']} and the memories sharing its source messages: {ids['porto']}")
 
 
 def test_export_then_import_into_another_proxy(

@@ -221,6 +221,7 @@ def test_by_id_access_across_users_is_a_404_like_a_missing_id(secured: Proxy) ->
             ("PATCH", "", {"content": "x"}),
             ("DELETE", "", None),
             ("DELETE", "?purge=true", None),
+            ("DELETE", "?purge=true&by_source=true", None),
         ]:
             theirs = http.request(method, f"/v1/memories/{bob_id}{suffix}", json=body)
             nothing = http.request(method, f"/v1/memories/{missing}{suffix}", json=body)

@@ -154,9 +154,14 @@ def _edit(args: argparse.Namespace, client: httpx.Client) -> int:
 
 
 def _delete(args: argparse.Namespace, client: httpx.Client) -> int:
-    answer = checked(client.delete(_path(args.id), params={"purge": "true"} if args.purge else None)).json()
+    params = {"purge": "true", **({"by_source": "true"} if args.by_source else {})} if args.purge else None
+    if args.by_source and not args.purge:
+        raise CommandError("--by-source removes memories for good: give --purge too")
+    answer = checked(client.delete(_path(args.id), params=params)).json()
     if args.json:
         print_json(answer)
+    elif args.by_source:
+        print(f"purged {args.id} and the memories sharing its source messages: {' '.join(answer['ids'])}")
     else:
         print(f"purged {args.id}" if args.purge else f"deleted {args.id} (history kept; --purge removes it for good)")
     return 0
@@ -227,6 +232,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     delete = actions.add_parser("delete", help="soft delete (history kept), or --purge to remove for good")
     delete.add_argument("id", help="the memory's id")
     delete.add_argument("--purge", action="store_true", help="remove it and its history everywhere")
+    delete.add_argument(
+        "--by-source", action="store_true", help="with --purge: also the memories derived from its source messages"
+    )
     delete.set_defaults(run=handler(_delete))
 
     history = actions.add_parser("history", help="every version and event of a memory")

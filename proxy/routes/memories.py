@@ -114,12 +114,20 @@ async def approve_memory(memory_id: str, memories: Service, caller: CurrentPrinc
     return await memories.approve(memory_id, caller)
 
 
-@router.delete("/v1/memories/{memory_id}", responses=_ERRORS)
+@router.delete("/v1/memories/{memory_id}", responses=_ERRORS, response_model_exclude_none=True)
 async def delete_memory(
-    memory_id: str, memories: Service, caller: CurrentPrincipal, purge: bool = False
+    memory_id: str,
+    memories: Service,
+    caller: CurrentPrincipal,
+    purge: Annotated[bool, Query(description="remove it for good, from every file of the data dir")] = False,
+    by_source: Annotated[
+        bool, Query(description="with purge: also every memory derived from one of its source messages")
+    ] = False,
 ) -> DeletedResponse:
-    await memories.delete(memory_id, caller, purge=purge)
-    return DeletedResponse(id=memory_id, purged=purge)
+    """Soft delete (history kept), ``purge=true`` (gone everywhere), or ``purge=true&by_source=true``
+    (gone with every memory sharing one of its source messages: a fact and its episode)."""
+    removed = await memories.delete(memory_id, caller, purge=purge, by_source=by_source)
+    return DeletedResponse(id=memory_id, purged=purge, ids=removed if purge else None)
 
 
 @router.get("/v1/memories/{memory_id}/history", responses=_ERRORS)

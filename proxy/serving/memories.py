@@ -235,11 +235,19 @@ class MemoryService:
         await self._writable(cube_id, caller)
         return cube_json(await self.memory.approve(cube_id, visible=caller.can_write))
 
-    async def delete(self, cube_id: str, caller: Principal, *, purge: bool) -> None:
+    async def delete(self, cube_id: str, caller: Principal, *, purge: bool, by_source: bool = False) -> list[str]:
+        """Soft delete, or purge (``by_source``: with the memories sharing its source messages,
+        all within the key's write scope: they live in the memory's own space). The ids removed."""
+        if by_source and not purge:
+            raise InvalidRequest("by_source removes memories for good: use it with purge=true", param="by_source")
         await self._writable(cube_id, caller)
-        cube = await self.memory.delete(cube_id, purge=purge, visible=caller.can_write)
-        if purge:
-            await self.audit(caller, "memory.purge", target=cube.space, ids=[cube_id])
+        if not purge:
+            await self.memory.delete(cube_id, visible=caller.can_write)
+            return [cube_id]
+        purged = await self.memory.purge(cube_id, visible=caller.can_write, by_source=by_source)
+        action = "memory.purge_by_source" if by_source else "memory.purge"
+        await self.audit(caller, action, target=purged.space, ids=purged.ids)
+        return purged.ids
 
     async def sources(self, cube_id: str, caller: Principal) -> list[dict[str, Any]]:
         caller.require_memory_api(write=False)
