@@ -13,6 +13,7 @@ translated where they are called, with ``raise ... from exc``.
     ├── InvalidMemoryInput    a request the memory OS cannot act on (bad time, empty text ...)
     ├── ExtractionFailed      the reader could not distil an exchange (the LLM answer was unusable)
     ├── AlreadyApplied        another worker committed that exchange first (nothing was written)
+    ├── DeadlineExceeded      the request waiting for this work gave up on it (``memcubes.deadline``)
     └── BundleError           a bundle is corrupt, tampered with or of an unknown format
 """
 
@@ -52,6 +53,10 @@ class ExtractionFailed(MemoryOSError):
 
 
 class AlreadyApplied(MemoryOSError):
+    pass
+
+
+class DeadlineExceeded(MemoryOSError):
     pass
 
 

@@ -17,6 +17,10 @@ What was measured on the LOCOMO development split (``make eval``; evidence recal
 tokens) is recorded with the presets in ``memcubes.config``. The result is exactly what would be
 injected into a prompt: each item carries its rendered text and token count, so the search API
 and the chat path cannot disagree.
+
+A chat request waits ``timeout_ms`` for all of this; past its deadline (``memcubes.deadline``) the
+store's reads stop in their threads and the steps here stop between them, so a lookup the request
+abandoned does not keep a core busy.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from memcubes import languages, past
+from memcubes import deadline, languages, past
 from memcubes.config import RetrievalSettings
 from memcubes.cube import MemCube, utcnow
 from memcubes.cube_cache import CubeCache
@@ -50,6 +54,7 @@ _HOP_SEEDS = 3  # first-hop memories whose words the second hop adds
 _HOP_TERMS = 6
 MAX_QUERY_CHARS = 8192  # of a query read for lexical terms and embedded (the model reads 256 tokens)
 MAX_QUERY_TERMS = 64
+_CHECK_EVERY = 4096  # memories dated between deadline checks
 log = logging.getLogger(__name__)
 
 
@@ -295,7 +300,9 @@ class Retriever:
         """Cubes of the space dated in ``window`` or telling of a time in it, most similar to the
         query first (in time order when the space's vectors are not in RAM)."""
         inside = []
-        for cube_id, created, mentions in await asyncio.to_thread(self._store.times, space):
+        for position, (cube_id, created, mentions) in enumerate(await asyncio.to_thread(self._store.times, space)):
+            if position % _CHECK_EVERY == 0:  # a large space: this loop holds the event loop
+                deadline.check("dating memories")
             moment = datetime.fromisoformat(created)
             spans = [(moment, moment + _INSTANT)]
             spans += [(datetime.fromisoformat(start), datetime.fromisoformat(end)) for start, end in mentions or []]
@@ -362,6 +369,7 @@ class Retriever:
             asyncio.gather(*(in_window(space) for space in spaces)),
             speakers(),
         )
+        deadline.check("fusing rankings")
         query_vector = (await embedding)[0]
         dense_runs = [[cube_id for cube_id, _ in hits] for hits in dense_hits]
         lexical_runs = [[cube_id for cube_id, _ in hits] for hits in lexical_hits]
@@ -376,6 +384,7 @@ class Retriever:
             k=settings.rrf_k,
         )
         if settings.hop_weight:
+            deadline.check("the second hop")
             await self._second_hop(spaces, terms, scores)
         excluded = set(exclude)
         limit = top_k if top_k is not None else settings.top_k

@@ -31,13 +31,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from memcubes import deadline
 from memcubes.cube import Access, CubeState, MemCube, utcnow
-from memcubes.errors import AlreadyApplied, StoreUnavailable
+from memcubes.errors import AlreadyApplied, DeadlineExceeded, StoreUnavailable
 from memcubes.languages.words import PREFIX, cjk_grams
 
 SCHEMA_VERSION = 1
 _GRAMS_META = "grams_index"
 _BUSY_SECONDS = 30.0
+_PROGRESS_STEPS = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -231,6 +233,7 @@ class Store:
         self._background_checkpoints = False
         self._checkpointing = threading.Lock()  # close() waits for a checkpoint in flight
         self._closed = False
+        self.interrupted = 0  # reads stopped at their request's deadline (memcubes.deadline)
 
     @classmethod
     def open(cls, path: Path) -> Store:
@@ -341,8 +344,35 @@ class Store:
                 self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        at = deadline.current()
         with self._translate():
-            return self._conn().execute(sql, params).fetchall()
+            conn = self._conn()
+            if at is None:
+                return conn.execute(sql, params).fetchall()
+            return self._read_until(conn, at, sql, params)
+
+    def _read_until(self, conn: sqlite3.Connection, at: float, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        """A read for a request that gives up at ``at`` (``memcubes.deadline``): not started
+        after it, and stopped by SQLite's progress handler (called every ``_PROGRESS_STEPS``
+        virtual-machine steps, a few microseconds) once it passes, so the thread is free again
+        soon after the request stopped waiting, whatever the query."""
+        if deadline.passed(at):
+            self._count_interrupted()
+            raise DeadlineExceeded("memory read not started: its request's deadline passed")
+        conn.set_progress_handler(lambda: deadline.passed(at), _PROGRESS_STEPS)
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not deadline.passed(at):
+                raise
+            self._count_interrupted()
+            raise DeadlineExceeded("memory read stopped: its request's deadline passed") from exc
+        finally:
+            conn.set_progress_handler(None, 0)
+
+    def _count_interrupted(self) -> None:
+        with self._connections_lock:
+            self.interrupted += 1
 
     # -- meta ---------------------------------------------------------------------------------
 

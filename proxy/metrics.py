@@ -11,6 +11,7 @@ into the same series instead of defining its own.
                     memproxy_stable_block_changes_total (churn = changes / requests)
     write-back      memproxy_writeback_queue_depth, _spilled, _lag_seconds, _journal_entries{state},
                     memproxy_writeback_failures_total, memproxy_index_outbox
+    abandoned work  memproxy_memory_reads_interrupted_total (reads stopped at their request's deadline)
     activation      memproxy_activation_reused_tokens_total{model}
 
 Each app owns its registry (tests run several apps in one process). Under several worker
@@ -133,6 +134,12 @@ class Metrics:
         )
         self._failures = Counter("memproxy_writeback_failures", "write-back attempts that failed", registry=r)
         self._failures_seen = 0
+        self._interrupted = Counter(
+            "memproxy_memory_reads_interrupted",
+            "store reads stopped because the request waiting for them gave up (retrieval.timeout_ms)",
+            registry=r,
+        )
+        self._interrupted_seen = 0
         self._outbox = Gauge(
             "memproxy_index_outbox", "vector index writes not applied yet", registry=r, multiprocess_mode="max"
         )
@@ -214,6 +221,9 @@ class Metrics:
             spilled=counts.get("spilled", 0),
             outbox=counts.get("indexing", 0),
         )
+        if memory.store.interrupted > self._interrupted_seen:
+            self._interrupted.inc(memory.store.interrupted - self._interrupted_seen)
+            self._interrupted_seen = memory.store.interrupted
 
     # -- exposition -------------------------------------------------------------------------------
 

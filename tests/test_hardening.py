@@ -23,9 +23,13 @@ import httpx
 import numpy as np
 import pytest
 
+from memcubes import deadline
 from memcubes.config import VectorIndexSettings
+from memcubes.cube import MemCube
 from memcubes.embedder import Embedder
+from memcubes.errors import DeadlineExceeded
 from memcubes.retrieval import MAX_QUERY_TERMS, query_terms
+from memcubes.store import ChangeSet, Store
 from memcubes.vectors import WHOLE, ChromaIndex, VectorEntry
 from proxy.app import build_app
 from proxy.dev.serve_thread import ServerThread, free_port
@@ -169,6 +173,69 @@ def test_a_huge_chat_message_becomes_a_bounded_lexical_query(proxy: Proxy) -> No
         )
         assert response.status_code == 200 and response.headers["x-memory-status"] == "ok"
         assert int(response.headers["x-memory-considered"]) >= 1, response.headers  # Anna's memory was still found
+
+
+def test_a_read_past_its_deadline_stops_in_its_thread(tmp_path: Path) -> None:
+    """Attack 5 (the thread): wait_for cancelled the coroutine, not the SQLite query its thread
+    ran; a read now stops once the deadline of the request waiting for it passes."""
+    store = Store.open(tmp_path / "m.db")
+    endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1e12) SELECT count(*) FROM n"
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with deadline.within(0.2):
+                store.read(endless)  # ~4 days of work unless stopped
+        except DeadlineExceeded as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(60)
+    try:
+        assert not worker.is_alive() and len(outcome) == 1 and store.interrupted == 1
+        with deadline.within(0.0), pytest.raises(DeadlineExceeded):  # not even started past its deadline
+            store.read("SELECT 1")
+        assert store.read("SELECT 1")[0][0] == 1 and store.interrupted == 2  # no deadline: unaffected
+    finally:
+        store.close()
+
+
+def test_an_abandoned_lookup_stops_its_store_reads(
+    backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path
+) -> None:
+    """Attack 5: the abandoned lookup of a request answered without memory kept a core busy for
+    minutes. Here each lookup in a space of 10,000 memories reads for tens of ms, the request
+    gives up after 1 ms, and /metrics counts the reads stopped in their threads."""
+    data_dir = tmp_path / "d"
+    store = Store.open(data_dir / "memproxy.db")
+    words = [f"I drank coffee number {i} with friend{i % 97} at cafe{i % 31} in town." for i in range(10_000)]
+    store.apply(ChangeSet(cubes=[MemCube(space="user:big", content=text) for text in words]))
+    store.outbox_done([row.seq for row in store.outbox_pending(limit=20_000)])  # lexical search only
+    store.close()
+    memory = {"data_dir": str(data_dir), "retrieval": {"timeout_ms": 1}}
+    proxy = start_proxy(proxy_settings(backend.url, data_dir, memory=memory))
+    with proxy.http() as http:
+        for turn in range(3):
+            question = {"role": "user", "content": f"Where did I drink coffee with friend{turn} last month?"}
+            body = {**CHAT, "user": "big", "messages": [question]}
+            answer = http.post("/v1/chat/completions", json=body, headers={"x-memory-mode": "read"})
+            assert answer.status_code == 200 and answer.headers["x-memory-status"] == "degraded"
+        stopped = 0.0
+        for _ in range(100):  # the threads finish their reads (stopped) shortly after the request
+            scraped = http.get("/metrics").text
+            stopped = _sample(scraped, "memproxy_memory_reads_interrupted_total")
+            if stopped >= 1:
+                break
+            time.sleep(0.1)
+        print(f"\n{stopped:.0f} store reads stopped after 3 lookups abandoned at 1 ms")
+        assert stopped >= 1, scraped
+        assert _sample(scraped, 'memproxy_retrieval_total{outcome="timeout"}') == 3
+
+
+def _sample(scraped: str, name: str) -> float:
+    values = [float(line.rsplit(" ", 1)[1]) for line in scraped.splitlines() if line.startswith(name + " ")]
+    return values[0] if values else 0.0
 
 
 def _guarded_proxy(backend: Backend, embedder: Embedder, tmp_path: Path, **server: Any) -> ServerThread:

@@ -29,8 +29,9 @@ from typing import Any, TypeVar
 from starlette.datastructures import Headers
 from starlette.responses import StreamingResponse
 
-from memcubes import layout, quarantine
+from memcubes import deadline, layout, quarantine
 from memcubes.cube import utcnow
+from memcubes.errors import DeadlineExceeded
 from memcubes.exchange import Exchange, Turn
 from memcubes.ids import new_id
 from memcubes.memory_os import MemoryOS
@@ -187,10 +188,11 @@ class MemoryPipeline:
             return InjectionPlan(), "ok", None
         timeout = self._settings.memory.retrieval.timeout_ms / 1000
         try:
-            plan = await asyncio.wait_for(
-                self._memory.plan(scope.readable_spaces, messages, session=scope.session), timeout
-            )
-        except TimeoutError:
+            with deadline.within(timeout):  # the threads doing the lookup stop then too
+                plan = await asyncio.wait_for(
+                    self._memory.plan(scope.readable_spaces, messages, session=scope.session), timeout
+                )
+        except (TimeoutError, DeadlineExceeded):
             log.warning("memory lookup took over %.0f ms, answering without memory", timeout * 1000)
             return self._degraded("memory lookup timed out", "timeout")
         except Exception as exc:  # memory trouble must never break a chat request
