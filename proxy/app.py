@@ -28,6 +28,7 @@ from proxy.config import Settings
 from proxy.content_type import JsonByDefault
 from proxy.errors import install_error_handlers
 from proxy.limits import BodySizeLimit
+from proxy.memory_slots import MemorySlots
 from proxy.metrics import Metrics
 from proxy.routes import (
     bundles,
@@ -132,7 +133,9 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None, span_expo
         app.state.router = router
         app.state.memory = memory
         app.state.keyring = KeyRing(memory.keys if memory is not None else None)
-        pipeline = MemoryPipeline(router=router, memory=memory, settings=settings, metrics=metrics, tracing=tracing)
+        pipeline = MemoryPipeline(
+            router=router, memory=memory, settings=settings, metrics=metrics, tracing=tracing, slots=slots
+        )
         app.state.chat = ChatService(pipeline)
         app.state.messages = MessagesService(pipeline)
         app.state.responses = ResponsesService(pipeline, ResponseStore())
@@ -158,8 +161,10 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None, span_expo
     app = FastAPI(title="memproxy", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
-    install_error_handlers(app)
     limits = settings.general_settings
+    slots = MemorySlots(per_key=limits.memory_concurrency_per_key, queue_seconds=limits.memory_queue_ms / 1000)
+    app.state.memory_slots = slots  # shared by chat and the memory API (proxy.memory_slots.memory_work)
+    install_error_handlers(app)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=int(limits.max_request_size_mb * 1024 * 1024),

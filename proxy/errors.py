@@ -5,6 +5,8 @@
     ├── AuthenticationFailed    401 authentication_error
     ├── PermissionDenied        403 permission_error (code permission_denied): the key may not
     ├── KeyRateLimited          429 rate_limit_error, with retry-after: the key's own rpm
+    ├── MemoryBusy              429 rate_limit_error, with retry-after: the key's memory work in
+    │                           flight is at its bound (``proxy.memory_slots``)
     ├── NotFound                404 invalid_request_error (code model_not_found / memory_not_found)
     ├── PayloadTooLarge         413 invalid_request_error
     ├── MemoryUnavailable       503 memory_unavailable (only with memory.fail_closed)
@@ -114,6 +116,14 @@ class KeyRateLimited(ProxyError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class MemoryBusy(ProxyError):
+    """The key has ``general_settings.memory_concurrency_per_key`` memory operations in flight."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "memory_concurrency_exceeded"
 
 
 class NotFound(ProxyError):

@@ -3,7 +3,7 @@ methods, so a new HTTP surface (``/v1/messages``, ``/v1/responses``) or a new me
 into the same series instead of defining its own.
 
     request line    memproxy_requests_total{route,model,status}, memproxy_request_duration_seconds{route}
-    memory          memproxy_memory_duration_seconds, memproxy_retrieval_total{outcome=ok|degraded|timeout},
+    memory          memproxy_memory_duration_seconds, memproxy_retrieval_total{outcome=ok|degraded|timeout|busy},
                     memproxy_memories_injected, memproxy_memory_tokens (per request, histograms)
     upstream        memproxy_upstream_first_token_seconds{model,stream} (JSON answers: the whole answer)
     prompt cache    memproxy_prompt_tokens_total{model}, memproxy_prompt_cached_tokens_total{model}
@@ -42,7 +42,7 @@ from memcubes.memory_os import MemoryOS
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _COUNTS = (0, 1, 2, 4, 8, 16, 32, 64)
 _TOKENS = (0, 50, 100, 200, 400, 800, 1600, 3200, 6400)
-RETRIEVAL_OUTCOMES = ("ok", "degraded", "timeout")
+RETRIEVAL_OUTCOMES = ("ok", "degraded", "timeout", "busy")
 
 
 def prompt_cache_tokens(usage: Mapping[str, Any] | None) -> tuple[int, int] | None:

@@ -42,6 +42,7 @@ class Scope:
     mode: MemoryMode = MemoryMode.ON
     kv_reuse: bool = True
     shared_spaces: tuple[str, ...] = ()
+    key_id: str | None = None  # the API key whose memory work this is (None: the master key)
 
     @property
     def space(self) -> str | None:
@@ -115,4 +116,5 @@ def resolve_scope(headers: Headers, body_user: str | None, principal: Principal)
         session=identifier(header_text(headers, "x-memory-session"), param="X-Memory-Session"),
         mode=mode,
         kv_reuse=kv == "on",
+        key_id=principal.key_id,
     )

@@ -33,8 +33,11 @@ from memcubes.store import ChangeSet, Store
 from memcubes.vectors import WHOLE, ChromaIndex, VectorEntry
 from proxy.app import build_app
 from proxy.dev.serve_thread import ServerThread, free_port
+from proxy.errors import MemoryBusy
+from proxy.memory_slots import MemorySlots
 from proxy.server import uvicorn_options
 from tests.conftest import Backend, Proxy, proxy_settings
+from tests.test_security import MASTER, as_key, new_key, remember
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 ECHOED_KEY = "sk-proj-4f9Zq81LmN0pQrStUvWxYz0123456789abcdef"
@@ -236,6 +239,85 @@ def test_an_abandoned_lookup_stops_its_store_reads(
 def _sample(scraped: str, name: str) -> float:
     values = [float(line.rsplit(" ", 1)[1]) for line in scraped.splitlines() if line.startswith(name + " ")]
     return values[0] if values else 0.0
+
+
+def test_a_keys_memory_work_waits_on_its_own_slots_only() -> None:
+    """Attack 5 (starvation), the bound itself: a key holding all its slots makes its own next
+    operation wait, then refuse; another key (and the master key) goes straight through."""
+
+    async def scenario() -> None:
+        slots = MemorySlots(per_key=2, queue_seconds=0.2)
+        release = asyncio.Event()
+
+        async def hold(key: str) -> None:
+            async with slots.hold(key):
+                await release.wait()
+
+        flood = [asyncio.create_task(hold("flood")) for _ in range(2)]
+        await asyncio.sleep(0)  # both slots taken
+        async with slots.hold("calm"), slots.hold(None):
+            pass  # not queued behind the flood (a shared bound would refuse after 0.2 s)
+        with pytest.raises(MemoryBusy) as busy:
+            async with slots.hold("flood"):
+                pass
+        assert busy.value.status == 429 and busy.value.headers == {"retry-after": "1"}
+        waiting = asyncio.create_task(hold("flood"))  # queues for a slot ...
+        await asyncio.sleep(0.01)
+        release.set()  # ... which frees within its queue time
+        await asyncio.gather(*flood, waiting)
+
+    asyncio.run(scenario())
+
+
+def test_a_key_at_its_memory_bound_degrades_its_own_chat_and_not_another_keys(
+    backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path
+) -> None:
+    """Attack 5: eight heavy searches of one user raised another user's search from 0.12 s to
+    7.5 s. With one slot per key, key A's memory work in flight (an add whose LLM extraction takes
+    3 s) makes A's chat go on without memory and A's search a 429, while key B is served as usual."""
+    limits = {"master_key": MASTER, "memory_concurrency_per_key": 1, "memory_queue_ms": 0}
+    proxy = start_proxy(proxy_settings(backend.url, tmp_path / "d", general_settings=limits))
+    proxy.api_key = MASTER
+    _, flood = new_key(proxy, user="flood")
+    _, calm = new_key(proxy, user="calm")
+    remember(proxy, "flood", "I live in Oslo.")
+    remember(proxy, "calm", "I live in Porto.")
+    backend.queue({"delay": 3, "text": '{"memories": []}'})  # the extraction model, slow
+    add = {"mode": "llm", "messages": [{"role": "user", "content": "I adopted a cat."}], "sync": True}
+    added: list[httpx.Response] = []
+
+    def add_slowly() -> None:
+        with as_key(proxy, flood) as a:
+            added.append(a.post("/v1/memories", json=add))
+
+    adding = threading.Thread(target=add_slowly)
+    adding.start()
+    try:
+        for _ in range(300):  # until the add waits on the extraction model, holding A's one slot
+            if backend.received:
+                break
+            time.sleep(0.01)
+        ask = {**CHAT, "messages": [{"role": "user", "content": "Where do I live?"}]}
+        with as_key(proxy, flood) as a, as_key(proxy, calm) as b:
+            refused = a.post("/v1/memories/search", json={"query": "Where do I live?"})
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+            error = refused.json()["error"]
+            assert (error["type"], error["code"]) == ("rate_limit_error", "memory_concurrency_exceeded")
+            chat = a.post("/v1/chat/completions", json=ask)
+            assert chat.status_code == 200 and chat.headers["x-memory-status"] == "degraded"
+            assert "Oslo" not in str(backend.last_body()["messages"])
+            found = b.post("/v1/memories/search", json={"query": "Where do I live?"})
+            assert found.status_code == 200 and "Porto" in found.text
+            chat = b.post("/v1/chat/completions", json=ask)
+            assert chat.headers["x-memory-status"] == "ok" and "Porto" in str(backend.last_body()["messages"])
+            assert adding.is_alive()  # all of this while A's add was still in flight
+    finally:
+        adding.join(30)
+    assert added[0].status_code == 200, added[0].text
+    with as_key(proxy, flood) as a:
+        assert a.post("/v1/memories/search", json={"query": "Where do I live?"}).status_code == 200  # slot freed
+    with proxy.http() as http:
+        assert _sample(http.get("/metrics").text, 'memproxy_retrieval_total{outcome="busy"}') == 1
 
 
 def _guarded_proxy(backend: Backend, embedder: Embedder, tmp_path: Path, **server: Any) -> ServerThread:

@@ -18,13 +18,14 @@ from memcubes.importers import ImportFormat
 from memcubes.memory_os import MemoryOS
 from proxy.auth import CurrentPrincipal, principal
 from proxy.errors import InvalidRequest
+from proxy.memory_slots import memory_work
 from proxy.protocol import ErrorResponse
 from proxy.routes.memories import Service
 from proxy.serving.memories import space_param
 
 IMPORT_PATH = "/v1/spaces/import"
 
-router = APIRouter(dependencies=[Depends(principal)], tags=["bundles"])
+router = APIRouter(dependencies=[Depends(principal), Depends(memory_work)], tags=["bundles"])
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 503)}
 _SPOOL_BYTES = 16 * 1024 * 1024  # bundles up to this size stay in memory, larger ones go to disk
 _CHUNK = 256 * 1024

@@ -15,7 +15,7 @@ a session to a process. ``memproxy mcp --stdio`` bridges hosts that speak only s
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -33,6 +33,7 @@ from memcubes import layout
 from memcubes.errors import MemoryOSError
 from proxy.auth import principal
 from proxy.errors import ProxyError, error_body, from_memory_error
+from proxy.memory_slots import MemorySlots
 from proxy.principal import Principal
 from proxy.protocol import AddMemoriesRequest, SearchRequest
 from proxy.scope import memory_user_header, user_space
@@ -200,14 +201,17 @@ class MCPEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        try:
-            request.state.principal = await principal(request)  # the tools read it from the scope
-        except ProxyError as exc:
-            body = error_body(exc.client_message, type=exc.type, code=exc.code)
-            response = JSONResponse(body, status_code=exc.status, headers=exc.headers)
-            await response(scope, receive, send)
-            return
-        await self._app(scope, receive, send)
+        slots: MemorySlots = request.app.state.memory_slots
+        async with AsyncExitStack() as held:
+            try:
+                caller = request.state.principal = await principal(request)  # the tools read it from the scope
+                await held.enter_async_context(slots.hold(caller.key_id))  # memory work, like /v1/memories
+            except ProxyError as exc:
+                body = error_body(exc.client_message, type=exc.type, code=exc.code)
+                response = JSONResponse(body, status_code=exc.status, headers=exc.headers)
+                await response(scope, receive, send)
+                return
+            await self._app(scope, receive, send)
 
 
 def route(endpoint: MCPEndpoint) -> Route:

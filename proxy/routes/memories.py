@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from memcubes.cube import CubeState
 from proxy.auth import CurrentPrincipal, principal
 from proxy.errors import InvalidRequest
+from proxy.memory_slots import memory_work
 from proxy.protocol import (
     AddMemoriesRequest,
     AddMemoriesResponse,
@@ -23,7 +24,7 @@ from proxy.protocol import (
 )
 from proxy.serving.memories import MemoryService
 
-router = APIRouter(dependencies=[Depends(principal)], tags=["memories"])
+router = APIRouter(dependencies=[Depends(principal), Depends(memory_work)], tags=["memories"])
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 503)}
 _STATES = tuple(state.value for state in CubeState)
 

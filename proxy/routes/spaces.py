@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from proxy.auth import CurrentPrincipal, principal
+from proxy.memory_slots import memory_work
 from proxy.protocol import ErrorResponse, SpaceOut, SpacePage, StableBlockOut
 from proxy.serving.spaces import SpaceService
 
-router = APIRouter(dependencies=[Depends(principal)], tags=["spaces"])
+router = APIRouter(dependencies=[Depends(principal), Depends(memory_work)], tags=["spaces"])
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 503)}
 
 

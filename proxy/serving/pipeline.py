@@ -40,7 +40,8 @@ from memcubes.scheduler import InjectionPlan
 from proxy.access import current_request
 from proxy.backends import Backend, ForwardContext, ModelRouter
 from proxy.config import Settings
-from proxy.errors import BackendError, InvalidRequest, MemoryUnavailable, ProxyError
+from proxy.errors import BackendError, InvalidRequest, MemoryBusy, MemoryUnavailable, ProxyError
+from proxy.memory_slots import MemorySlots
 from proxy.metrics import Metrics
 from proxy.principal import Principal
 from proxy.scope import MemoryMode, Scope, resolve_scope
@@ -91,10 +92,15 @@ class MemoryPipeline:
         settings: Settings,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
+        slots: MemorySlots | None = None,
     ) -> None:
         self.router = router
         self._memory = memory
         self._settings = settings
+        limits = settings.general_settings
+        self._slots = slots or MemorySlots(
+            per_key=limits.memory_concurrency_per_key, queue_seconds=limits.memory_queue_ms / 1000
+        )
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing()
         self._background: set[asyncio.Task[None]] = set()
@@ -189,9 +195,12 @@ class MemoryPipeline:
         timeout = self._settings.memory.retrieval.timeout_ms / 1000
         try:
             with deadline.within(timeout):  # the threads doing the lookup stop then too
-                plan = await asyncio.wait_for(
-                    self._memory.plan(scope.readable_spaces, messages, session=scope.session), timeout
-                )
+                async with self._slots.hold(scope.key_id):
+                    plan = await asyncio.wait_for(
+                        self._memory.plan(scope.readable_spaces, messages, session=scope.session), timeout
+                    )
+        except MemoryBusy:
+            return self._degraded("this key's memory work is at its bound", "busy")
         except (TimeoutError, DeadlineExceeded):
             log.warning("memory lookup took over %.0f ms, answering without memory", timeout * 1000)
             return self._degraded("memory lookup timed out", "timeout")
