@@ -96,7 +96,7 @@ class GeneralSettings(_Strict):
     max_import_size_mb: float = Field(512.0, gt=0, description="body limit of POST /v1/spaces/import (bundles)")
     max_messages: int = Field(4096, ge=1)
     memory_concurrency_per_key: int = Field(
-        8,
+        4,
         ge=1,
         description="memory work (chat lookups, memory API calls) one key made with POST /v1/keys may have in "
         "flight; past it a chat goes on without memory (degraded) and the memory API answers 429",

@@ -1,6 +1,21 @@
 """Hardening (issue 12): each attack of the issue as a regression test, through real HTTP on a
-running proxy (memory injection: test_injection.py and test_quarantine.py): what an attacker saw,
-and what they see now."""
+running proxy: what an attacker saw, and what they see now. ``make test`` runs them (and
+``.ci/run``), the half-sent flood with ``make test-slow``. Where each attack is tested:
+
+1. memory poisoning: tests/test_injection.py (escaping, least privilege) and
+   tests/test_quarantine.py (quarantine, no promotion, answers that restate memories)
+2. deletion leaving text behind: ``test_forgetting_a_user...``, ``test_purging_one_memory...``,
+   ``test_purging_by_source...``
+3. zip bombs: ``test_zip_bombs_are_refused_before_they_inflate``
+4. slow clients: ``test_slow_headers_and_bodies_are_cut_off``, ``test_a_flood_of_half_sent...`` (slow)
+5. unbounded lexical queries, abandoned lookups, one key starving others:
+   ``test_a_huge_chat_message...``, ``test_a_read_past_its_deadline...``,
+   ``test_an_abandoned_lookup...``, ``test_a_keys_memory_work...``, ``test_a_key_at_its_memory_bound...``
+6. imports neither atomic nor polite: ``test_index_writes_larger_than_chromas_batch_limit...``
+7. upstream errors leaking: ``test_a_backend_401...``, ``test_an_unreachable_backend...``,
+   ``test_upstream_free_text_codes_are_dropped``
+8. ``max_messages`` not enforced: ``test_max_messages_is_enforced``
+"""
 
 from __future__ import annotations
 
