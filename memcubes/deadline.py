@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import Context, ContextVar, copy_context
 
 from memcubes.errors import DeadlineExceeded
 
@@ -35,6 +35,14 @@ def within(seconds: float) -> Iterator[None]:
         yield
     finally:
         _DEADLINE.reset(token)
+
+
+def detached() -> Context:
+    """A copy of the current context without a deadline, to start background work a request
+    sets off but does not own (loading a space's vectors, which later requests share)."""
+    context = copy_context()
+    context.run(_DEADLINE.set, None)
+    return context
 
 
 def current() -> float | None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from memcubes import deadline
 from memcubes.embedder import Vectors
 from memcubes.vectors import WHOLE, VectorEntry, VectorIndex
 
@@ -186,7 +187,8 @@ class HotVectors:
             self._spaces.move_to_end(space)
             return vectors
         if space not in self._loading and self._budget > 0:
-            task = asyncio.get_running_loop().create_task(self.load(space))
+            # shared by the requests to come: not cut short at the deadline of the one that started it
+            task = asyncio.get_running_loop().create_task(self.load(space), context=deadline.detached())
             self._loading[space] = task
             task.add_done_callback(lambda _: self._loading.pop(space, None))
         return vectors
