@@ -161,10 +161,10 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None, span_expo
     app = FastAPI(title="memproxy", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
-    limits = settings.general_settings
-    slots = MemorySlots(per_key=limits.memory_concurrency_per_key, queue_seconds=limits.memory_queue_ms / 1000)
+    slots = MemorySlots.of(settings.general_settings)
     app.state.memory_slots = slots  # shared by chat and the memory API (proxy.memory_slots.memory_work)
     install_error_handlers(app)
+    limits = settings.general_settings
     app.add_middleware(
         BodySizeLimit,
         max_bytes=int(limits.max_request_size_mb * 1024 * 1024),

@@ -8,8 +8,9 @@ beyond them waits up to ``memory_queue_ms`` for one, and then:
     chat (any surface)   ─▶ answered without memory, ``x-memory-status: degraded``
                             (``memproxy_retrieval_total{outcome="busy"}``): memory trouble
                             never breaks a chat
-    /v1/memories, /v1/spaces, bundles ─▶ 429 ``rate_limit_error`` / ``memory_concurrency_exceeded``
-                            with ``retry-after``
+    /v1/memories, /v1/spaces, bundles, /mcp
+                         ─▶ 429 ``rate_limit_error`` / ``memory_concurrency_exceeded`` with
+                            ``retry-after`` (an MCP call: its HTTP request)
 
 The master key, and a server without one, is the operator: not bounded. Waiting is per key, so a
 key's flood queues behind its own slots only, never in front of another key's work.
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from proxy.auth import CurrentPrincipal
+from proxy.config import GeneralSettings
 from proxy.errors import MemoryBusy
 
 
@@ -41,6 +43,10 @@ class MemorySlots:
         self.per_key = per_key
         self.queue_seconds = queue_seconds
         self._keys: dict[str, _Slots] = {}
+
+    @classmethod
+    def of(cls, limits: GeneralSettings) -> MemorySlots:
+        return cls(per_key=limits.memory_concurrency_per_key, queue_seconds=limits.memory_queue_ms / 1000)
 
     @asynccontextmanager
     async def hold(self, key_id: str | None) -> AsyncIterator[None]:

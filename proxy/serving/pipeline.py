@@ -97,10 +97,7 @@ class MemoryPipeline:
         self.router = router
         self._memory = memory
         self._settings = settings
-        limits = settings.general_settings
-        self._slots = slots or MemorySlots(
-            per_key=limits.memory_concurrency_per_key, queue_seconds=limits.memory_queue_ms / 1000
-        )
+        self._slots = slots or MemorySlots.of(settings.general_settings)
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing()
         self._background: set[asyncio.Task[None]] = set()
