@@ -38,12 +38,18 @@ def _valid_unicode(value: str) -> str:
 
 def _iso_time(value: Any) -> Any:
     """Times are ISO 8601 strings, as the schema says (pydantic would also take epoch seconds,
-    given as a number or, in a query string, as digits)."""
-    if not isinstance(value, str | datetime) or (
-        isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
-    ):
+    given as a number or, in a query string, as any number Python reads: ``5.17e-57``)."""
+    if not isinstance(value, str | datetime) or (isinstance(value, str) and _number(value)):
         raise ValueError("must be an ISO 8601 time, e.g. 2024-05-08T10:00:00Z")
     return value
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _utc(value: datetime) -> datetime:
