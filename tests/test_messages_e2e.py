@@ -15,6 +15,7 @@ import anthropic
 import httpx
 import pytest
 
+from memcubes import layout
 from memcubes.retrieval import RetrievedItem
 from memcubes.scheduler import InjectionPlan
 from proxy.dev.scripted_anthropic import build_scripted_anthropic
@@ -113,13 +114,11 @@ def test_anthropic_wire_create_with_tools_and_image_is_relayed_with_memory(proxy
     assert sent["headers"]["anthropic-version"] == raw.http_request.headers["anthropic-version"]
     body = sent["body"]
     assert body["model"] == "claude-test" and body["tools"] == [WEATHER] and body["tool_choice"] == {"type": "auto"}
-    assert body["system"][0] == {"type": "text", "text": "You are helpful."}
+    assert body["system"] == [{"type": "text", "text": "You are helpful."}]  # memory is not in the system prompt
     last = body["messages"][-1]["content"]
     assert last[-2]["type"] == "image" and last[-2]["source"]["data"] == PIXEL
     assert last[-1] == {"type": "text", "text": "What is the weather where I live?"}
-    assert "Lisbon" in json.dumps(body["system"][1:]) + json.dumps(last[:-2])
-    stable = [block for block in body["system"][1:] if "<memories>" in block["text"]]
-    assert all(block.get("cache_control") == {"type": "ephemeral"} for block in stable)
+    assert "Lisbon" in json.dumps(body["messages"][:-1]) + json.dumps(last[:-2])
 
 
 def test_anthropic_wire_stream_is_relayed_and_remembered(proxy: Proxy, upstream: Upstream) -> None:
@@ -307,8 +306,10 @@ def _item(text: str) -> RetrievedItem:
 
 
 def test_layout_in_anthropic_shape() -> None:
-    """The stable block joins the system blocks with a cache mark while the request has room
-    for one (Anthropic allows four); the volatile block follows the last turn's tool results."""
+    """By default the stable block is a user turn and the acknowledgement ahead of the
+    application's messages, the acknowledgement's block marked for caching while the request has
+    room for a mark (Anthropic allows four); ``memory_role: system`` appends it to the system
+    blocks instead. The volatile block follows the last turn's tool results."""
     cached = {"type": "ephemeral"}
     body: dict[str, Any] = {
         "system": "Be brief.",
@@ -318,10 +319,46 @@ def test_layout_in_anthropic_shape() -> None:
     }
     plan = InjectionPlan(stable=[_item("Lives in Lisbon")], volatile=[_item("Has a dog")])
     sent = inject(body, plan)
-    assert sent["system"][0] == {"type": "text", "text": "Be brief."}
-    assert "Lives in Lisbon" in sent["system"][1]["text"] and sent["system"][1]["cache_control"] == cached
-    content = sent["messages"][0]["content"]
+    assert sent["system"] == "Be brief."
+    memory, ack, turn = sent["messages"]
+    assert memory["role"] == "user" and "Lives in Lisbon" in memory["content"][0]["text"]
+    assert "cache_control" not in memory["content"][0] and ack["content"][-1]["cache_control"] == cached
+    assert ack["role"] == "assistant" and ack["content"][0]["text"] == layout.ACKNOWLEDGEMENT
+    content = turn["content"]
     assert content[0]["type"] == "tool_result" and "Has a dog" in content[1]["text"]
-    assert body["system"] == "Be brief." and len(body["messages"][0]["content"]) == 1  # the client's body is untouched
+    assert body["system"] == "Be brief." and len(body["messages"]) == 1  # the client's body is untouched
+    assert len(body["messages"][0]["content"]) == 1
     full = {**body, "tools": [{"name": f"t{i}", "cache_control": cached} for i in range(4)]}
-    assert "cache_control" not in inject(full, plan)["system"][1]
+    assert "cache_control" not in json.dumps(inject(full, plan)["messages"])
+    # a conversation that opens with an assistant turn needs no acknowledgement to alternate
+    greeting = {**body, "messages": [{"role": "assistant", "content": "Hi!"}, *body["messages"]]}
+    roles = [m["role"] for m in inject(greeting, plan)["messages"]]
+    assert roles == ["user", "assistant", "user"]
+    assert inject(greeting, plan)["messages"][0]["content"][-1]["cache_control"] == cached
+    system = inject(body, plan, role="system")
+    assert system["system"][0] == {"type": "text", "text": "Be brief."}
+    assert "Lives in Lisbon" in system["system"][1]["text"] and system["system"][1]["cache_control"] == cached
+    assert len(system["messages"]) == 1
+
+
+def test_anthropic_wire_stable_prefix_is_a_user_turn_identical_across_turns(proxy: Proxy, upstream: Upstream) -> None:
+    """Issue 12's least privilege on /v1/messages: the forwarded ``system`` is the application's
+    alone, roles alternate, and everything up to the cache mark is byte-identical turn after turn."""
+    with proxy.http() as http:
+        added = http.post("/v1/memories", json={"user": "erin", "facts": ["Erin is allergic to bees."], "sync": True})
+        assert http.patch(f"/v1/memories/{added.json()['results'][0]['id']}", json={"pinned": True}).status_code == 200
+    history: list[dict[str, Any]] = []
+    prefixes = set()
+    for question in ("What should I avoid outdoors?", "Where do I live?", "Any plans for the weekend?"):
+        history.append({"role": "user", "content": question})
+        answer = client(proxy).messages.create(
+            model="claude", max_tokens=64, system="Be brief.", messages=history, metadata={"user_id": "erin"}
+        )
+        sent = upstream.last()["body"]
+        assert sent["system"] == "Be brief."
+        roles = [m["role"] for m in sent["messages"]]
+        assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"]
+        assert "bees" in json.dumps(sent["messages"][0]) and sent["messages"][1]["content"][-1]["cache_control"]
+        prefixes.add(json.dumps({"system": sent["system"], "prefix": sent["messages"][:2]}))
+        history.append({"role": "assistant", "content": answer.content[0].text})  # type: ignore[union-attr]
+    assert len(prefixes) == 1

@@ -1,10 +1,14 @@
 """Anthropic's Messages API on the shared serving path (``proxy/serving/pipeline.py``).
 
-Memory goes in with chat's layout, written in Anthropic's shape: the stable block is a system
-block after the application's own, marked ``cache_control`` (so Anthropic caches the prompt up to
-its end; left unmarked when the request already uses Anthropic's limit of four breakpoints), and
-the volatile block opens the last user turn (after its ``tool_result`` blocks, which Anthropic
-requires to come first). Deployments that speak Anthropic's wire get the body and the client's
+Memory goes in with chat's layout, written in Anthropic's shape. By default
+(``scheduler.memory_role: user``) the stable block is a user turn ahead of the application's
+messages, followed by the fixed assistant acknowledgement, so ``system`` is the application's alone
+and roles still alternate (issue 12's least privilege: memories are what users said); the last
+block of those turns is marked ``cache_control``, so Anthropic caches everything up to the end of
+the stable part (left unmarked when the request already uses Anthropic's limit of four
+breakpoints). ``memory_role: system`` appends the block to the system blocks instead. The volatile
+block opens the last user turn (after its ``tool_result`` blocks, which Anthropic requires to come
+first). Deployments that speak Anthropic's wire get the body and the client's
 ``anthropic-version``/``anthropic-beta`` headers as they are and answer byte for byte; any other
 model is reached through ``proxy.bridge.messages``.
 
@@ -77,16 +81,17 @@ def _cache_marks(body: dict[str, Any]) -> int:
     return sum(1 for block in blocks if isinstance(block, dict) and "cache_control" in block)
 
 
-def inject(body: dict[str, Any], plan: InjectionPlan) -> dict[str, Any]:
+def inject(body: dict[str, Any], plan: InjectionPlan, *, role: layout.MemoryRole = "user") -> dict[str, Any]:
     """A copy of ``body`` with the plan's blocks in place (the client's body is untouched)."""
     body = dict(body)
     if plan.stable:
-        system = body.get("system")
-        blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
         hint = _cache_marks(body) < _CACHE_BREAKPOINTS
-        stable = layout.stable_block_message(plan.stable, cache_hint=hint)["content"]
-        blocks += stable if isinstance(stable, list) else [{"type": "text", "text": stable}]
-        body["system"] = blocks
+        if role == "system":
+            system = body.get("system")
+            blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
+            body["system"] = [*blocks, *_blocks(layout.stable_block_message(plan.stable)["content"], cache=hint)]
+        else:
+            body["messages"] = [*stable_turns(plan, next_role=_first_role(body), cache=hint), *body["messages"]]
     target = layout.last_user_index(body["messages"])
     if plan.volatile and target is not None:
         block = layout.render_block([item.text for item in plan.volatile], heading=layout.VOLATILE_HEADING)
@@ -105,6 +110,34 @@ def inject(body: dict[str, Any], plan: InjectionPlan) -> dict[str, Any]:
     return body
 
 
+def stable_turns(plan: InjectionPlan, *, next_role: str | None, cache: bool) -> list[dict[str, Any]]:
+    """Chat's stable turns (``layout.stable_messages``: the block as a user turn, then the fixed
+    acknowledgement unless the conversation goes on with an assistant turn) in Anthropic's shape,
+    ahead of the application's messages. ``cache`` marks the last block of the last of them, so
+    Anthropic caches the system prompt, the tools and the whole stable part: they are the same
+    bytes on every turn until the block changes."""
+    turns = layout.stable_messages(plan.stable, role="user", next_role=next_role)
+    return [
+        {"role": turn["role"], "content": _blocks(turn["content"], cache=cache and index == len(turns) - 1)}
+        for index, turn in enumerate(turns)
+    ]
+
+
+def _blocks(content: str | list[dict[str, Any]], *, cache: bool) -> list[dict[str, Any]]:
+    """Text content as Anthropic blocks, the last one marked ``cache_control`` when ``cache``."""
+    blocks: list[dict[str, Any]] = (
+        [{"type": "text", "text": content}] if isinstance(content, str) else [dict(b) for b in content]
+    )
+    if cache:
+        blocks[-1]["cache_control"] = {"type": "ephemeral"}
+    return blocks
+
+
+def _first_role(body: dict[str, Any]) -> str | None:
+    messages = body["messages"]
+    return str(messages[0].get("role")) if messages else None
+
+
 class MessagesService:
     def __init__(self, pipeline: MemoryPipeline) -> None:
         self._pipeline = pipeline
@@ -113,10 +146,13 @@ class MessagesService:
         scope = self._pipeline.scope(headers, request.owner(), caller, model=request.model)
         body = request.forward_body()
         prepared = await self._pipeline.prepare(scope, request.model, memory_view(body), id_prefix="msg")
+        role = self._pipeline.memory_role
         if prepared.plan.items:
-            body = inject(body, prepared.plan)
-        # Translated, the system text and the stable block are one leading chat message.
-        prepared.ctx.prefix_messages = 1 if body.get("system") else 0
+            body = inject(body, prepared.plan, role=role)
+        # Translated, the system text (with the stable block under memory_role: system) is one
+        # leading chat message; the stable turns follow it.
+        stable = len(prepared.stable_layout) if role == "user" else 0
+        prepared.ctx.prefix_messages = (1 if body.get("system") else 0) + stable
         upstream = forwarded_headers(headers)
         if request.stream:
             opened = await self._pipeline.open_stream(prepared, lambda b: self._stream(b, body, prepared, upstream))

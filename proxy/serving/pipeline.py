@@ -102,6 +102,11 @@ class MemoryPipeline:
         self.tracing = tracing or Tracing()
         self._background: set[asyncio.Task[None]] = set()
 
+    @property
+    def memory_role(self) -> layout.MemoryRole:
+        """Where the stable block goes: a user turn (the default, least privilege) or the system prompt."""
+        return self._settings.memory.scheduler.memory_role
+
     @staticmethod
     def scope(headers: Headers, owner: str | None, caller: Principal, *, model: str) -> Scope:
         """Whose memory, as the caller's key allows (403 for a model or user it may not use)."""
@@ -131,7 +136,7 @@ class MemoryPipeline:
         plan = dataclasses.replace(plan, stable=_marked(plan.stable, scope), volatile=_marked(plan.volatile, scope))
         stable_layout = layout.stable_messages(
             plan.stable,
-            role=self._settings.memory.scheduler.memory_role,
+            role=self.memory_role,
             cache_hint=backend.provider == "anthropic",
             next_role=layout.next_role(view),
         )
