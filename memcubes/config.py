@@ -195,6 +195,15 @@ class WritebackSettings(_Strict):
     )
 
 
+class ResponseStoreSettings(_Strict):
+    """What the Responses API keeps for ``previous_response_id`` and ``GET /v1/responses/{id}``
+    (in the data dir's SQLite file, per API key; ``store: false`` responses are never kept)."""
+
+    max_age_hours: float = Field(720.0, gt=0, description="a stored response is forgotten after this (OpenAI: 30 days)")
+    max_per_key: int = Field(10_000, ge=1, description="responses kept per API key, newest first")
+    max_mb: float = Field(256.0, gt=0, description="all stored responses together; the oldest go first")
+
+
 class MemorySettings(_Strict):
     data_dir: Path = Path("./data")
     fail_closed: bool = Field(False, description="refuse chat (503) instead of answering without memory")
@@ -204,3 +213,4 @@ class MemorySettings(_Strict):
     vector_index: VectorIndexSettings = Field(default_factory=VectorIndexSettings)
     writeback: WritebackSettings = Field(default_factory=WritebackSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    responses: ResponseStoreSettings = Field(default_factory=ResponseStoreSettings)

@@ -100,11 +100,11 @@ def last_user_index(messages: Sequence[dict[str, Any]]) -> int | None:
     return None
 
 
-def _prepend(message: dict[str, Any], block: str) -> dict[str, Any]:
+def _prepend(message: dict[str, Any], block: str, *, text_part: str = "text") -> dict[str, Any]:
     updated = copy.copy(message)
     content = message.get("content")
     if isinstance(content, list):
-        updated["content"] = [{"type": "text", "text": block}, *content]
+        updated["content"] = [{"type": text_part, "text": block}, *content]
     else:
         updated["content"] = f"{block}\n\n{content or ''}"
     return updated
@@ -159,18 +159,19 @@ def inject(
     stable: Sequence[RetrievedItem] = (),
     volatile: Sequence[RetrievedItem] = (),
     stable_layout: Sequence[dict[str, Any]] | None = None,
+    text_part: str = "text",
 ) -> list[dict[str, Any]]:
     """A new message list with the blocks in place; the input list and its messages are untouched.
 
     ``stable_layout`` is the shaped stable block (``stable_messages``); by default a plain
-    system message."""
+    system message. ``text_part`` is the type of the text part the volatile block becomes in
+    multimodal content (``input_text`` in the Responses API's input items)."""
     result = list(messages)
     if volatile:
         target = last_user_index(result)
         if target is not None:
-            result[target] = _prepend(
-                result[target], render_block([item.text for item in volatile], heading=VOLATILE_HEADING)
-            )
+            block = render_block([item.text for item in volatile], heading=VOLATILE_HEADING)
+            result[target] = _prepend(result[target], block, text_part=text_part)
     if stable:
         at = stable_insert_index(result)
         result[at:at] = stable_layout if stable_layout is not None else [stable_block_message(stable)]

@@ -27,6 +27,7 @@ from memcubes.keystore import KeyStore
 from memcubes.lifecycle import Lifecycle, fact_slot
 from memcubes.names import space_name
 from memcubes.reader import LLMComplete, build_readers, episode_reader
+from memcubes.response_store import ResponseStore
 from memcubes.retrieval import Explanation, RetrievedItem, Retriever
 from memcubes.scheduler import InjectionPlan, MemScheduler
 from memcubes.spill import JournalSpill
@@ -82,6 +83,7 @@ class MemoryOS:
         self.settings = settings
         self.store = store
         self.keys = KeyStore(store)
+        self.responses = ResponseStore(store, settings.responses)
         self.embedder = embedder
         self.index = index
         self._owns_embedder = owns_embedder
@@ -144,6 +146,7 @@ class MemoryOS:
             index = await asyncio.to_thread(build_index, settings.vector_index, data_dir)
         await asyncio.to_thread(_check_embedder, store, embedder.name)
         await asyncio.to_thread(KeyStore.create_tables, store)
+        await asyncio.to_thread(ResponseStore.create_tables, store)
         await asyncio.to_thread(languages.warm_up)  # the language identifier loads in 0.6 s
         return cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
 
@@ -359,6 +362,8 @@ class MemoryOS:
         cube = await self.get(cube_id, visible=visible)
         purged = await asyncio.to_thread(self.store.purge, cube.id, by_source=by_source)
         await asyncio.to_thread(self.writeback.forget, cube.space, containing=purged.words)
+        if await asyncio.to_thread(self.responses.forget_space, cube.space, containing=purged.words):
+            await asyncio.to_thread(self.store.truncate_wal)  # the stored responses holding its words
         # Memories found by source are not at hand: the whole space counts as changed then.
         self._changed(cube.space, [cube] if purged.ids == [cube.id] else None)
         await self.index_sync.drain(urgent=True)
@@ -417,7 +422,9 @@ class MemoryOS:
         return count
 
     async def delete_space(self, space: str) -> int:
-        """Forget everything of one space, in SQLite and in the vector index; nothing else."""
+        """Forget everything of one space, in SQLite (stored responses included) and in the
+        vector index; nothing else."""
+        await asyncio.to_thread(self.responses.forget_space, space)  # the store then truncates the WAL
         count = await asyncio.to_thread(self.store.delete_space, space)
         await asyncio.to_thread(self.writeback.forget, space)
         self._changed(space)

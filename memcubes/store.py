@@ -760,6 +760,10 @@ class Store:
         self._truncate_wal()
         return count
 
+    def truncate_wal(self) -> None:
+        """For the modules owning tables here: after deleting what must leave no copy."""
+        self._truncate_wal()
+
     def _truncate_wal(self) -> None:
         """Copy the WAL into the database (whose freed pages ``secure_delete`` zeroed) and empty
         it: deleted rows otherwise survive as old page images in the WAL. Holds the writer lock,

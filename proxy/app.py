@@ -50,7 +50,6 @@ from proxy.serving.chat import ChatService
 from proxy.serving.memories import MemoryService
 from proxy.serving.messages import MessagesService
 from proxy.serving.pipeline import MemoryPipeline
-from proxy.serving.response_store import ResponseStore
 from proxy.serving.responses import ResponsesService
 from proxy.serving.spaces import SpaceService
 from proxy.tracing import build_tracing
@@ -138,7 +137,7 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None, span_expo
         )
         app.state.chat = ChatService(pipeline)
         app.state.messages = MessagesService(pipeline)
-        app.state.responses = ResponsesService(pipeline, ResponseStore())
+        app.state.responses = ResponsesService(pipeline, memory.responses if memory is not None else None)
         app.state.memories = MemoryService(memory=memory, settings=settings)
         app.state.spaces = SpaceService(memories=app.state.memories)
         sampler = asyncio.create_task(_sample_forever(metrics, memory)) if memory is not None else None

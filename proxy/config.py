@@ -66,6 +66,9 @@ class LocalModelSettings(_Strict):
     kv_cache_mb: int = Field(1024, ge=0, description="RAM for activation caches; the rest spills to disk")
 
 
+WIRE_PROVIDERS = frozenset({"openai", "hosted_vllm"})  # relayed over OpenAI's wire by default (forward: auto)
+
+
 class ModelEntry(_Strict):
     model_name: str
     litellm_params: LiteLLMParams | None = None
@@ -76,12 +79,31 @@ class ModelEntry(_Strict):
         description="auto: OpenAI-wire providers (openai/, hosted_vllm/) are relayed byte for byte "
         "over HTTP, every other provider goes through litellm",
     )
+    responses_api: Literal["auto", "native", "bridge"] = Field(
+        "auto",
+        description="how POST /v1/responses reaches this deployment: native relays it to the upstream's own "
+        "/v1/responses (OpenAI-wire deployments only); bridge translates it to chat completions; auto is native "
+        "for OpenAI's own API (no api_base) and bridge for every other upstream",
+    )
 
     @model_validator(mode="after")
     def _one_backend(self) -> ModelEntry:
         if (self.litellm_params is None) == (self.local is None):
             raise ValueError("give exactly one of litellm_params or local")
+        if self.responses_api == "native" and not self.openai_wire:
+            raise ValueError(
+                "responses_api: native needs a deployment relayed over OpenAI's wire "
+                f"(litellm_params.model {'/'.join(sorted(WIRE_PROVIDERS))}/..., or forward: passthrough)"
+            )
         return self
+
+    @property
+    def openai_wire(self) -> bool:
+        """Relayed over HTTP in OpenAI's wire format (rather than through litellm or in-process)."""
+        if self.litellm_params is None:
+            return False
+        provider = self.litellm_params.model.partition("/")[0]
+        return self.forward == "passthrough" or (self.forward == "auto" and provider in WIRE_PROVIDERS)
 
 
 class GeneralSettings(_Strict):

@@ -421,9 +421,21 @@ def _chat(http: httpx.Client, user: str, history: list[dict[str, Any]], text: st
     history.append({"role": "assistant", "content": answer or "ok"})
 
 
+def _respond(http: httpx.Client, user: str, text: str, *, stream: bool = False, previous: str | None = None) -> str:
+    """A Responses exchange, kept for ``previous_response_id`` (stored texts must go with the user)."""
+    body = {"model": "fake", "user": user, "input": text, "stream": stream, "previous_response_id": previous}
+    response = http.post("/v1/responses", json={k: v for k, v in body.items() if v is not None})
+    assert response.status_code == 200
+    if stream:
+        completed = [line for line in response.text.splitlines() if '"response.completed"' in line]
+        return str(json.loads(completed[-1].removeprefix("data: "))["response"]["id"])
+    return str(response.json()["id"])
+
+
 def test_forgetting_a_user_leaves_no_copy_of_their_words_in_any_file(proxy: Proxy) -> None:
     """Attack 2: after purging every memory and DELETE /v1/spaces/user:carol, the marker was still
-    in the journal (both exchanges verbatim), the FTS5 segments and the WAL."""
+    in the journal (both exchanges verbatim), the FTS5 segments and the WAL. Stored Responses
+    (a ``previous_response_id`` chain, streamed and not) go with the rest."""
     marker, data_dir = "Zq7CarolMarker", proxy.settings.memory.data_dir
     with proxy.http() as http:
         history: list[dict[str, Any]] = []
@@ -435,12 +447,18 @@ def test_forgetting_a_user_leaves_no_copy_of_their_words_in_any_file(proxy: Prox
         mem0 = [{"id": "c1", "memory": f"Carol's pin is {marker}5", "hash": "h"}]
         params = {"space": "user:carol", "format": "mem0"}
         assert http.post("/v1/spaces/import", params=params, content=json.dumps(mem0)).status_code == 200
+        first = _respond(http, "carol", f"My passport number is {marker}6.")
+        chained = _respond(http, "carol", f"My boat is the {marker}7.", stream=True, previous=first)
         _chat(http, "dave", [], "My locker code is 4321.")  # another user: untouched
+        kept = _respond(http, "dave", "My car is green.")
         proxy.wait_writeback()
         assert _copies(data_dir, marker)  # the check can see it
+        assert http.get(f"/v1/responses/{chained}").status_code == 200
         assert http.delete("/v1/spaces/user:carol").json()["deleted"] >= 5
         assert _copies(data_dir, marker) == {}
+        assert http.get(f"/v1/responses/{chained}").status_code == 404
         assert http.get("/v1/memories", params={"user": "dave"}).json()["data"]
+        assert http.get(f"/v1/responses/{kept}").status_code == 200
 
 
 def test_purging_one_memory_leaves_no_copy_and_the_others_stay(proxy: Proxy) -> None:
@@ -449,6 +467,8 @@ def test_purging_one_memory_leaves_no_copy_and_the_others_stay(proxy: Proxy) -> 
         history: list[dict[str, Any]] = []
         _chat(http, "dan", history, f"My wifi password is {marker}.")
         _chat(http, "dan", history, "I live in Porto.")  # resends the marker's turn in its history
+        quoted = _respond(http, "dan", f"Remember: My wifi password is {marker}.")  # its stored text holds it
+        unrelated = _respond(http, "erin", "I like tea.")  # (dan's own would quote the memories it was shown)
         http.post("/v1/memories", json={"user": "dan", "facts": ["Dan's gym is Iron Temple"], "sync": True})
         proxy.wait_writeback()
         listed = http.get("/v1/memories", params={"user": "dan"}).json()["data"]
@@ -456,6 +476,8 @@ def test_purging_one_memory_leaves_no_copy_and_the_others_stay(proxy: Proxy) -> 
         assert len(_copies(data_dir, marker)) >= 1
         assert http.delete(f"/v1/memories/{secret['id']}", params={"purge": "true"}).status_code == 200
         assert _copies(data_dir, marker) == {}
+        assert http.get(f"/v1/responses/{quoted}").status_code == 404
+        assert http.get(f"/v1/responses/{unrelated}").status_code == 200
         left = {m["content"] for m in http.get("/v1/memories", params={"user": "dan"}).json()["data"]}
         assert left == {m["content"] for m in listed} - {secret["content"]} and len(left) == 2
         found = http.post("/v1/memories/search", json={"user": "dan", "query": "Where does Dan live?"}).json()

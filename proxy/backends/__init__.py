@@ -7,7 +7,7 @@ import aiohttp
 from proxy.backends.anthropic_wire import AnthropicWire
 from proxy.backends.base import Backend, BackendResponse, ForwardContext, StreamChunk
 from proxy.backends.litellm_backend import LiteLLMBackend
-from proxy.backends.openai_wire import WIRE_PROVIDERS, OpenAIWireBackend
+from proxy.backends.openai_wire import OpenAIWireBackend
 from proxy.backends.router import ModelRouter
 from proxy.config import ModelEntry, Settings
 
@@ -29,9 +29,8 @@ def build_backend(entry: ModelEntry, settings: Settings, client: aiohttp.ClientS
         return LocalHFBackend(entry, data_dir=settings.memory.data_dir)
     assert entry.litellm_params is not None
     provider = entry.litellm_params.model.partition("/")[0]
-    wire = entry.forward == "passthrough" or (entry.forward == "auto" and provider in WIRE_PROVIDERS)
     backend: Backend
-    if wire:
+    if entry.openai_wire:
         backend = OpenAIWireBackend(entry, client=client, router=settings.router_settings)
     else:
         backend = LiteLLMBackend(entry, router=settings.router_settings, module_settings=settings.litellm_settings)

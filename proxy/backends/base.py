@@ -16,6 +16,7 @@ from proxy.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from proxy.backends.anthropic_wire import AnthropicWire
+    from proxy.backends.responses_wire import ResponsesWire
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Backend(ABC):
     prompt_cache_key: bool = False
     # A deployment that speaks Anthropic's Messages API natively: /v1/messages relays to it.
     anthropic: AnthropicWire | None = None
+    # A deployment that serves OpenAI's Responses API natively: /v1/responses relays to it.
+    responses: ResponsesWire | None = None
 
     def __init__(self, model_name: str) -> None:
         self.model_name = model_name

@@ -14,12 +14,12 @@ from typing import Any
 import aiohttp
 
 from proxy.backends.base import Backend, BackendResponse, ForwardContext, StreamChunk, chunk_finished
+from proxy.backends.responses_wire import ResponsesWire
 from proxy.backends.wire import WireClient
-from proxy.config import ModelEntry, RouterSettings
+from proxy.config import WIRE_PROVIDERS, ModelEntry, RouterSettings
 from proxy.errors import BackendError, BackendUnreachable
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
-WIRE_PROVIDERS = frozenset({"openai", "hosted_vllm"})
 _MISSING_KEY = "set its litellm_params.api_key (the default config reads OPENAI_API_KEY)."
 
 
@@ -32,7 +32,8 @@ class OpenAIWireBackend(Backend):
         # forward: passthrough can front another family's OpenAI-compatible endpoint (Anthropic
         # offers one): the layout still uses that family's caching hints.
         self.provider = provider if upstream else "openai"
-        self.prompt_cache_key = params.api_base is None or params.api_base.rstrip("/") == OPENAI_API_BASE
+        official = params.api_base is None or params.api_base.rstrip("/") == OPENAI_API_BASE
+        self.prompt_cache_key = official
         headers = {"content-type": "application/json", **(params.extra_headers or {})}
         if params.api_key:
             headers["authorization"] = f"Bearer {params.api_key}"
@@ -47,6 +48,9 @@ class OpenAIWireBackend(Backend):
             upstream_model=upstream if provider in WIRE_PROVIDERS and upstream else params.model,
             missing_key=_MISSING_KEY if params.api_base is None and not params.api_key else None,
         )
+        # OpenAI serves /v1/responses; other OpenAI-compatible servers may not, or only in part.
+        if entry.responses_api == "native" or (entry.responses_api == "auto" and official):
+            self.responses = ResponsesWire(self._wire, entry.model_name)
 
     async def complete(self, body: dict[str, Any], ctx: ForwardContext) -> BackendResponse:
         return await self._wire.post_json("/chat/completions", self._wire.encode(body))

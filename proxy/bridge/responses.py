@@ -113,16 +113,6 @@ class Answer:
         items += [function_item(call) for _, call in sorted(self.calls.items())]
         return items
 
-    def messages(self) -> list[dict[str, Any]]:
-        """The answer as chat messages, for the next turn of a chain."""
-        message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
-        if self.calls:
-            message["tool_calls"] = [
-                {"id": c["call_id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-                for _, c in sorted(self.calls.items())
-            ]
-        return [message]
-
 
 def message_item(message_id: str, text: str, *, status: str = "completed") -> dict[str, Any]:
     content = [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else []

@@ -22,6 +22,7 @@ Scripted steps (``POST /_script`` with a JSON list, consumed one per chat reques
 a step's ``usage`` merged into Anthropic's usage (``cache_read_input_tokens``); the full
 Anthropic-wire stand-in, streams and count_tokens included, is ``scripted_anthropic``.
 ``POST /v1/embeddings`` answers three numbers per input (a relay check, not a model).
+``POST /v1/responses`` speaks OpenAI's Responses API with the same steps (``scripted_responses``).
 """
 
 from __future__ import annotations
@@ -232,6 +233,11 @@ def build_scripted_backend(script: BackendScript | None = None) -> Starlette:
         step = state.steps.pop(0) if state.steps else {}
         return JSONResponse(_anthropic_message(body, step, f"msg_scripted_{next(counter)}"))
 
+    async def responses(request: Request) -> Response:
+        from proxy.dev.scripted_responses import responses  # it builds on this module's replies
+
+        return await responses(request, state, next(counter))
+
     async def embeddings(request: Request) -> Response:
         """Three numbers per input, from its length: enough to check a relay."""
         body = await request.json()
@@ -265,6 +271,7 @@ def build_scripted_backend(script: BackendScript | None = None) -> Starlette:
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/chat/completions", chat, methods=["POST"]),
             Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/responses", responses, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/_script", push_script, methods=["POST"]),

@@ -35,11 +35,11 @@ async def create_response(body: ResponsesRequest, request: Request, caller: Curr
 
 @router.get("/v1/responses/{response_id}", responses=_ERRORS)
 async def retrieve_response(response_id: str, request: Request) -> dict[str, Any]:
-    found: dict[str, Any] = request.app.state.responses.retrieve(response_id, key=presented_key(request))
+    found: dict[str, Any] = await request.app.state.responses.retrieve(response_id, key=presented_key(request))
     return found
 
 
 @router.delete("/v1/responses/{response_id}", responses=_ERRORS)
 async def delete_response(response_id: str, request: Request) -> dict[str, Any]:
-    deleted: dict[str, Any] = request.app.state.responses.delete(response_id, key=presented_key(request))
+    deleted: dict[str, Any] = await request.app.state.responses.delete(response_id, key=presented_key(request))
     return deleted
