@@ -38,9 +38,19 @@ _SCHEMA = (
         conversation TEXT NOT NULL,
         PRIMARY KEY (key, id)
     )""",
-    "CREATE INDEX IF NOT EXISTS responses_created ON responses (created, size)",
+    "CREATE INDEX IF NOT EXISTS responses_created ON responses (created)",
     "CREATE INDEX IF NOT EXISTS responses_key ON responses (key, created)",
     "CREATE INDEX IF NOT EXISTS responses_space ON responses (space)",
+    # Per-key count and size, kept by triggers whatever deletes a row, so the caps cost a lookup
+    # per write rather than a scan of the table (a scan took 1.2 ms per write at 2,000 rows).
+    "CREATE TABLE IF NOT EXISTS responses_totals (key TEXT PRIMARY KEY, count INTEGER NOT NULL, size INTEGER NOT NULL)",
+    """CREATE TRIGGER IF NOT EXISTS responses_added AFTER INSERT ON responses BEGIN
+        INSERT INTO responses_totals (key, count, size) VALUES (new.key, 1, new.size)
+        ON CONFLICT (key) DO UPDATE SET count = count + 1, size = size + new.size;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS responses_removed AFTER DELETE ON responses BEGIN
+        UPDATE responses_totals SET count = count - 1, size = size - old.size WHERE key = old.key;
+    END""",
 )
 
 
@@ -85,16 +95,20 @@ class ResponseStore:
         digest, now = key_digest(key), time.time()
         with self._store.transaction() as conn:
             conn.execute("DELETE FROM responses WHERE created < ?", (now - self._settings.max_age_hours * 3600,))
+            # not INSERT OR REPLACE: the rows it replaces would not fire the totals' trigger
+            conn.execute("DELETE FROM responses WHERE key = ? AND id = ?", (digest, str(response["id"])))
             conn.execute(
-                "INSERT OR REPLACE INTO responses (key, id, space, created, size, response, conversation)"
+                "INSERT INTO responses (key, id, space, created, size, response, conversation)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (digest, str(response["id"]), space, now, size, response_json, conversation_json),
             )
-            conn.execute(
-                "DELETE FROM responses WHERE key = ? AND rowid NOT IN"
-                " (SELECT rowid FROM responses WHERE key = ? ORDER BY created DESC, rowid DESC LIMIT ?)",
-                (digest, digest, self._settings.max_per_key),
-            )
+            [count] = conn.execute("SELECT count FROM responses_totals WHERE key = ?", (digest,)).fetchone()
+            if count > self._settings.max_per_key:
+                conn.execute(
+                    "DELETE FROM responses WHERE rowid IN"
+                    " (SELECT rowid FROM responses WHERE key = ? ORDER BY created, rowid LIMIT ?)",
+                    (digest, count - self._settings.max_per_key),
+                )
             _trim(conn, budget)
         return True
 
@@ -137,7 +151,7 @@ def _dumps(value: Any) -> str:
 
 def _trim(conn: sqlite3.Connection, budget: int) -> None:
     """Forget the oldest responses until all of them together fit ``budget`` characters."""
-    total = int(conn.execute("SELECT coalesce(sum(size), 0) FROM responses").fetchone()[0])
+    total = int(conn.execute("SELECT coalesce(sum(size), 0) FROM responses_totals").fetchone()[0])
     while total > budget:
         oldest = conn.execute("SELECT rowid, size FROM responses ORDER BY created, rowid LIMIT 64").fetchall()
         for row in oldest:
