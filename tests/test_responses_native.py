@@ -5,7 +5,9 @@ input items with chat's layout, answers come back byte for byte, chains are expa
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,10 @@ def test_stream_relays_the_upstreams_events_and_is_remembered(native: Proxy, bac
     with native.http() as http:
         remembered = json.dumps(http.get("/v1/memories", params={"user": "bob"}).json())
     assert "teal" in remembered
+    with contextlib.closing(sqlite3.connect(native.settings.memory.data_dir / "memproxy.db")) as db:
+        [payload] = db.execute("SELECT payload FROM journal WHERE space = 'user:bob'").fetchone()
+    answer = [turn for turn in json.loads(payload)["turns"] if turn["role"] == "assistant"]
+    assert answer[0]["content"] == text  # the streamed answer is journalled with what the user said
     again = client.responses.create(model="native", input="Which colour do I like?", user="bob", stream=True)
     assert "teal" in "".join(e.delta for e in again if e.type == "response.output_text.delta")
 
