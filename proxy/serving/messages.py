@@ -91,7 +91,7 @@ def inject(body: dict[str, Any], plan: InjectionPlan, *, role: layout.MemoryRole
             blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
             body["system"] = [*blocks, *_blocks(layout.stable_block_message(plan.stable)["content"], cache=hint)]
         else:
-            body["messages"] = [*stable_turns(plan, next_role=_first_role(body), cache=hint), *body["messages"]]
+            body["messages"] = [*_stable_turns(plan, next_role=_first_role(body), cache=hint), *body["messages"]]
     target = layout.last_user_index(body["messages"])
     if plan.volatile and target is not None:
         block = layout.render_block([item.text for item in plan.volatile], heading=layout.VOLATILE_HEADING)
@@ -110,7 +110,7 @@ def inject(body: dict[str, Any], plan: InjectionPlan, *, role: layout.MemoryRole
     return body
 
 
-def stable_turns(plan: InjectionPlan, *, next_role: str | None, cache: bool) -> list[dict[str, Any]]:
+def _stable_turns(plan: InjectionPlan, *, next_role: str | None, cache: bool) -> list[dict[str, Any]]:
     """Chat's stable turns (``layout.stable_messages``: the block as a user turn, then the fixed
     acknowledgement unless the conversation goes on with an assistant turn) in Anthropic's shape,
     ahead of the application's messages. ``cache`` marks the last block of the last of them, so
