@@ -17,7 +17,9 @@ after a warm-up of every target:
   that retrieval is never skipped), and every user turn states a new fact, so every request is
   also journalled, distilled, embedded, reconciled and indexed (write-back);
 - ``messages on``, ``responses on``: memory on through ``/v1/messages`` and ``/v1/responses``
-  (translated to chat for the backend; ``--surfaces`` picks them), in the same space.
+  (translated to chat for the backend; ``--surfaces`` picks them), in the same space;
+  ``responses-native on``: ``/v1/responses`` relayed to the backend's own ``/v1/responses``
+  (``responses_api: native``; each response is also kept in SQLite for ``previous_response_id``).
 
 How to read the table: *n* is the number of successful requests measured (a target gets at most
 ``--max-seconds`` per round, so a slow one has fewer); *p50*/*p99* are whole-response latencies;
@@ -335,7 +337,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=sorted(WIRES),
         default=sorted(WIRES),
-        help="APIs measured with memory on (chat always; messages and responses are translated to chat)",
+        help="APIs measured with memory on (chat always; messages and responses are translated to chat, "
+        "responses-native is relayed to the backend's /v1/responses)",
     )
 
 

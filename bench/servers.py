@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from bench.wires import NATIVE_SUFFIX
+
 ROOT = Path(__file__).resolve().parent.parent
 # Both proxies are configured with this key and every request (direct ones too) presents it:
 # LiteLLM refuses to start without a master key, and memproxy then checks one as well.
@@ -132,7 +134,10 @@ def memproxy(*, backend_url: str, workdir: Path) -> contextlib.AbstractContextMa
         "scheduler": {"stable_max": 0},
     }
     config = {
-        "model_list": [model_entry(backend_url)],
+        "model_list": [
+            model_entry(backend_url),
+            {**model_entry(backend_url), "model_name": MODEL + NATIVE_SUFFIX, "responses_api": "native"},
+        ],
         "general_settings": {"master_key": MASTER_KEY},
         "memory": memory,
         "server": {"host": "127.0.0.1", "port": port, "log_level": "warning"},

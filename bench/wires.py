@@ -1,4 +1,5 @@
-"""The API shapes the load generator speaks: chat completions, Anthropic messages, OpenAI responses.
+"""The API shapes the load generator speaks: chat completions, Anthropic messages, OpenAI responses
+(bridged to chat, and relayed to the backend's own /v1/responses).
 
 Each turns a workload chat body into its own request and says, from the answer, whether it is a
 complete answer, where a stream's first content is, what is an error event and what ends it.
@@ -6,6 +7,7 @@ complete answer, where a stream's first content is, what is an error event and w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,4 +85,8 @@ RESPONSES = Wire(
     is_end=lambda payload: _event(payload).get("type") == "response.completed",
     end_name="response.completed",
 )
-WIRES = {"chat": CHAT, "messages": MESSAGES, "responses": RESPONSES}
+NATIVE_SUFFIX = "-native"  # the model_list entry with responses_api: native (bench.servers)
+RESPONSES_NATIVE = dataclasses.replace(
+    RESPONSES, request=lambda body: {**_responses(body), "model": body["model"] + NATIVE_SUFFIX}
+)
+WIRES = {"chat": CHAT, "messages": MESSAGES, "responses": RESPONSES, "responses-native": RESPONSES_NATIVE}
