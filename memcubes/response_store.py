@@ -84,16 +84,19 @@ class ResponseStore:
         conversation: list[dict[str, Any]],
         *,
         space: str | None,
+        wait: float = 1.0,
     ) -> bool:
         """Keep ``response`` (by its ``id``) and the conversation that led to it; ``False`` when it
-        is too large to keep. Expired rows and what exceeds the caps go in the same transaction."""
+        is too large to keep. Expired rows and what exceeds the caps go in the same transaction.
+        Gives up (``StoreUnavailable``) after ``wait`` seconds on a locked store: an answer is
+        waiting on this."""
         response_json, conversation_json = _dumps(response), _dumps(conversation)
         size = len(response_json) + len(conversation_json)
         budget = int(self._settings.max_mb * 1024 * 1024)
         if size > budget:
             return False
         digest, now = key_digest(key), time.time()
-        with self._store.transaction() as conn:
+        with self._store.transaction(wait=wait) as conn:
             conn.execute("DELETE FROM responses WHERE created < ?", (now - self._settings.max_age_hours * 3600,))
             # not INSERT OR REPLACE: the rows it replaces would not fire the totals' trigger
             conn.execute("DELETE FROM responses WHERE key = ? AND id = ?", (digest, str(response["id"])))

@@ -158,3 +158,22 @@ def test_memory_role_system_and_upstream_errors(
     with pytest.raises(openai.RateLimitError) as limited:
         client.responses.create(model="native", input="hi")
     assert "sk-secret" not in str(limited.value)
+
+
+def test_a_locked_store_costs_the_chain_not_the_answer(native: Proxy, backend: Backend) -> None:
+    """A backup or migration holding SQLite's write lock: the answer still comes (after at most a
+    second's wait), only it cannot be continued; reads of kept responses go on (WAL)."""
+    client = native.openai()
+    kept = client.responses.create(model="native", input="hello", user="pia")
+    blocker = sqlite3.connect(native.settings.memory.data_dir / "memproxy.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        answered = client.responses.create(model="native", input="still there?", user="pia")
+        streamed = list(client.responses.create(model="native", input="and now?", user="pia", stream=True))
+        assert answered.output_text and streamed[-1].type == "response.completed"
+        assert client.responses.retrieve(kept.id).id == kept.id
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(answered.id)

@@ -29,6 +29,7 @@ event reaches the client; the exchange is journalled like chat's.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,6 +47,8 @@ from proxy.responses_protocol import ResponsesRequest, input_items, memory_view,
 from proxy.serving.chat import with_memory
 from proxy.serving.pipeline import MemoryPipeline, Prepared, StreamShape
 from proxy.sse import sse
+
+log = logging.getLogger(__name__)
 
 
 def _encode(chunk: StreamChunk) -> bytes:
@@ -90,9 +93,14 @@ class ResponsesService:
         keep = body.get("store", True)
 
         async def kept(response: dict[str, Any]) -> None:
-            if keep and self._store is not None:
-                conversation = [*items, *(response.get("output") or [])]
+            """Keep the answer for the chain's next link; a store in trouble costs the chain, never the answer."""
+            if not keep or self._store is None:
+                return
+            conversation = [*items, *(response.get("output") or [])]
+            try:
                 await asyncio.to_thread(self._store.put, key, response, conversation, space=scope.space)
+            except Exception as exc:
+                log.warning("could not keep response %s: %r", response.get("id"), exc)
 
         if request.stream:
 
