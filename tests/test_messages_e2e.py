@@ -341,24 +341,35 @@ def test_layout_in_anthropic_shape() -> None:
     assert len(system["messages"]) == 1
 
 
-def test_anthropic_wire_stable_prefix_is_a_user_turn_identical_across_turns(proxy: Proxy, upstream: Upstream) -> None:
-    """Issue 12's least privilege on /v1/messages: the forwarded ``system`` is the application's
-    alone, roles alternate, and everything up to the cache mark is byte-identical turn after turn."""
+def test_the_stable_prefix_is_a_user_turn_identical_across_turns(
+    proxy: Proxy, upstream: Upstream, backend: Backend
+) -> None:
+    """Issue 12's least privilege on /v1/messages: the forwarded system prompt is the
+    application's alone, roles alternate, and everything up to the end of the stable part is
+    byte-identical turn after turn, relayed in Anthropic's wire (up to the cache mark) and
+    translated to chat for an OpenAI-wire model alike."""
     with proxy.http() as http:
         added = http.post("/v1/memories", json={"user": "erin", "facts": ["Erin is allergic to bees."], "sync": True})
         assert http.patch(f"/v1/memories/{added.json()['results'][0]['id']}", json={"pinned": True}).status_code == 200
-    history: list[dict[str, Any]] = []
-    prefixes = set()
-    for question in ("What should I avoid outdoors?", "Where do I live?", "Any plans for the weekend?"):
-        history.append({"role": "user", "content": question})
-        answer = client(proxy).messages.create(
-            model="claude", max_tokens=64, system="Be brief.", messages=history, metadata={"user_id": "erin"}
-        )
-        sent = upstream.last()["body"]
-        assert sent["system"] == "Be brief."
-        roles = [m["role"] for m in sent["messages"]]
-        assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"]
-        assert "bees" in json.dumps(sent["messages"][0]) and sent["messages"][1]["content"][-1]["cache_control"]
-        prefixes.add(json.dumps({"system": sent["system"], "prefix": sent["messages"][:2]}))
-        history.append({"role": "assistant", "content": answer.content[0].text})  # type: ignore[union-attr]
-    assert len(prefixes) == 1
+    for model in ("claude", "fake"):
+        history: list[dict[str, Any]] = []
+        prefixes = set()
+        for question in ("What should I avoid outdoors?", "Where do I live?", "Any plans for the weekend?"):
+            history.append({"role": "user", "content": question})
+            answer = client(proxy).messages.create(
+                model=model, max_tokens=64, system="Be brief.", messages=history, metadata={"user_id": "erin"}
+            )
+            if model == "claude":
+                sent = upstream.last()["body"]
+                system, turns = sent["system"], sent["messages"]
+                assert turns[1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+            else:
+                system, *turns = backend.last_body()["messages"]
+                system = system["content"]
+            assert system == "Be brief."
+            roles = [m["role"] for m in turns]
+            assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"]
+            assert "bees" in json.dumps(turns[0]) and "<memories>" not in json.dumps(turns[2:-1])
+            prefixes.add(json.dumps({"system": system, "prefix": turns[:2]}))
+            history.append({"role": "assistant", "content": answer.content[0].text})  # type: ignore[union-attr]
+        assert len(prefixes) == 1, model
