@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -96,12 +95,7 @@ def build_scripted_anthropic(script: BackendScript | None = None) -> Starlette:
 
     async def messages(request: Request) -> Response:
         body = await request.json()
-        if state.record:
-            state.received.append({"body": body, "headers": dict(request.headers), "path": request.url.path})
-        step = state.steps.pop(0) if state.steps else {}
-        delay = step.get("delay", state.latency)
-        if delay:
-            await asyncio.sleep(delay)
+        step = await state.take(request, body)
         if "status" in step:
             error = {"type": "error", "error": {"type": "scripted_error", "message": step.get("message", "scripted")}}
             return JSONResponse(error, status_code=int(step["status"]))

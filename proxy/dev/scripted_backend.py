@@ -53,6 +53,16 @@ class BackendScript:
     received: list[dict[str, Any]] = field(default_factory=list)
     record: bool = True
 
+    async def take(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        """Record a request and give it the next step, after the step's delay (or the latency)."""
+        if self.record:
+            self.received.append({"body": body, "headers": dict(request.headers), "path": request.url.path})
+        step = self.steps.pop(0) if self.steps else {}
+        delay = step.get("delay", self.latency)
+        if delay:
+            await asyncio.sleep(delay)
+        return step
+
 
 def _message_text(message: dict[str, Any]) -> str:
     content = message.get("content")
@@ -203,12 +213,7 @@ def build_scripted_backend(script: BackendScript | None = None) -> Starlette:
 
     async def chat(request: Request) -> Response:
         body = await request.json()
-        if state.record:
-            state.received.append({"body": body, "headers": dict(request.headers)})
-        step = state.steps.pop(0) if state.steps else {}
-        delay = step.get("delay", state.latency)
-        if delay:
-            await asyncio.sleep(delay)
+        step = await state.take(request, body)
         completion_id = f"chatcmpl-scripted-{next(counter)}"
         if "status" in step:
             error = {

@@ -145,12 +145,7 @@ def _error(status: int, message: str, kind: str, code: str | None, param: str | 
 async def responses(request: Request, state: BackendScript, number: int) -> Response:
     """One ``POST /v1/responses``; ``number`` makes its ids unique."""
     body = await request.json()
-    if state.record:
-        state.received.append({"body": body, "headers": dict(request.headers), "path": request.url.path})
-    step = state.steps.pop(0) if state.steps else {}
-    delay = step.get("delay", state.latency)
-    if delay:
-        await asyncio.sleep(delay)
+    step = await state.take(request, body)
     if "status" in step:
         code = step.get("code", str(step["status"]))
         return _error(
