@@ -24,7 +24,7 @@ from types import ModuleType
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench import activation, cache, languages, overhead, scale
+from bench import activation, cache, imports, languages, overhead, scale
 
 SECTIONS: dict[str, ModuleType] = {
     "overhead": overhead,
@@ -32,6 +32,7 @@ SECTIONS: dict[str, ModuleType] = {
     "activation": activation,
     "cache": cache,
     "languages": languages,
+    "imports": imports,
 }
 
 
