@@ -46,6 +46,7 @@ from memcubes.writeback import MemoryChange, WriteBack
 log = logging.getLogger(__name__)
 
 _MAINTENANCE_SECONDS = 1.0
+_RECOVERY_SECONDS = 60.0  # imports a dead process left are looked for this often
 
 SpaceFilter = Callable[[str], bool]
 """Which spaces a caller may see (by-id operations answer ``CubeNotFound`` for the others)."""
@@ -248,13 +249,22 @@ class MemoryOS:
         task.add_done_callback(self._background.discard)
 
     async def _maintain_forever(self) -> None:
-        """Every second: record heat, and checkpoint the store's WAL off the write path. Returns
-        once ``close()`` asks, after the step under way."""
+        """Every second: record heat, and checkpoint the store's WAL off the write path; every
+        minute, roll back imports another process left half written. Returns once ``close()``
+        asks, after the step under way."""
+        loop = asyncio.get_running_loop()
+        next_recovery = loop.time() + _RECOVERY_SECONDS
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), _MAINTENANCE_SECONDS)
             if self._closing.is_set():
                 return
+            if loop.time() >= next_recovery:
+                next_recovery = loop.time() + _RECOVERY_SECONDS
+                try:
+                    await importing.recover(self.store, self.index_sync)
+                except Exception as exc:
+                    log.warning("could not roll back abandoned imports: %s", exc)
             try:
                 await self._flush_heat()
             except Exception as exc:
