@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import functools
 import json
+import math
 import os
 import tempfile
 import time
@@ -59,20 +60,22 @@ def mem0_export(count: int, *, seed: int = 11) -> bytes:
 
 @dataclass
 class Latencies:
-    sync: list[float] = field(default_factory=list)
-    queued: list[float] = field(default_factory=list)
-    chat: list[float] = field(default_factory=list)
+    """(when it started, on the import's clock; how long it took) of each request, by kind."""
+
+    sync: list[tuple[float, float]] = field(default_factory=list)
+    queued: list[tuple[float, float]] = field(default_factory=list)
+    chat: list[tuple[float, float]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
-async def _timed(call: Callable[[], Awaitable[None]], into: list[float], errors: list[str]) -> None:
+async def _timed(call: Callable[[], Awaitable[None]], into: list[tuple[float, float]], errors: list[str]) -> None:
     started = time.perf_counter()
     try:
         await call()
     except Exception as exc:
         errors.append(f"{type(exc).__name__}: {exc}"[:200])
         return
-    into.append(time.perf_counter() - started)
+    into.append((started, time.perf_counter() - started))
 
 
 async def _others(client: aiohttp.ClientSession, url: str, *, every: float, stop: asyncio.Event) -> Latencies:
@@ -108,14 +111,28 @@ async def _others(client: aiohttp.ClientSession, url: str, *, every: float, stop
     return measured
 
 
+async def _import(client: aiohttp.ClientSession, url: str, data: bytes) -> tuple[int, dict[str, Any], list[float]]:
+    """The import with progress lines: (status, reply, when each progress line came)."""
+    params = {"space": IMPORT_SPACE, "format": "mem0"}
+    headers = {**memory_api.HEADERS, "content-type": "application/json", "accept": "application/x-ndjson"}
+    marks: list[float] = []
+    reply: dict[str, Any] = {}
+    async with client.post(f"{url}/v1/spaces/import", params=params, data=data, headers=headers) as response:
+        async for line in response.content:
+            if line.strip():
+                reply = json.loads(line)
+                marks.append(time.perf_counter())
+        return response.status, reply, marks[:-1]
+
+
 async def _metric(client: aiohttp.ClientSession, url: str, name: str) -> float:
     async with client.get(f"{url}/metrics", headers=memory_api.HEADERS) as response:
         text = await response.text()
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
-def _ms(values: list[float], q: float) -> float:
-    return percentile(values, q) * 1e3
+def _ms(samples: list[tuple[float, float]], q: float, since: float = -math.inf, until: float = math.inf) -> float:
+    return percentile([took for at, took in samples if since <= at < until], q) * 1e3
 
 
 async def run(args: argparse.Namespace) -> str:
@@ -132,14 +149,8 @@ async def run(args: argparse.Namespace) -> str:
             others = asyncio.create_task(_others(client, proxy.url, every=args.every, stop=stop))
             await asyncio.sleep(1.0)  # the other users are under way before the import starts
             started = time.perf_counter()
-            params = {"space": IMPORT_SPACE, "format": "mem0"}
-            headers = {**memory_api.HEADERS, "content-type": "application/json"}
-            async with client.post(
-                f"{proxy.url}/v1/spaces/import", params=params, data=data, headers=headers
-            ) as response:
-                status = response.status
-                reply: dict[str, Any] = await response.json()
-            seconds = time.perf_counter() - started
+            status, reply, marks = await _import(client, proxy.url, data)
+            ended = time.perf_counter()
             stop.set()
             measured = await others
             spilled = await _metric(client, proxy.url, "memproxy_writeback_spilled")
@@ -148,48 +159,44 @@ async def run(args: argparse.Namespace) -> str:
                 stats = await response.json()
         spill_file = work / "memproxy-data" / "journal-spill.jsonl"
         spill_lines = len(spill_file.read_text().splitlines()) if spill_file.exists() else 0
+    writing = marks[0] if marks else ended
     header = (
         f"imports: {args.items:,} mem0 memories imported over HTTP into one space while another user adds a "
-        f"memory and a third chats every {args.every:g} s; times in ms but the import's; "
+        f"memory and a third chats every {args.every:g} s; times in ms but the import's (s); phases: *read* "
+        "(upload, parse, plan) until the first progress line, *write* (embed, index, store) after it; "
         f"{cpu_description()}, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
+    phases = {"read": (started, writing), "write": (writing, ended), "all": (started, ended)}
     body = table(
-        [
-            "status",
-            "import s",
-            "items/s",
-            "stored",
-            "add n",
-            "sync p50",
-            "sync max",
-            "queued p50",
-            "queued max",
-            "chat n",
-            "chat p50",
-            "chat max",
-            "spilled",
-            "errors",
-        ],
+        ["phase", "s", "sync n", "sync p50", "sync max", "queued p50", "queued max", "chat n", "chat p50", "chat max"],
         [
             [
-                status,
-                seconds,
-                args.items / seconds,
-                stats.get("memories", {}).get("active", 0),
-                len(measured.sync) + len(measured.queued),
-                _ms(measured.sync, 50),
-                _ms(measured.sync, 100),
-                _ms(measured.queued, 50),
-                _ms(measured.queued, 100),
-                len(measured.chat),
-                _ms(measured.chat, 50),
-                _ms(measured.chat, 100),
-                max(int(spilled), spill_lines),
-                len(measured.errors),
+                name,
+                until - since,
+                sum(1 for at, _ in measured.sync if since <= at < until),
+                _ms(measured.sync, 50, since, until),
+                _ms(measured.sync, 100, since, until),
+                _ms(measured.queued, 50, since, until),
+                _ms(measured.queued, 100, since, until),
+                sum(1 for at, _ in measured.chat if since <= at < until),
+                _ms(measured.chat, 50, since, until),
+                _ms(measured.chat, 100, since, until),
             ]
+            for name, (since, until) in phases.items()
         ],
     )
-    notes = [f"reply: {json.dumps(reply)[:600]}", *[f"error: {e}" for e in measured.errors[:5]]]
+    summary = (
+        f"status {status}; imported {reply.get('imported')}; {args.items / (ended - started):.0f} memories/s; "
+        f"stored {stats.get('memories', {})}; "
+        f"spilled {max(int(spilled), spill_lines)}; errors {len(measured.errors)}"
+    )
+    slowest = sorted(measured.sync + measured.queued + measured.chat, key=lambda sample: -sample[1])[:3]
+    notes = [
+        summary,
+        "slowest requests (s after the import started, ms): "
+        + ", ".join(f"{at - started:.1f}: {took * 1e3:.0f}" for at, took in slowest),
+        *[f"error: {e}" for e in measured.errors[:5]],
+    ]
     return "\n".join([header, body, *notes])
 
 
