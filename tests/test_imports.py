@@ -6,6 +6,7 @@ reports progress. The 20,000-memory import beside other users' work is the slow 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sqlite3
 import threading
@@ -27,6 +28,7 @@ from memcubes.memory_os import MemoryOS
 from memcubes.store import space_key
 from memcubes.vectors import VectorEntry, VectorIndex, build_index
 from tests.conftest import Proxy
+from tests.test_importers import MEMOS_TREE, zipped
 from tests.test_memory_cli import memproxy
 
 SPACE = "user:ivy"
@@ -172,6 +174,32 @@ async def test_a_failure_half_way_leaves_the_space_exactly_as_it_was(
         )
         assert (report.imported, report.overwritten) == (4 * CHUNK - 12, 2)
         assert len(store_state(db, SPACE)["cubes"]) == 4 * CHUNK - 8
+    finally:
+        await memory.close()
+
+
+@pytest.mark.parametrize("kind", ["memproxy", "memos"])
+async def test_every_format_rolls_back_the_same_way(embedder: Embedder, tmp_path: Path, kind: str) -> None:
+    """A memcube bundle (its vectors reused) and a MemOS dump, into a new space, the index failing
+    on the first write: no trace of the space is left."""
+    memory, index = await opened(embedder, tmp_path / "data")
+    db = tmp_path / "data" / "memproxy.db"
+    try:
+        await seeded(memory)
+        if kind == "memproxy":
+            exported = io.BytesIO()
+            await memory.export_space(SPACE, exported)
+            upload = exported.getvalue()
+        else:
+            upload = zipped(MEMOS_TREE)
+        before = store_state(db, "user:copy")
+        index.fail_after = 0
+        with pytest.raises(IndexUnavailable):
+            await memory.import_bundle(upload, space="user:copy")
+        assert store_state(db, "user:copy") == before and before["space"] == []
+        assert not await vectors_state(memory, "user:copy")
+        report = await memory.import_bundle(upload, space="user:copy")
+        assert report.imported == len(store_state(db, "user:copy")["cubes"]) >= 4
     finally:
         await memory.close()
 
