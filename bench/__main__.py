@@ -3,13 +3,14 @@
 Sections run in the order given (default: all of ``SECTIONS``). Each prints a header line saying
 what was measured and how, then a plain-text table; its module docstring says how to read it.
 
-    python -m bench                          # everything at default sizes: about 8 minutes
+    python -m bench                          # everything at default sizes: about 10 minutes
     python -m bench overhead --with-read     # also memproxy retrieving without write-back
     python -m bench overhead --with-key      # also memory off with a user key: the key check's cost
     python -m bench overhead --rounds 6 --requests 1200 --requests-loaded 4800 --max-seconds 30
                                              # more samples per cell for a steadier p99 (~30 min)
     python -m bench scale --max 1000000      # up to 1M memories (about 15-20 minutes)
     python -m bench cache                    # prompt-cache hits over a 50-turn conversation (~3 min)
+    python -m bench imports --items 20000    # a mem0 import beside other users' adds and chats (~3 min)
 
 A section is a module with ``add_arguments(parser)`` (its options, in its own argument group)
 and ``main(args)``; add it to ``SECTIONS`` to make it part of ``make bench``.
@@ -24,7 +25,7 @@ from types import ModuleType
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench import activation, cache, languages, overhead, scale
+from bench import activation, cache, imports, languages, overhead, scale
 
 SECTIONS: dict[str, ModuleType] = {
     "overhead": overhead,
@@ -32,6 +33,7 @@ SECTIONS: dict[str, ModuleType] = {
     "activation": activation,
     "cache": cache,
     "languages": languages,
+    "imports": imports,
 }
 
 

@@ -6,19 +6,21 @@ superseded facts keep their validity, deleted ones their history, and search ran
 the embedder matches. The format is specified in ``docs/memcube-bundle.md``.
 
 Reading validates everything (checksums, version, every line) before anything is written, so a
-corrupt or tampered bundle changes nothing; the write is then one ``Store.apply`` transaction.
+corrupt or tampered bundle changes nothing; ``memcubes.importing`` then writes the plan, all or
+nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import json
 import logging
 import zipfile
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import metadata
@@ -33,13 +35,13 @@ from memcubes.cube import CubeState, MemCube, UTCDatetime, utcnow
 from memcubes.embedder import Embedder, Vectors
 from memcubes.errors import BundleError, IndexUnavailable
 from memcubes.ids import new_id
-from memcubes.indexing import IndexSync
-from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, Store
+from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, Store, content_hash
 from memcubes.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
 FORMAT = "memcube-bundle"
+FORMAT_NAME = "memproxy"  # ``BundleContents.format`` of a memcube bundle
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 
@@ -112,21 +114,44 @@ class HistoryLine(BaseModel):
     cube: MemCube
 
 
+# Why a memory of an upload was not imported, said once per reason in the reply.
+SKIP_REASONS = {
+    "exists": "the target space holds a memory with that id: on_conflict=overwrite replaces it, new-ids copies it",
+    "duplicate": "a memory of the space, or an earlier one of the upload, has the same text",
+    "empty": "the memory has no text",
+}
+LISTED = 100  # skipped and quarantined memories a reply names one by one (it counts them all)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A memory of an upload left out: where it was (``index``: its position in the upload's
+    list of memories, from 0), its id there, and why (a key of ``SKIP_REASONS``)."""
+
+    index: int
+    id: str
+    reason: str
+
+
 @dataclass(frozen=True)
 class BundleContents:
-    """A space's memories, validated: what a bundle holds and what every importer produces."""
+    """A space's memories, validated: what a bundle holds and what every importer produces.
+    ``positions``: each cube's index in the upload; ``skipped``: what the reader left out."""
 
     space: str
     cubes: list[MemCube]
     history: list[HistoryEvent]
     vectors: dict[str, Vectors] = field(default_factory=dict)
     embedder: EmbedderInfo | None = None
-    format: str = "memproxy"
+    format: str = FORMAT_NAME
+    positions: dict[str, int] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What an import did. ``vectors_embedded`` counts active cubes the index embeds afresh."""
+    """What an import did. ``vectors_embedded`` counts active cubes embedded afresh. The lists
+    name at most ``LISTED`` memories each, in upload order; the counts count them all."""
 
     space: str
     format: str
@@ -138,6 +163,9 @@ class ImportReport:
     vectors_reused: int
     vectors_embedded: int
     skipped_because: dict[str, int] = field(default_factory=dict)
+    skipped_items: list[dict[str, Any]] = field(default_factory=list)
+    quarantined_items: list[dict[str, Any]] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -349,6 +377,7 @@ def read_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES) -> BundleCont
         history=history,
         vectors=_vectors(members, manifest, ids),
         embedder=manifest.embedder,
+        positions={cube.id: position for position, cube in enumerate(cubes)},
     )
 
 
@@ -357,20 +386,26 @@ def read_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES) -> BundleCont
 
 def _rehomed(cube: MemCube, *, space: str, ids: Mapping[str, str]) -> MemCube:
     """``cube`` moved to ``space`` with its own id and links renamed by ``ids`` (links to cubes
-    outside the bundle are kept as they are)."""
-    return cube.model_copy(
-        update={
-            "space": space,
-            "id": ids.get(cube.id, cube.id),
-            "supersedes": ids.get(cube.supersedes, cube.supersedes) if cube.supersedes else None,
-            "superseded_by": ids.get(cube.superseded_by, cube.superseded_by) if cube.superseded_by else None,
-        },
-        deep=True,
-    )
+    outside the bundle are kept as they are). The upload's cubes are the import's own and never
+    changed in place, so a cube that stays as it is is not copied, and a copy shares the rest:
+    deep copies were 60% of planning 20,000 memories (3.7 s of 6.1 s for 5,000)."""
+    moved = {
+        "space": space,
+        "id": ids.get(cube.id, cube.id),
+        "supersedes": ids.get(cube.supersedes, cube.supersedes) if cube.supersedes else None,
+        "superseded_by": ids.get(cube.superseded_by, cube.superseded_by) if cube.superseded_by else None,
+    }
+    update = {key: value for key, value in moved.items() if getattr(cube, key) != value}
+    return cube.model_copy(update=update) if update else cube
 
 
 def _same(left: MemCube, right: MemCube) -> bool:
     return left.model_dump(exclude={"access"}) == right.model_dump(exclude={"access"})
+
+
+def _upload_id(cube: MemCube) -> str:
+    """The id a memory had in the upload: a foreign system's own, else the cube's."""
+    return str((cube.source.model_extra or {}).get("origin_id", cube.id))
 
 
 def plan_import(
@@ -381,6 +416,7 @@ def plan_import(
     existing: Mapping[str, MemCube],
     recorded: Mapping[str, Sequence[HistoryRecord]],
     reuse_vectors: bool,
+    held: Set[str] = frozenset(),
 ) -> ImportPlan:
     """Decide every write of an import without touching the store.
 
@@ -390,21 +426,32 @@ def plan_import(
     renamed to match. A cube whose id belongs to another space gets a fresh id whatever
     ``on_conflict`` says: an import never takes over another space's cube, and its answer (no
     error, no skip) is the same as for an id that does not exist, so it reveals nothing about
-    spaces the importer may not see."""
+    spaces the importer may not see. A foreign memory (mem0, MemOS) whose text an active memory
+    of the space holds (``held``: their content hashes) or an earlier one of the upload is a
+    duplicate, left out; a memcube bundle is a space's faithful copy and keeps every cube."""
     foreign = {cube_id for cube_id, cube in existing.items() if cube.space != space}
     renamed = sorted(cube.id for cube in contents.cubes if on_conflict == "new-ids" or cube.id in foreign)
     ids = {cube_id: new_id() for cube_id in renamed}
     existing = {cube_id: cube for cube_id, cube in existing.items() if cube_id not in foreign}
+    texts = set(held) if contents.format != FORMAT_NAME else None
     changes = ChangeSet()
     written: dict[str, MemCube] = {}
-    overwritten = skipped = 0
+    skipped = list(contents.skipped)
+    overwritten = 0
     for original in contents.cubes:
         cube = quarantine.screen_cube(_rehomed(original, space=space, ids=ids))
+        position = contents.positions.get(original.id, -1)
         if cube.id in existing:
             if on_conflict == "skip":
-                skipped += 1
+                skipped.append(Skipped(position, _upload_id(original), "exists"))
                 continue
             overwritten += 1
+        elif texts is not None and cube.is_live():
+            digest = content_hash(cube.content)
+            if digest in texts:
+                skipped.append(Skipped(position, _upload_id(original), "duplicate"))
+                continue
+            texts.add(digest)
         written[cube.id] = cube
         changes.cubes.append(cube)
     now = utcnow()
@@ -432,21 +479,29 @@ def plan_import(
             vector = contents.vectors.get(originals.get(cube.id, cube.id))
             if vector is not None:
                 vectors[cube.id] = vector
+    held_back = [cube for cube in written.values() if cube.state is CubeState.QUARANTINED]
+    skipped.sort(key=lambda skip: skip.index)
     report = ImportReport(
         space=space,
         format=contents.format,
         imported=len(written) - overwritten,
-        quarantined=sum(cube.state is CubeState.QUARANTINED for cube in written.values()),
+        quarantined=len(held_back),
         overwritten=overwritten,
-        skipped=skipped,
+        skipped=len(skipped),
         history=len(changes.events),
         vectors_reused=len(vectors),
         vectors_embedded=len(live) - len(vectors),
-        skipped_because=(
-            {f"already in {space} (same id): on_conflict=overwrite replaces them, new-ids copies them": skipped}
-            if skipped
-            else {}
-        ),
+        skipped_because=dict(Counter(skip.reason for skip in skipped)),
+        skipped_items=[asdict(skip) for skip in skipped[:LISTED]],
+        quarantined_items=[
+            {
+                "index": contents.positions.get(originals.get(cube.id, cube.id), -1),
+                "id": cube.id,
+                "reason": str(cube.meta.get("quarantine", "")),
+            }
+            for cube in held_back[:LISTED]
+        ],
+        reasons={reason: SKIP_REASONS[reason] for reason in sorted({skip.reason for skip in skipped})},
     )
     return ImportPlan(changes=changes, vectors=vectors, report=report)
 
@@ -496,17 +551,12 @@ def _embedder_matches(bundled: EmbedderInfo | None, embedder: Embedder) -> bool:
     return bundled is not None and (bundled.id, bundled.dimension) == (embedder.name, embedder.dimension)
 
 
-async def import_contents(
-    *,
-    store: Store,
-    index_sync: IndexSync,
-    embedder: Embedder,
-    contents: BundleContents,
-    space: str | None,
-    on_conflict: OnConflict,
-) -> ImportReport:
-    """Write validated ``contents`` into ``space`` (default: the bundle's own) in one transaction,
-    then index the active cubes, reusing the bundle's vectors when the embedder matches."""
+async def plan_against(
+    *, store: Store, embedder: Embedder, contents: BundleContents, space: str | None, on_conflict: OnConflict
+) -> ImportPlan:
+    """Plan writing validated ``contents`` into ``space`` (default: the bundle's own) against
+    what the store holds now, reusing the bundle's vectors when the embedder matches. Planning
+    20,000 memories takes seconds of CPU: it runs in a worker thread, off the event loop."""
     target = space or contents.space
     existing: dict[str, MemCube] = {}
     recorded: dict[str, list[HistoryRecord]] = {}
@@ -514,19 +564,16 @@ async def import_contents(
         existing = await asyncio.to_thread(store.get_many, [cube.id for cube in contents.cubes])
     if on_conflict == "overwrite":
         recorded = {cube_id: await asyncio.to_thread(store.history, cube_id) for cube_id in existing}
-    plan = plan_import(
-        contents,
-        space=target,
-        on_conflict=on_conflict,
-        existing=existing,
-        recorded=recorded,
-        reuse_vectors=_embedder_matches(contents.embedder, embedder),
+    held = await asyncio.to_thread(store.content_hashes, target) if contents.format != FORMAT_NAME else set()
+    return await asyncio.to_thread(
+        functools.partial(
+            plan_import,
+            contents,
+            space=target,
+            on_conflict=on_conflict,
+            existing=existing,
+            recorded=recorded,
+            reuse_vectors=_embedder_matches(contents.embedder, embedder),
+            held=held,
+        )
     )
-    if plan.changes.cubes:
-        await asyncio.to_thread(store.apply, plan.changes)
-        index_sync.remember(plan.vectors)
-        try:
-            await index_sync.drain(urgent=True)
-        except IndexUnavailable as exc:  # committed: the outbox holds the index writes, retried later
-            log.warning("import into %s committed; its vectors are indexed later: %s", target, exc)
-    return plan.report

@@ -6,6 +6,7 @@ translated where they are called, with ``raise ... from exc``.
 
     MemoryOSError
     ├── StoreUnavailable      the system of record (SQLite) failed: locked, disk full, corrupt
+    │   └── ImportAborted     an import's undo log was rolled back under it (it had stalled)
     ├── IndexUnavailable      the vector index (Chroma) failed; the outbox will replay writes
     ├── EmbedderUnavailable   the embedding model failed to load or run
     ├── CubeNotFound          no cube with that id in the spaces the caller may see
@@ -25,6 +26,10 @@ class MemoryOSError(Exception):
 
 
 class StoreUnavailable(MemoryOSError):
+    pass
+
+
+class ImportAborted(StoreUnavailable):
     pass
 
 

@@ -216,11 +216,15 @@ class HotVectors:
             return await self._index.query(space, vector, limit=limit)
         return vectors.ranked(vector, sentence_weight=0.0, limit=limit)
 
-    def apply(self, space: str, *, upserts: Sequence[VectorEntry] = (), removed: Iterable[str] = ()) -> None:
+    def apply(
+        self, space: str, *, upserts: Sequence[VectorEntry] = (), removed: Iterable[str] = (), indexed: bool = False
+    ) -> None:
         """Mirror a write on its way to the index (into RAM only for spaces held; others load
-        when next used, and get it replayed until ``flushed``)."""
+        when next used, and get it replayed until ``flushed``). ``indexed``: the index has it
+        already, so a later load reads it there (an import's thousands are not kept for replay)."""
         removed = list(removed)
-        self._unflushed.setdefault(space, []).append((upserts, removed))
+        if not indexed:
+            self._unflushed.setdefault(space, []).append((upserts, removed))
         if space in self._pending:
             self._pending[space].append((upserts, removed))
         vectors = self._spaces.get(space)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from memcubes import bundle, importers, languages
+from memcubes import bundle, import_log, importers, importing, languages
 from memcubes.config import MemorySettings
 from memcubes.cube import CubeState, MemCube, utcnow
 from memcubes.embedder import Embedder, build_embedder
@@ -47,6 +47,7 @@ from memcubes.writeback import MemoryChange, WriteBack
 log = logging.getLogger(__name__)
 
 _MAINTENANCE_SECONDS = 1.0
+_RECOVERY_SECONDS = 60.0  # imports a dead process left are looked for this often
 
 SpaceFilter = Callable[[str], bool]
 """Which spaces a caller may see (by-id operations answer ``CubeNotFound`` for the others)."""
@@ -147,12 +148,14 @@ class MemoryOS:
         await asyncio.to_thread(_check_embedder, store, embedder.name)
         await asyncio.to_thread(KeyStore.create_tables, store)
         await asyncio.to_thread(ResponseStore.create_tables, store)
+        await asyncio.to_thread(import_log.create_tables, store)
         await asyncio.to_thread(languages.warm_up)  # the language identifier loads in 0.6 s
         return cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
 
     async def start(self) -> None:
         """Start write-back workers; journalled work and index writes left by a crash resume."""
         self.store.checkpoint_in_background()
+        await importing.recover(self.store, self.index_sync)
         await self.writeback.start()
         self._maintenance = asyncio.create_task(self._maintain_forever(), name="memory-maintenance")
 
@@ -249,13 +252,22 @@ class MemoryOS:
         task.add_done_callback(self._background.discard)
 
     async def _maintain_forever(self) -> None:
-        """Every second: record heat, and checkpoint the store's WAL off the write path. Returns
-        once ``close()`` asks, after the step under way."""
+        """Every second: record heat, and checkpoint the store's WAL off the write path; every
+        minute, roll back imports another process left half written. Returns once ``close()``
+        asks, after the step under way."""
+        loop = asyncio.get_running_loop()
+        next_recovery = loop.time() + _RECOVERY_SECONDS
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), _MAINTENANCE_SECONDS)
             if self._closing.is_set():
                 return
+            if loop.time() >= next_recovery:
+                next_recovery = loop.time() + _RECOVERY_SECONDS
+                try:
+                    await importing.recover(self.store, self.index_sync)
+                except Exception as exc:
+                    log.warning("could not roll back abandoned imports: %s", exc)
             try:
                 await self._flush_heat()
             except Exception as exc:
@@ -448,12 +460,29 @@ class MemoryOS:
         format: importers.ImportFormat = "auto",
         check_target: Callable[[str], None] | None = None,
         max_bytes: int = bundle.MAX_BUNDLE_BYTES,
+        progress: importing.Progress | None = None,
     ) -> bundle.ImportReport:
-        """Import a memcube bundle, mem0 export or MemOS dump: everything is validated before one
-        atomic write, so a bad upload changes nothing. The target space (``space``, else the
-        bundle's own) must be a name every route accepts (``memcubes.names``); ``check_target``
-        may refuse it by raising, before anything is written. A zip's members may inflate to
-        ``max_bytes`` in all."""
+        """Import a memcube bundle, mem0 export or MemOS dump, all or nothing: ``prepare_import``
+        then ``run_import``."""
+        plan = await self.prepare_import(
+            data, space=space, on_conflict=on_conflict, format=format, check_target=check_target, max_bytes=max_bytes
+        )
+        return await self.run_import(plan, progress=progress)
+
+    async def prepare_import(
+        self,
+        data: bytes,
+        *,
+        space: str | None = None,
+        on_conflict: bundle.OnConflict = "skip",
+        format: importers.ImportFormat = "auto",
+        check_target: Callable[[str], None] | None = None,
+        max_bytes: int = bundle.MAX_BUNDLE_BYTES,
+    ) -> bundle.ImportPlan:
+        """Parse, validate and plan an import; writes nothing, so a bad upload changes nothing.
+        The target space (``space``, else the bundle's own) must be a name every route accepts
+        (``memcubes.names``); ``check_target`` may refuse it by raising. A zip's members may
+        inflate to ``max_bytes`` in all."""
         contents = await asyncio.to_thread(importers.load, data, format=format, space=space, max_bytes=max_bytes)
         try:
             space = space_name(space or contents.space)
@@ -461,16 +490,20 @@ class MemoryOS:
             raise BundleError(f"the target space {(space or contents.space)[:80]!r} {exc}") from None
         if check_target is not None:
             check_target(space)
-        report = await bundle.import_contents(
-            store=self.store,
-            index_sync=self.index_sync,
-            embedder=self.embedder,
-            contents=contents,
-            space=space,
-            on_conflict=on_conflict,
+        return await bundle.plan_against(
+            store=self.store, embedder=self.embedder, contents=contents, space=space, on_conflict=on_conflict
         )
-        self._changed(report.space)
-        return report
+
+    async def run_import(
+        self, plan: bundle.ImportPlan, *, progress: importing.Progress | None = None
+    ) -> bundle.ImportReport:
+        """Write a prepared import (``memcubes.importing``): every memory of it, or, when
+        anything fails on the way, none. ``progress`` hears (written, total) after each chunk."""
+        await importing.write_import(
+            plan, store=self.store, index_sync=self.index_sync, embedder=self.embedder, progress=progress
+        )
+        self._changed(plan.report.space)
+        return plan.report
 
 
 def parse_time(value: str | datetime | None) -> datetime | None:

@@ -6,7 +6,8 @@ Chinese, Japanese and Korean text is also indexed as character bigrams (``cubes_
 gets it filled when opened.
 
 This module owns the connections and transactions; besides it only ``memcubes.keystore`` (keys
-and the audit trail, through ``transaction()`` and ``read()``) writes SQL. Every change is one
+and the audit trail) and ``memcubes.import_log`` (the undo log of imports running) write SQL,
+through ``transaction()`` and ``read()``. Every change is one
 transaction, so a crash leaves either all of a write-back or none of it; the vector index is
 derived data, fed through the ``outbox`` table (one row per pending index write) that is
 replayed at start-up.
@@ -587,7 +588,23 @@ class Store:
                 if cursor.rowcount != 1:
                     raise AlreadyApplied(f"exchange {exchange_id} was already applied")
 
-    def _upsert(self, conn: sqlite3.Connection, cube: MemCube) -> None:
+    def write_cubes(
+        self, conn: sqlite3.Connection, cubes: Sequence[MemCube], events: Sequence[HistoryEvent], *, index_live: bool
+    ) -> None:
+        """Cubes and history inside a transaction of ``transaction()`` (``memcubes.import_log``).
+        ``index_live=False``: the caller has written the live cubes' vectors itself, so only the
+        others (deleted, superseded ...) get outbox rows."""
+        for cube in cubes:
+            self._upsert(conn, cube, index_live=index_live)
+        for event in events:
+            self._record(conn, event)
+
+    def content_hashes(self, space: str) -> set[str]:
+        """The exact-duplicate keys of the space's active cubes (an import skips what they hold)."""
+        rows = self._read("SELECT content_hash FROM cubes WHERE space = ? AND state = 'active'", (space,))
+        return {row["content_hash"] for row in rows}
+
+    def _upsert(self, conn: sqlite3.Connection, cube: MemCube, *, index_live: bool = True) -> None:
         conn.execute(
             "INSERT OR IGNORE INTO spaces (space, key, created_at) VALUES (?, ?, ?)",
             (cube.space, space_key(cube.space), _iso(utcnow())),
@@ -635,6 +652,8 @@ class Store:
                 (rid, space_key(cube.space), cube.content),
             )
             _insert_grams(conn, rid, cube.space, cube.content)
+            if not index_live:
+                return
         conn.execute(
             "INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)",
             (cube.space, cube.id, OP_UPSERT if live else OP_DELETE),

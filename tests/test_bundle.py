@@ -419,8 +419,9 @@ def test_an_import_never_takes_or_reveals_a_cube_of_another_space(proxy: Proxy) 
         assert report["skipped_because"] == {}
         again = upload(http, export(http, "user:mallory-skip"), space="user:mallory-skip").json()
         assert (again["imported"], again["skipped"]) == (0, 5)  # the same bundle again: the reply says why
-        (reason,) = again["skipped_because"]
-        assert "already in user:mallory-skip" in reason and again["skipped_because"][reason] == 5
+        assert again["skipped_because"] == {"exists": 5} and "on_conflict=overwrite" in again["reasons"]["exists"]
+        assert [item["reason"] for item in again["skipped_items"]] == ["exists"] * 5
+        assert [item["index"] for item in again["skipped_items"]] == list(range(5))
 
 
 def test_space_rehomes_into_another_proxy(

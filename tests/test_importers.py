@@ -97,7 +97,7 @@ def test_imported_ids_are_stable_so_a_second_import_meets_the_same_ids() -> None
 @pytest.mark.parametrize(
     ("document", "complaint"),
     [
-        ({"results": [{"id": "x", "memory": "  ", "hash": "h"}]}, "mem0 memory 1: no memory text"),
+        ({"results": [{"id": "x", "memory": 7, "hash": "h"}]}, "mem0 memory 1: the memory text is not a string"),
         ([{"memory": "Likes tea", "hash": "h"}], "mem0 memory 1: no id"),
         ([{"id": "x", "memory": "Likes tea", "created_at": "yesterday"}], "mem0 memory 1.created_at: not an ISO 8601"),
         ({"results": "nope"}, "a mem0 export is a list of memories"),

@@ -115,7 +115,7 @@ def test_export_then_import_into_another_proxy(
     assert "embeddings: 2 reused, 0 computed" in imported
     again = ok("import", str(target), "--url", other.url)
     assert "0 memories" in again and "3 skipped" in again
-    assert "skipped 3: already in user:ana (same id): on_conflict=overwrite replaces them" in again
+    assert "skipped 3 (exists): the target space holds a memory with that id: on_conflict=overwrite" in again
     copy = json.loads(
         ok("import", str(target), "--space", "user:bob", "--on-conflict", "new-ids", "--json", "--url", other.url)
     )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from memcubes.bundle import BundleContents
+from memcubes.bundle import BundleContents, Skipped
 from memcubes.cube import MemCube, utcnow
 from memcubes.errors import BundleError
 from memcubes.lifecycle import fact_slot
@@ -59,7 +59,8 @@ def json_document(data: bytes, *, what: str) -> Any:
 
 
 def item_identity(item: Any, *, where: str, what: str = "an object") -> tuple[dict[str, Any], str, str]:
-    """A foreign memory item as (the item, its text, its id): mem0 and MemOS items share these."""
+    """A foreign memory item as (the item, its text, its id): mem0 and MemOS items share these.
+    The text is empty when the item has none (it is skipped, not refused)."""
     if not isinstance(item, dict):
         raise BundleError(f"{where}: not {what}")
     foreign_id = item.get("id")
@@ -68,9 +69,30 @@ def item_identity(item: Any, *, where: str, what: str = "an object") -> tuple[di
     return item, text_of(item.get("memory"), where=where), foreign_id
 
 
+Build = Callable[[dict[str, Any], str, str, str], MemCube]  # (item, its text, its id, where) → cube
+
+
+def read_items(
+    items: Sequence[Any], *, label: str, build: Build, what: str = "an object"
+) -> tuple[list[tuple[int, MemCube]], list[Skipped]]:
+    """Each item as a cube with its position in the upload, or skipped when it has no text."""
+    cubes: list[tuple[int, MemCube]] = []
+    skipped: list[Skipped] = []
+    for position, entry in enumerate(items):
+        where = f"{label} {position + 1}"
+        item, content, foreign_id = item_identity(entry, where=where, what=what)
+        if content:
+            cubes.append((position, build(item, content, foreign_id, where)))
+        else:
+            skipped.append(Skipped(position, foreign_id, "empty"))
+    return cubes, skipped
+
+
 def text_of(value: Any, *, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise BundleError(f"{where}: no memory text")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BundleError(f"{where}: the memory text is not a string")
     return value.strip()
 
 
@@ -91,10 +113,14 @@ def slot_meta(content: str) -> dict[str, Any]:
     return {"slot": slot} if slot else {}
 
 
-def imported(cubes: Iterable[MemCube], *, space: str, system: str) -> BundleContents:
-    """Bundle contents for foreign memories: one ``IMPORT`` history event each (every cube has a
-    history), oldest first; two memories with the same foreign id are an error."""
-    ordered = sorted(cubes, key=lambda cube: cube.id)
+def imported(
+    cubes: Iterable[tuple[int, MemCube]], *, space: str, system: str, skipped: Iterable[Skipped] = ()
+) -> BundleContents:
+    """Bundle contents for foreign memories, each with its position in the upload: one
+    ``IMPORT`` history event each (every cube has a history), oldest first; two memories with
+    the same foreign id are an error."""
+    placed = list(cubes)
+    ordered = sorted((cube for _, cube in placed), key=lambda cube: cube.id)
     # By foreign id, not cube id: an item without a time gets "now", which may differ by a
     # millisecond between two copies of it, and so would its ULID.
     seen: set[str] = set()
@@ -105,4 +131,11 @@ def imported(cubes: Iterable[MemCube], *, space: str, system: str) -> BundleCont
         seen.add(origin)
     now = utcnow()
     history = [HistoryEvent(cube, "IMPORT", f"imported from {system}", now) for cube in ordered]
-    return BundleContents(space=space, cubes=ordered, history=history, format=system)
+    return BundleContents(
+        space=space,
+        cubes=ordered,
+        history=history,
+        format=system,
+        positions={cube.id: position for position, cube in placed},
+        skipped=list(skipped),
+    )

@@ -26,7 +26,7 @@ from memcubes.errors import BundleError
 from memcubes.importers.items import (
     foreign_time,
     imported,
-    item_identity,
+    read_items,
     slot_meta,
     stable_id,
     strings,
@@ -41,11 +41,12 @@ def read_mem0(document: Any, *, space: str) -> BundleContents:
     items = document.get("results") if isinstance(document, dict) else document
     if not isinstance(items, list):
         raise BundleError("a mem0 export is a list of memories or an object with a `results` list")
-    return imported(
-        (_cube(item, space=space, where=f"mem0 memory {n}") for n, item in enumerate(items, start=1)),
-        space=space,
-        system=SYSTEM,
+    cubes, skipped = read_items(
+        items,
+        label="mem0 memory",
+        build=lambda item, content, foreign_id, where: _cube(item, content, foreign_id, space=space, where=where),
     )
+    return imported(cubes, space=space, system=SYSTEM, skipped=skipped)
 
 
 def _expiry(value: Any, *, where: str) -> datetime | None:
@@ -59,8 +60,7 @@ def _expiry(value: Any, *, where: str) -> datetime | None:
     return foreign_time(value, where=where)
 
 
-def _cube(item: Any, *, space: str, where: str) -> MemCube:
-    item, content, foreign_id = item_identity(item, where=where)
+def _cube(item: dict[str, Any], content: str, foreign_id: str, *, space: str, where: str) -> MemCube:
     created = foreign_time(item.get("created_at"), where=f"{where}.created_at") or utcnow()
     role, actor = item.get("role"), item.get("actor_id")
     source = Source.model_validate(

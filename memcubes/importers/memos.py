@@ -31,15 +31,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from memcubes.archive import SafeArchive
-from memcubes.bundle import BundleContents
+from memcubes.bundle import BundleContents, Skipped
 from memcubes.cube import CubeState, MemCube, Source, utcnow
 from memcubes.errors import BundleError
 from memcubes.importers.items import (
     foreign_time,
     imported,
-    item_identity,
     json_document,
     loose_time,
+    read_items,
     slot_meta,
     stable_id,
     strings,
@@ -131,16 +131,30 @@ def read_memos_document(
             else "not a MemOS textual memory: expected {nodes, edges} (tree_text) or a list of items (general_text)"
         )
     context = {"layout": layout, **(cube or {})}
-    cubes = [
-        _cube(item, space=space, where=f"MemOS memory {n}", edges=edges, context=context)
-        for n, item in enumerate(items, start=1)
-    ]
-    return imported(_without_working_copies(cubes), space=space, system=SYSTEM)
+    cubes, skipped = read_items(
+        items,
+        label="MemOS memory",
+        what="a TextualMemoryItem object",
+        build=lambda item, content, foreign_id, where: _cube(
+            item, content, foreign_id, space=space, where=where, edges=edges, context=context
+        ),
+    )
+    kept, copies = _without_working_copies(cubes)
+    return imported(kept, space=space, system=SYSTEM, skipped=[*skipped, *copies])
 
 
-def _without_working_copies(cubes: list[MemCube]) -> list[MemCube]:
-    held = {content_hash(c.content) for c in cubes if c.meta[SYSTEM].get("memory_type") != _WORKING}
-    return [c for c in cubes if c.meta[SYSTEM].get("memory_type") != _WORKING or content_hash(c.content) not in held]
+def _without_working_copies(cubes: list[tuple[int, MemCube]]) -> tuple[list[tuple[int, MemCube]], list[Skipped]]:
+    """Tree dumps copy recent memories into ``WorkingMemory`` nodes: a copy of another node's
+    text is a duplicate."""
+    held = {content_hash(c.content) for _, c in cubes if c.meta[SYSTEM].get("memory_type") != _WORKING}
+    kept: list[tuple[int, MemCube]] = []
+    copies: list[Skipped] = []
+    for position, cube in cubes:
+        if cube.meta[SYSTEM].get("memory_type") == _WORKING and content_hash(cube.content) in held:
+            copies.append(Skipped(position, cube.meta[SYSTEM]["id"], "duplicate"))
+        else:
+            kept.append((position, cube))
+    return kept, copies
 
 
 def _sources(value: Any) -> list[dict[str, Any]]:
@@ -174,9 +188,15 @@ def _confidence(value: Any) -> float:
 
 
 def _cube(
-    item: Any, *, space: str, where: str, edges: Mapping[str, list[dict[str, Any]]], context: Mapping[str, Any]
+    item: dict[str, Any],
+    content: str,
+    foreign_id: str,
+    *,
+    space: str,
+    where: str,
+    edges: Mapping[str, list[dict[str, Any]]],
+    context: Mapping[str, Any],
 ) -> MemCube:
-    item, content, foreign_id = item_identity(item, where=where, what="a TextualMemoryItem object")
     metadata = _object(item.get("metadata"))
     updated = foreign_time(metadata.get("updated_at"), where=f"{where}.updated_at")
     created = foreign_time(metadata.get("created_at"), where=f"{where}.created_at") or updated or utcnow()

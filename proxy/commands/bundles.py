@@ -7,16 +7,18 @@ import argparse
 import io
 import json
 import os
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 from tqdm import tqdm
 
-from proxy.commands.client import add_connection_arguments, checked, handler, print_json
-from proxy.routes.bundles import IMPORT_PATH, bundle_filename
+from proxy.commands.client import CommandError, add_connection_arguments, checked, handler, print_json
+from proxy.routes.bundles import IMPORT_PATH, PROGRESS_TYPE, bundle_filename
 
 _FORMATS = ("auto", "memproxy", "mem0", "memos")
 _CONFLICTS = ("skip", "overwrite", "new-ids")
@@ -71,7 +73,7 @@ def _import(args: argparse.Namespace, client: httpx.Client) -> int:
     if args.space:
         params["space"] = args.space
     content_type = "application/zip" if data[:2] == b"PK" else "application/json"
-    headers = {"content-type": content_type, "content-length": str(len(data))}
+    headers = {"content-type": content_type, "content-length": str(len(data)), "accept": PROGRESS_TYPE}
     with _bar("uploading", len(data)) as bar:
 
         def chunks() -> Iterator[bytes]:
@@ -79,20 +81,43 @@ def _import(args: argparse.Namespace, client: httpx.Client) -> int:
                 bar.update(min(_CHUNK, len(data) - start))
                 yield data[start : start + _CHUNK]
 
-        response = client.post(IMPORT_PATH, params=params, content=chunks(), headers=headers)
-    report = checked(response).json()
+        with client.stream("POST", IMPORT_PATH, params=params, content=chunks(), headers=headers) as response:
+            report = _followed(checked(response))
     if args.json:
         print_json(report)
         return 0
     print(
         f"imported {report['imported']} memories into {report['space']} from a {report['format']} file "
         f"({report['overwritten']} overwritten, "
-        f"{report['skipped']} skipped, {report['history']} history events; "
+        f"{report['skipped']} skipped, {report['quarantined']} quarantined, {report['history']} history events; "
         f"embeddings: {report['vectors_reused']} reused, {report['vectors_embedded']} computed)"
     )
     for reason, count in report["skipped_because"].items():
-        print(f"skipped {count}: {reason}")
+        print(f"skipped {count} ({reason}): {report['reasons'].get(reason, '')}")
     return 0
+
+
+def _followed(response: httpx.Response) -> dict[str, Any]:
+    """Read the import's progress lines, reporting them on stderr (``memories written/total``),
+    and return its last line, the reply; an error line fails the command."""
+    last: dict[str, Any] = {}
+    with tqdm(desc="importing", unit=" memories", disable=None) as bar:
+        for line in response.iter_lines():
+            if not line.strip():
+                continue
+            last = json.loads(line)
+            if last.get("object") != "import.progress":
+                break
+            bar.total = last["total"]
+            bar.n = last["done"]
+            bar.refresh()
+            if bar.disable:  # not a terminal: one plain line each, for logs and pipes
+                print(f"importing: {last['done']}/{last['total']} memories", file=sys.stderr, flush=True)
+    if "error" in last:
+        raise CommandError(str(last["error"].get("message", "the import failed")))
+    if last.get("object") != "import":
+        raise CommandError("the proxy's answer ended before the import did")
+    return last
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
