@@ -35,7 +35,7 @@ from memcubes.errors import BundleError, IndexUnavailable
 from memcubes.ids import new_id
 from memcubes.indexing import IndexSync
 from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, Store
-from memcubes.vectors import VectorIndex
+from memcubes.vector_store import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -466,27 +466,23 @@ def _space_cubes(store: Store, space: str) -> list[MemCube]:
 
 
 async def export_space(
-    *, store: Store, index: VectorIndex, embedder: Embedder, space: str, target: IO[bytes]
+    *, store: Store, vectors: VectorStore, embedder: Embedder, space: str, target: IO[bytes]
 ) -> Manifest:
     """Write ``space`` to ``target`` as a bundle. History is read before the cubes so that every
     event's cube is there even if a write lands in between (events of a cube purged meanwhile
-    are left out). Vectors are optional: with the index down the bundle goes without them."""
+    are left out). The vectors are the whole-text ones the store holds."""
     records = await asyncio.to_thread(store.space_history, space)
     cubes = await asyncio.to_thread(_space_cubes, store, space)
     ids = {cube.id for cube in cubes}
     history = [
         HistoryEvent(r.cube, r.event, r.reason, datetime.fromisoformat(r.at)) for r in records if r.cube.id in ids
     ]
-    try:
-        vectors = await index.get_vectors(space, [cube.id for cube in cubes if cube.is_live()])
-    except IndexUnavailable as exc:
-        log.warning("exporting %s without embeddings: %s", space, exc)
-        vectors = {}
+    whole = await asyncio.to_thread(vectors.whole, space, [cube.id for cube in cubes if cube.is_live()])
     contents = BundleContents(
         space=space,
         cubes=cubes,
         history=history,
-        vectors=vectors,
+        vectors=whole,
         embedder=EmbedderInfo(id=embedder.name, dimension=embedder.dimension),
     )
     return await asyncio.to_thread(write_bundle, target, contents)
@@ -500,6 +496,7 @@ async def import_contents(
     *,
     store: Store,
     index_sync: IndexSync,
+    vectors: VectorStore,
     embedder: Embedder,
     contents: BundleContents,
     space: str | None,
@@ -523,8 +520,8 @@ async def import_contents(
         reuse_vectors=_embedder_matches(contents.embedder, embedder),
     )
     if plan.changes.cubes:
+        await vectors.attach(plan.changes, plan.vectors, embedder=embedder, urgent=True)
         await asyncio.to_thread(store.apply, plan.changes)
-        index_sync.remember(plan.vectors)
         try:
             await index_sync.drain(urgent=True)
         except IndexUnavailable as exc:  # committed: the outbox holds the index writes, retried later

@@ -12,6 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Entries above which a space's exact search (read from SQLite, decoded, one matrix product) costs
+# more than an ANN query: measured with ``python -m bench ann`` (see the README's "How memory is stored").
+ANN_MIN_ENTRIES = 50_000
+
 ExtractionMode = Literal["raw", "heuristic", "llm"]
 
 
@@ -133,9 +137,22 @@ class EmbedderSettings(_Strict):
 
 
 class VectorIndexSettings(_Strict):
-    """Chroma: embedded under ``data_dir/chroma`` unless ``host`` names a ``chroma run`` server."""
+    """Vectors live in SQLite with their cubes and are searched exactly per space; the ANN index
+    (Chroma: embedded under ``data_dir/chroma`` unless ``host`` names a ``chroma run`` server) is
+    derived data kept only for spaces above ``ann_min_entries``."""
 
     kind: Literal["chroma"] = "chroma"
+    precision: Literal["int8", "float16", "float32"] = Field(
+        "int8",
+        description="how vectors are stored in SQLite (read back whatever was written): int8 with a scale "
+        "(388 bytes for 384 dimensions), float16 or float32",
+    )
+    ann_min_entries: int = Field(
+        ANN_MIN_ENTRIES,
+        ge=0,
+        description="spaces with more vector entries (whole texts and sentences) than this are searched "
+        "through the ANN index instead of exactly",
+    )
     host: str | None = None
     port: int = 8000
     ssl: bool = False

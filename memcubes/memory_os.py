@@ -40,6 +40,8 @@ from memcubes.store import (
     SpaceStats,
     Store,
 )
+from memcubes.vector_migration import migrate_vectors
+from memcubes.vector_store import VectorStore
 from memcubes.vectors import VectorIndex, build_index
 from memcubes.writeback import MemoryChange, WriteBack
 
@@ -85,8 +87,12 @@ class MemoryOS:
         self.embedder = embedder
         self.index = index
         self._owns_embedder = owns_embedder
+        self.vectors = VectorStore(store, dimension=embedder.dimension, precision=settings.vector_index.precision)
         self.hot = HotVectors(
-            index, dimension=embedder.dimension, budget_bytes=settings.retrieval.hot_vectors_mb * 1024 * 1024
+            self.vectors,
+            index,
+            budget_bytes=settings.retrieval.hot_vectors_mb * 1024 * 1024,
+            ann_min_entries=settings.vector_index.ann_min_entries,
         )
         self.retriever = Retriever(
             store=store, index=index, embedder=embedder, settings=settings.retrieval, hot=self.hot
@@ -97,12 +103,14 @@ class MemoryOS:
         self._foreground = Foreground()
         self.index_sync = IndexSync(
             store=store,
+            vectors=self.vectors,
             index=index,
             embedder=embedder,
             hot=self.hot,
             foreground=self._foreground,
             write_delay=settings.vector_index.write_delay_ms / 1000,
             write_idle=settings.vector_index.write_idle_ms / 1000,
+            ann_min_entries=settings.vector_index.ann_min_entries,
         )
         self.lifecycle = Lifecycle(
             store=store, vectors=self.hot, dedupe_threshold=settings.extraction.dedupe_threshold, judge=llm
@@ -110,6 +118,7 @@ class MemoryOS:
         self.writeback = WriteBack(
             store=store,
             embedder=embedder,
+            vectors=self.vectors,
             lifecycle=self.lifecycle,
             index_sync=self.index_sync,
             readers=build_readers(settings.extraction, llm),
@@ -145,7 +154,11 @@ class MemoryOS:
         await asyncio.to_thread(_check_embedder, store, embedder.name)
         await asyncio.to_thread(KeyStore.create_tables, store)
         await asyncio.to_thread(languages.warm_up)  # the language identifier loads in 0.6 s
-        return cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
+        memory = cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
+        await migrate_vectors(
+            store, memory.vectors, index, embedder=embedder, ann_min_entries=settings.vector_index.ann_min_entries
+        )
+        return memory
 
     async def start(self) -> None:
         """Start write-back workers; journalled work and index writes left by a crash resume."""
@@ -429,7 +442,7 @@ class MemoryOS:
     async def export_space(self, space: str, target: IO[bytes]) -> bundle.Manifest:
         """Write ``space`` (every state, its history, its vectors) to ``target`` as a bundle zip."""
         return await bundle.export_space(
-            store=self.store, index=self.index, embedder=self.embedder, space=space, target=target
+            store=self.store, vectors=self.vectors, embedder=self.embedder, space=space, target=target
         )
 
     async def import_bundle(
@@ -457,6 +470,7 @@ class MemoryOS:
         report = await bundle.import_contents(
             store=self.store,
             index_sync=self.index_sync,
+            vectors=self.vectors,
             embedder=self.embedder,
             contents=contents,
             space=space,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -252,7 +251,10 @@ def test_chroma_server_mode_survives_the_server_going_away(
     settings = proxy_settings(
         backend.url,
         tmp_path / "data",
-        memory={"vector_index": {"host": "127.0.0.1", "port": port}, "writeback": {"retry_seconds": 0.2}},
+        memory={
+            "vector_index": {"host": "127.0.0.1", "port": port, "ann_min_entries": 0},  # every space uses Chroma
+            "writeback": {"retry_seconds": 0.2},
+        },
     )
     with chroma_server(tmp_path / "chroma", port):
         proxy = start_proxy(settings)
@@ -308,18 +310,19 @@ async def test_index_writes_left_by_a_crash_are_replayed(embedder: Embedder, tmp
     settings = MemorySettings(data_dir=tmp_path / "data")
     memory = await MemoryOS.open(settings, embedder=embedder)
     cube = MemCube(space="user:sam", content="Sam keeps bees on the roof")
-    # Committed to SQLite (with its outbox row), never written to the index: as after a crash.
+    # Committed to SQLite with its outbox row but without vectors (as an edit is), and never
+    # indexed: as after a crash.
     await asyncio.to_thread(memory.store.apply, ChangeSet(cubes=[cube], events=[HistoryEvent(cube, "ADD")]))
-    assert await memory.index.count("user:sam") == 0
+    assert memory.vectors.missing("user:sam") == [cube.id]
     await memory.close()
     memory = await MemoryOS.open(settings, embedder=embedder)
     await memory.start()
     try:
         for _ in range(100):
-            if await memory.index.count("user:sam") == 1:
+            if memory.vectors.count("user:sam") == 1:
                 break
             await asyncio.sleep(0.05)
-        assert await memory.index.count("user:sam") == 1
+        assert memory.vectors.count("user:sam") == 1
     finally:
         await memory.close()
 
@@ -336,7 +339,7 @@ async def main():
         if sys.argv[2] == "seed":
             exchange = Exchange(space="user:tia", facts=["Tia sails", "Tia bakes bread"], mode="heuristic")
             await memory.add(exchange, sync=True)
-        print(await memory.index.count("user:tia"))
+        print(memory.vectors.count("user:tia"))
     finally:
         await memory.close()
 
@@ -344,7 +347,7 @@ asyncio.run(main())
 """
 
 
-def test_reindex_rebuilds_the_vector_index_from_sqlite(tmp_path: Path) -> None:
+def test_reindex_embeds_every_memory_again(tmp_path: Path) -> None:
     """Each step in its own process: Chroma caches an opened store per process."""
     config = tmp_path / "config.yaml"
     config.write_text(f"memory: {{data_dir: {tmp_path / 'data'}}}\n")
@@ -355,7 +358,8 @@ def test_reindex_rebuilds_the_vector_index_from_sqlite(tmp_path: Path) -> None:
         return result.stdout.strip()
 
     assert run("-c", COUNT_VECTORS, str(config), "seed") == "2"
-    shutil.rmtree(tmp_path / "data" / "chroma")
+    with sqlite3.connect(tmp_path / "data" / "memproxy.db") as db:
+        db.execute("DELETE FROM vectors")
     assert run("-c", COUNT_VECTORS, str(config), "count") == "0"
     assert "reindexed 2 memories" in run("-m", "proxy.cli", "reindex", "--config", str(config))
     assert run("-c", COUNT_VECTORS, str(config), "count") == "2"
