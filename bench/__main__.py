@@ -9,6 +9,7 @@ what was measured and how, then a plain-text table; its module docstring says ho
     python -m bench overhead --rounds 6 --requests 1200 --requests-loaded 4800 --max-seconds 30
                                              # more samples per cell for a steadier p99 (~30 min)
     python -m bench scale --max 1000000      # up to 1M memories (about 15-20 minutes)
+    python -m bench ann                      # exact search vs Chroma by space size (ann_min_entries)
     python -m bench cache                    # prompt-cache hits over a 50-turn conversation (~3 min)
 
 A section is a module with ``add_arguments(parser)`` (its options, in its own argument group)
@@ -24,11 +25,12 @@ from types import ModuleType
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench import activation, cache, languages, overhead, scale
+from bench import activation, ann, cache, languages, overhead, scale
 
 SECTIONS: dict[str, ModuleType] = {
     "overhead": overhead,
     "scale": scale,
+    "ann": ann,
     "activation": activation,
     "cache": cache,
     "languages": languages,

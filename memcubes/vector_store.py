@@ -81,23 +81,26 @@ def encode(vector: Vectors, precision: Precision) -> bytes:
 
 def decode(blobs: Sequence[bytes], dimension: int) -> Vectors:
     """Stored vectors back to a float32 matrix, each row in the encoding its length says."""
+    lengths = set(map(len, blobs))
+    if len(lengths) == 1:  # the usual case: one encoding, decoded in one go
+        return _decoded(b"".join(blobs), lengths.pop(), dimension)
     out = np.empty((len(blobs), dimension), dtype=np.float32)
-    by_length: dict[int, list[int]] = {}
-    for row, blob in enumerate(blobs):
-        by_length.setdefault(len(blob), []).append(row)
-    for length, rows in by_length.items():
-        joined = b"".join(blobs[row] for row in rows) if len(rows) < len(blobs) else b"".join(blobs)
-        if length == 4 * dimension:
-            out[rows] = np.frombuffer(joined, dtype="<f4").reshape(-1, dimension)
-        elif length == 2 * dimension:
-            out[rows] = np.frombuffer(joined, dtype="<f2").reshape(-1, dimension)
-        elif length == dimension + _SCALE.itemsize:
-            raw = np.frombuffer(joined, dtype=np.uint8).reshape(-1, length)
-            scales = raw[:, : _SCALE.itemsize].copy().view(_SCALE)
-            out[rows] = raw[:, _SCALE.itemsize :].view(np.int8).astype(np.float32) * scales
-        else:
-            raise ValueError(f"a stored vector of {length} bytes does not have {dimension} dimensions")
+    for length in lengths:
+        rows = [row for row, blob in enumerate(blobs) if len(blob) == length]
+        out[rows] = _decoded(b"".join(blobs[row] for row in rows), length, dimension)
     return out
+
+
+def _decoded(joined: bytes, length: int, dimension: int) -> Vectors:
+    if length == 4 * dimension:
+        return np.frombuffer(joined, dtype="<f4").reshape(-1, dimension).astype(np.float32)
+    if length == 2 * dimension:
+        return np.frombuffer(joined, dtype="<f2").reshape(-1, dimension).astype(np.float32)
+    if length == dimension + _SCALE.itemsize:
+        raw = np.frombuffer(joined, dtype=np.uint8).reshape(-1, length)
+        scales = raw[:, : _SCALE.itemsize].copy().view(_SCALE)
+        return raw[:, _SCALE.itemsize :].view(np.int8).astype(np.float32) * scales
+    raise ValueError(f"a stored vector of {length} bytes does not have {dimension} dimensions")
 
 
 async def cube_entries(
