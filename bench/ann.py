@@ -3,7 +3,7 @@ decoded, one matrix product) cost more than a query of its Chroma collection? Th
 default of ``vector_index.ann_min_entries``.
 
 For each size, one space of that many entries (MiniLM-sized random unit vectors, stored as
-configured: int8 by default) is written to a fresh store and to an embedded Chroma collection,
+configured: float16 by default) is written to a fresh store and to an embedded Chroma collection,
 then searched ``--ann-queries`` times, one at a time:
 
 - *exact cold*: ``HotVectors.space`` with nothing in RAM (one range read of the ``vectors`` table,
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -93,8 +94,8 @@ def run(args: argparse.Namespace) -> str:
         rows.append([f"{size:,}", *asyncio.run(measure(size, args.ann_queries, args.workdir))])
         print(f"  ann: {size:,} entries done", flush=True)
     header = (
-        f"ann: one space of N entries ({DIMENSION} dimensions, int8 in SQLite), {args.ann_queries} queries each, "
-        f"p50 ms; {cpu_description()}"
+        f"ann: one space of N entries ({DIMENSION} dimensions, {VectorIndexSettings().precision} in SQLite), "
+        f"{args.ann_queries} queries each, p50 ms; {cpu_description()}, load average {os.getloadavg()[0]:.1f}"
     )
     return "\n".join([header, table(["entries", "exact cold", "exact warm", "chroma", "chroma first"], rows)])
 

@@ -12,9 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# Entries above which a space's exact search (read from SQLite, decoded, one matrix product) costs
-# more than an ANN query: measured with ``python -m bench ann`` (see the README's "How memory is stored").
-ANN_MIN_ENTRIES = 50_000
+# Entries above which a space is searched through an ANN index: measured with ``python -m bench ann``
+# (see the README's "How memory is stored"): up to 10,000 entries an exact search costs about what a
+# Chroma query does cold and a third of it warm; at 30,000, reading the space from SQLite costs three
+# first Chroma queries (a warm exact search still costs a fifth of a warm Chroma query).
+ANN_MIN_ENTRIES = 20_000
+Precision = Literal["int8", "float16", "float32"]
 
 ExtractionMode = Literal["raw", "heuristic", "llm"]
 
@@ -142,10 +145,10 @@ class VectorIndexSettings(_Strict):
     derived data kept only for spaces above ``ann_min_entries``."""
 
     kind: Literal["chroma"] = "chroma"
-    precision: Literal["int8", "float16", "float32"] = Field(
-        "int8",
-        description="how vectors are stored in SQLite (read back whatever was written): int8 with a scale "
-        "(388 bytes for 384 dimensions), float16 or float32",
+    precision: Precision = Field(
+        "float16",
+        description="how vectors are stored in SQLite (read back whatever was written): float16 (768 bytes "
+        "for 384 dimensions), int8 with a scale (388 bytes; LOCOMO dev recall 0.004 lower) or float32",
     )
     ann_min_entries: int = Field(
         ANN_MIN_ENTRIES,

@@ -82,7 +82,7 @@ async def test_vectors_are_committed_with_their_cubes_and_searched_without_an_an
         assert added is not None and len(added) == 2
         with sqlite3.connect(memory.store.path) as db:
             rows = db.execute("SELECT cube_id, sentence, length(vec) FROM vectors ORDER BY cube_id, sentence")
-            # The boat's two sentences each have an entry besides its whole text; int8: 388 bytes.
+            # The boat's two sentences each have an entry besides its whole text; float16: 768 bytes.
             assert sorted((cube_id, sentence) for cube_id, sentence, _ in rows) == sorted(
                 [(added[0].id, WHOLE), (added[1].id, WHOLE), (added[1].id, 0), (added[1].id, 1)]
             )
