@@ -199,10 +199,18 @@ class VectorStore:
                     f"AND cube_id IN ({','.join('?' * len(chunk))})",
                     (key, *chunk),
                 )
+        try:
+            matrix = decode([row[2] for row in rows], self.dimension)
+        except ValueError:
+            # Vectors of another embedder (another dimension) cannot be compared with this one's:
+            # left out until ``memproxy reindex`` embeds them again (``memory_os`` warns at start).
+            sizes = {4 * self.dimension, 2 * self.dimension, self.dimension + _SCALE.itemsize}
+            rows = [row for row in rows if len(row[2]) in sizes]
+            matrix = decode([row[2] for row in rows], self.dimension)
         return SpaceMatrix(
             cube_ids=[row[0] for row in rows],
             sentences=np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows)),
-            matrix=decode([row[2] for row in rows], self.dimension),
+            matrix=matrix,
         )
 
     def whole(self, space: str, cube_ids: Sequence[str]) -> dict[str, Vectors]:
