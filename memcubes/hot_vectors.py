@@ -117,8 +117,10 @@ class SpaceVectors:
         if live + extra <= len(self._matrix) // 2:
             self._compact()
             return
-        capacity = max(_MIN_CAPACITY, 2 * (live + extra))
-        self._compact(capacity)
+        # An eighth of headroom for the writes to come: doubling, a space read whole (the usual
+        # way one arrives) took twice its size in RAM, and the budget held half as many spaces.
+        needed = live + extra
+        self._compact(max(_MIN_CAPACITY, needed + needed // 8))
 
     def _compact(self, capacity: int | None = None) -> None:
         rows = np.flatnonzero(self._alive[: self._size])
