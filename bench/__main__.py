@@ -9,6 +9,7 @@ what was measured and how, then a plain-text table; its module docstring says ho
     python -m bench overhead --rounds 6 --requests 1200 --requests-loaded 4800 --max-seconds 30
                                              # more samples per cell for a steadier p99 (~30 min)
     python -m bench scale --max 1000000      # up to 1M memories (about 15-20 minutes)
+    python -m bench ann                      # exact search vs Chroma by space size (ann_min_entries)
     python -m bench cache                    # prompt-cache hits over a 50-turn conversation (~3 min)
     python -m bench imports --items 20000    # a mem0 import beside other users' adds and chats (~3 min)
 
@@ -25,11 +26,12 @@ from types import ModuleType
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench import activation, cache, imports, languages, overhead, scale
+from bench import activation, ann, cache, imports, languages, overhead, scale
 
 SECTIONS: dict[str, ModuleType] = {
     "overhead": overhead,
     "scale": scale,
+    "ann": ann,
     "activation": activation,
     "cache": cache,
     "languages": languages,

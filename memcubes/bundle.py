@@ -33,10 +33,10 @@ from memcubes import quarantine
 from memcubes.archive import SafeArchive
 from memcubes.cube import CubeState, MemCube, UTCDatetime, utcnow
 from memcubes.embedder import Embedder, Vectors
-from memcubes.errors import BundleError, IndexUnavailable
+from memcubes.errors import BundleError
 from memcubes.ids import new_id
 from memcubes.store import ChangeSet, CubeFilter, HistoryEvent, HistoryRecord, Store, content_hash
-from memcubes.vectors import VectorIndex
+from memcubes.vector_store import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -521,27 +521,23 @@ def _space_cubes(store: Store, space: str) -> list[MemCube]:
 
 
 async def export_space(
-    *, store: Store, index: VectorIndex, embedder: Embedder, space: str, target: IO[bytes]
+    *, store: Store, vectors: VectorStore, embedder: Embedder, space: str, target: IO[bytes]
 ) -> Manifest:
     """Write ``space`` to ``target`` as a bundle. History is read before the cubes so that every
     event's cube is there even if a write lands in between (events of a cube purged meanwhile
-    are left out). Vectors are optional: with the index down the bundle goes without them."""
+    are left out). The vectors are the whole-text ones the store holds."""
     records = await asyncio.to_thread(store.space_history, space)
     cubes = await asyncio.to_thread(_space_cubes, store, space)
     ids = {cube.id for cube in cubes}
     history = [
         HistoryEvent(r.cube, r.event, r.reason, datetime.fromisoformat(r.at)) for r in records if r.cube.id in ids
     ]
-    try:
-        vectors = await index.get_vectors(space, [cube.id for cube in cubes if cube.is_live()])
-    except IndexUnavailable as exc:
-        log.warning("exporting %s without embeddings: %s", space, exc)
-        vectors = {}
+    whole = await asyncio.to_thread(vectors.whole, space, [cube.id for cube in cubes if cube.is_live()])
     contents = BundleContents(
         space=space,
         cubes=cubes,
         history=history,
-        vectors=vectors,
+        vectors=whole,
         embedder=EmbedderInfo(id=embedder.name, dimension=embedder.dimension),
     )
     return await asyncio.to_thread(write_bundle, target, contents)

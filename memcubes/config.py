@@ -12,6 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Entries above which a space is searched through an ANN index: measured with ``python -m bench ann``
+# (see the README's "How memory is stored"): up to 10,000 entries an exact search costs about what a
+# Chroma query does cold and a third of it warm; at 30,000, reading the space from SQLite costs three
+# first Chroma queries (a warm exact search still costs a fifth of a warm Chroma query).
+ANN_MIN_ENTRIES = 20_000
+Precision = Literal["int8", "float16", "float32"]
+
 ExtractionMode = Literal["raw", "heuristic", "llm"]
 
 
@@ -133,9 +140,22 @@ class EmbedderSettings(_Strict):
 
 
 class VectorIndexSettings(_Strict):
-    """Chroma: embedded under ``data_dir/chroma`` unless ``host`` names a ``chroma run`` server."""
+    """Vectors live in SQLite with their cubes and are searched exactly per space; the ANN index
+    (Chroma: embedded under ``data_dir/chroma`` unless ``host`` names a ``chroma run`` server) is
+    derived data kept only for spaces above ``ann_min_entries``."""
 
     kind: Literal["chroma"] = "chroma"
+    precision: Precision = Field(
+        "float16",
+        description="how vectors are stored in SQLite (read back whatever was written): float16 (768 bytes "
+        "for 384 dimensions), int8 with a scale (388 bytes; LOCOMO dev recall 0.004 lower) or float32",
+    )
+    ann_min_entries: int = Field(
+        ANN_MIN_ENTRIES,
+        ge=0,
+        description="spaces with more vector entries (whole texts and sentences) than this are searched "
+        "through the ANN index instead of exactly",
+    )
     host: str | None = None
     port: int = 8000
     ssl: bool = False

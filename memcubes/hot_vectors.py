@@ -1,16 +1,16 @@
-"""Vectors of recently used spaces held in RAM, for exact search at sentence level.
+"""Vectors of recently searched spaces held in RAM, for exact search at sentence level: a cache
+over the vectors the store holds (``memcubes.vector_store``), never a requirement.
 
 A space of a thousand memories is a few thousand entries (whole texts and sentences): a matrix
 product over all of them takes a fraction of a millisecond, is exact rather than approximate, and
 scores a cube by its whole text and its best sentence together, which an ANN query per entry
-cannot do without a second round trip (measured here: a Chroma query for 150 entries ~3 ms, a get
-of 400 vectors ~8 ms). Chroma stays the persistent index; a space is loaded from it on first use
-(in the background: that request uses Chroma directly) and kept up to date by the index sync.
-A byte budget bounds RAM; the least recently used spaces are dropped. Writes reach RAM before the
-index (``IndexSync`` gathers index writes), so the writes the index may still lack are kept per
-space and replayed onto a space loaded from it.
+cannot do without a second round trip. A space not held is read from SQLite (one range read,
+a few milliseconds for a thousand memories) when first searched; a space above
+``ann_min_entries`` entries is searched through the ANN index instead. A byte budget bounds RAM;
+the least recently used spaces are dropped. Writes reach the spaces held through the index sync,
+which re-reads the entries of the cubes written (``refresh``) once they are committed.
 
-Everything here runs on the event loop thread, so no locks are needed.
+Everything here runs on the event loop thread (reads in worker threads), so no locks are needed.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ import numpy.typing as npt
 
 from memcubes import deadline
 from memcubes.embedder import Vectors
-from memcubes.vectors import WHOLE, VectorEntry, VectorIndex
+from memcubes.vector_store import WHOLE, SpaceMatrix, VectorEntry, VectorStore
+from memcubes.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
 _RELOAD_SECONDS = 600.0  # another process may have written to the space meanwhile
 _MIN_CAPACITY = 64
+_LOAD_TRIES = 3  # reads of a space written to while it was being read
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,6 @@ class _Grouping:
     part_rows: npt.NDArray[np.int64]  # sentence rows, grouped by cube
     part_starts: npt.NDArray[np.int64]  # where each cube's group starts in part_rows
     part_slots: npt.NDArray[np.int64]  # the cube of each group
-
-
-_Write = tuple[Sequence[VectorEntry], list[str]]  # upserts, removed cube ids
 
 
 class SpaceVectors:
@@ -57,9 +56,9 @@ class SpaceVectors:
         self._sentence = np.zeros(_MIN_CAPACITY, dtype=np.int64)
         self._alive = np.zeros(_MIN_CAPACITY, dtype=bool)
         self._size = 0
-        self._slots: dict[str, int] = {}
-        self._cube_ids: list[str] = []
-        self._entries: dict[str, list[int]] = {}  # cube id → its entry rows
+        self._slots: dict[str, int] = {}  # cube id → slot (slots are not reused)
+        self._cube_ids: list[str] = []  # slot → cube id
+        self._held: set[str] = set()  # cubes with live entries
         self._view: _Grouping | None = None
 
     @property
@@ -67,31 +66,49 @@ class SpaceVectors:
         return int(self._matrix.nbytes)
 
     def __contains__(self, cube_id: str) -> bool:
-        return cube_id in self._entries
+        return cube_id in self._held
+
+    def _rows_of(self, slots: Sequence[int]) -> npt.NDArray[np.int64]:
+        size = self._size
+        return np.flatnonzero(self._alive[:size] & np.isin(self._owner[:size], slots))
 
     def remove(self, cube_ids: Iterable[str]) -> None:
-        self._view = None
-        for cube_id in cube_ids:
-            for row in self._entries.pop(cube_id, []):
-                self._alive[row] = False
+        gone = [self._slots[cube_id] for cube_id in cube_ids if cube_id in self._held]
+        if gone:
+            self._view = None
+            self._alive[self._rows_of(gone)] = False
+            self._held.difference_update(self._cube_ids[slot] for slot in gone)
 
     def add(self, entries: Sequence[VectorEntry]) -> None:
         """Insert or replace: a cube's entries given here replace all its earlier ones."""
-        self.remove({entry.cube_id for entry in entries})
+        if entries:
+            self.add_matrix(
+                SpaceMatrix(
+                    cube_ids=[entry.cube_id for entry in entries],
+                    sentences=np.array([entry.sentence for entry in entries], dtype=np.int64),
+                    matrix=np.stack([np.asarray(entry.vector, dtype=np.float32) for entry in entries]),
+                )
+            )
+
+    def add_matrix(self, read: SpaceMatrix) -> None:
+        """``add`` for entries as read from the store, in numpy (a space's whole matrix at once:
+        ~1 ms per thousand entries where a loop per entry took ~10)."""
+        self.remove(set(read.cube_ids))
         self._view = None
-        self._reserve(len(entries))
-        for entry in entries:
-            slot = self._slots.get(entry.cube_id)
-            if slot is None:
-                slot = self._slots[entry.cube_id] = len(self._cube_ids)
-                self._cube_ids.append(entry.cube_id)
-            row = self._size
-            self._matrix[row] = entry.vector
-            self._owner[row] = slot
-            self._sentence[row] = entry.sentence
-            self._alive[row] = True
-            self._entries.setdefault(entry.cube_id, []).append(row)
-            self._size += 1
+        count = len(read.cube_ids)
+        self._reserve(count)
+        known = len(self._cube_ids)
+        slots = self._slots
+        owners = np.fromiter((slots.setdefault(c, len(slots)) for c in read.cube_ids), dtype=np.int64, count=count)
+        if len(slots) > known:
+            self._cube_ids.extend(list(slots)[known:])
+        self._held.update(read.cube_ids)
+        rows = slice(self._size, self._size + count)
+        self._matrix[rows] = read.matrix
+        self._owner[rows] = owners
+        self._sentence[rows] = read.sentences
+        self._alive[rows] = True
+        self._size += count
 
     def _reserve(self, extra: int) -> None:
         if self._size + extra <= len(self._matrix):
@@ -100,8 +117,10 @@ class SpaceVectors:
         if live + extra <= len(self._matrix) // 2:
             self._compact()
             return
-        capacity = max(_MIN_CAPACITY, 2 * (live + extra))
-        self._compact(capacity)
+        # An eighth of headroom for the writes to come: doubling, a space read whole (the usual
+        # way one arrives) took twice its size in RAM, and the budget held half as many spaces.
+        needed = live + extra
+        self._compact(max(_MIN_CAPACITY, needed + needed // 8))
 
     def _compact(self, capacity: int | None = None) -> None:
         rows = np.flatnonzero(self._alive[: self._size])
@@ -112,9 +131,6 @@ class SpaceVectors:
         owner[: len(rows)], sentence[: len(rows)], alive[: len(rows)] = self._owner[rows], self._sentence[rows], True
         self._matrix, self._owner, self._sentence, self._alive = matrix, owner, sentence, alive
         self._size = len(rows)
-        self._entries = {}
-        for row in range(self._size):
-            self._entries.setdefault(self._cube_ids[int(self._owner[row])], []).append(row)
 
     def _grouping(self) -> _Grouping:
         """Row indices arranged for per-cube reductions; rebuilt only after writes."""
@@ -161,92 +177,103 @@ class SpaceVectors:
 
     def best_sentence(self, cube_id: str, query: Vectors) -> int | None:
         """Which sentence of a cube is most similar to the query (``None``: it has only one)."""
-        rows = [row for row in self._entries.get(cube_id, []) if self._sentence[row] != WHOLE]
-        if not rows:
+        if cube_id not in self._held:
+            return None
+        rows = self._rows_of([self._slots[cube_id]])
+        rows = rows[self._sentence[rows] != WHOLE]
+        if not len(rows):
             return None
         sims = self._matrix[rows] @ query
         return int(self._sentence[rows[int(np.argmax(sims))]])
 
 
 class HotVectors:
-    def __init__(self, index: VectorIndex, *, dimension: int, budget_bytes: int) -> None:
+    def __init__(self, vectors: VectorStore, index: VectorIndex, *, budget_bytes: int, ann_min_entries: int) -> None:
+        self._vectors = vectors
         self._index = index
-        self._dimension = dimension
         self._budget = budget_bytes
+        self._ann_min = ann_min_entries
         self._spaces: OrderedDict[str, SpaceVectors] = OrderedDict()
-        self._loading: dict[str, asyncio.Task[SpaceVectors]] = {}
-        # Writes the index may not have yet (until ``flushed``), and those landing while a space is
-        # being read from the index: replayed onto what was read, in order (they are idempotent).
-        self._unflushed: dict[str, list[_Write]] = {}
-        self._pending: dict[str, list[_Write]] = {}
+        self._large: dict[str, float] = {}  # spaces searched through the ANN index, since when
+        self._loading: dict[str, asyncio.Future[SpaceVectors | None]] = {}
+        self._writes: dict[str, int] = {}  # per space, so a read that raced a write is read again
 
     def get(self, space: str) -> SpaceVectors | None:
-        """The space's vectors if held (and fresh); otherwise start loading them and return None."""
+        """The space's vectors if held (and fresh), without reading anything."""
         vectors = self._spaces.get(space)
         if vectors is not None and time.monotonic() - vectors.loaded_at < _RELOAD_SECONDS:
             self._spaces.move_to_end(space)
             return vectors
-        if space not in self._loading and self._budget > 0:
-            # shared by the requests to come: not cut short at the deadline of the one that started it
-            task = asyncio.get_running_loop().create_task(self.load(space), context=deadline.detached())
-            self._loading[space] = task
-            task.add_done_callback(lambda _: self._loading.pop(space, None))
-        return vectors
+        return None
 
-    async def load(self, space: str) -> SpaceVectors:
-        self._pending[space] = list(self._unflushed.get(space, []))
-        try:
-            entries = await self._index.entries(space)
-            vectors = SpaceVectors(self._dimension)
-            vectors.add(entries)
-            for upserts, removed in self._pending.get(space, []):
-                vectors.remove(removed)
-                vectors.add(upserts)
-        finally:
-            self._pending.pop(space, None)
-        self._spaces[space] = vectors
-        self._spaces.move_to_end(space)
-        self._evict()
+    async def space(self, space: str) -> SpaceVectors | None:
+        """The space's vectors, read from the store if not held; ``None`` for a space above
+        ``ann_min_entries`` (searched through the ANN index)."""
+        held = self.get(space)
+        if held is not None:
+            return held
+        since = self._large.get(space)
+        if since is not None and time.monotonic() - since < _RELOAD_SECONDS:
+            return None
+        loading = self._loading.get(space)
+        if loading is None:
+            # shared by the requests to come: not cut short at the deadline of the one that started it
+            loading = asyncio.get_running_loop().create_task(self._load(space), context=deadline.detached())
+            self._loading[space] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(space, None))
+        return await asyncio.shield(loading)
+
+    async def _load(self, space: str) -> SpaceVectors | None:
+        for _ in range(_LOAD_TRIES):
+            writes = self._writes.get(space, 0)
+            count = await asyncio.to_thread(self._vectors.count, space)
+            if count > self._ann_min:
+                self._large[space] = time.monotonic()
+                self._spaces.pop(space, None)
+                return None
+            read = await asyncio.to_thread(self._vectors.matrix, space)
+            if self._writes.get(space, 0) == writes:
+                break
+        self._large.pop(space, None)
+        vectors = SpaceVectors(self._vectors.dimension)
+        vectors.add_matrix(read)
+        if self._budget > 0:
+            self._spaces[space] = vectors
+            self._spaces.move_to_end(space)
+            self._evict()
         return vectors
 
     async def nearest(self, space: str, vector: Vectors, *, limit: int) -> list[tuple[str, float]]:
-        """Most similar cubes by whole text: exact from RAM when the space is held, else the index."""
-        vectors = self.get(space)
+        """Most similar cubes by whole text: exact when the space is small, else the ANN index."""
+        vectors = await self.space(space)
         if vectors is None:
             return await self._index.query(space, vector, limit=limit)
         return vectors.ranked(vector, sentence_weight=0.0, limit=limit)
 
-    def apply(
-        self, space: str, *, upserts: Sequence[VectorEntry] = (), removed: Iterable[str] = (), indexed: bool = False
-    ) -> None:
-        """Mirror a write on its way to the index (into RAM only for spaces held; others load
-        when next used, and get it replayed until ``flushed``). ``indexed``: the index has it
-        already, so a later load reads it there (an import's thousands are not kept for replay)."""
-        removed = list(removed)
-        if not indexed:
-            self._unflushed.setdefault(space, []).append((upserts, removed))
-        if space in self._pending:
-            self._pending[space].append((upserts, removed))
+    async def refresh(self, space: str, cube_ids: Sequence[str]) -> None:
+        """These cubes were written (committed): a space held re-reads their entries (none: the
+        cube is gone or not live any more)."""
+        self._writes[space] = self._writes.get(space, 0) + 1
+        if space not in self._spaces or not cube_ids:
+            return
+        read = await asyncio.to_thread(self._vectors.matrix, space, cube_ids)
         vectors = self._spaces.get(space)
         if vectors is None:
             return
-        vectors.remove(removed)
-        if upserts:
-            vectors.add(upserts)
+        vectors.remove(cube_ids)
+        vectors.add_matrix(read)
         self._evict()
 
-    def flushed(self, space: str) -> None:
-        """The index has every write of ``space`` applied so far (or will read them again from
-        the outbox): a load no longer needs them replayed."""
-        self._unflushed.pop(space, None)
+    def remove(self, space: str, cube_ids: Iterable[str]) -> None:
+        self._writes[space] = self._writes.get(space, 0) + 1
+        vectors = self._spaces.get(space)
+        if vectors is not None:
+            vectors.remove(cube_ids)
 
     def drop(self, space: str) -> None:
+        self._writes[space] = self._writes.get(space, 0) + 1
         self._spaces.pop(space, None)
-        self._pending.pop(space, None)
-        self._unflushed.pop(space, None)
-        task = self._loading.pop(space, None)
-        if task is not None:
-            task.cancel()
+        self._large.pop(space, None)
 
     def _evict(self) -> None:
         total = sum(v.nbytes for v in self._spaces.values())

@@ -16,12 +16,12 @@ Blocking SQL, called from worker threads, through ``Store.transaction()`` like `
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from memcubes.cube import MemCube, utcnow
 from memcubes.errors import ImportAborted
-from memcubes.store import OP_DELETE, OP_UPSERT, HistoryEvent, Store
+from memcubes.store import OP_DELETE, HistoryEvent, Store, space_key
 
 LEASE = timedelta(minutes=5)  # an import whose heartbeat is older than this died with its process
 _UNDO_CHUNK = 500  # cubes rolled back (or forgotten) per transaction: the writer is held ~30 ms
@@ -67,11 +67,17 @@ def hold(store: Store, import_id: str, cube_ids: Sequence[str]) -> None:
         )
 
 
-def write(store: Store, import_id: str, cubes: Sequence[MemCube], events: Sequence[HistoryEvent]) -> None:
-    """One chunk: its cubes (their vectors already in the index) and history, in one transaction."""
+def write(
+    store: Store,
+    import_id: str,
+    cubes: Sequence[MemCube],
+    events: Sequence[HistoryEvent],
+    vectors: Mapping[str, Sequence[tuple[int, bytes]]],
+) -> None:
+    """One chunk: its cubes, their encoded vectors and history, in one transaction."""
     with store.transaction() as conn:
         _running(conn, import_id)
-        store.write_cubes(conn, cubes, events, index_live=False)
+        store.write_cubes(conn, cubes, events, vectors)
 
 
 def commit(store: Store, import_id: str) -> None:
@@ -84,7 +90,8 @@ def commit(store: Store, import_id: str) -> None:
 
 def roll_back(store: Store, import_id: str) -> None:
     """Undo everything the import wrote, a chunk of cubes per transaction, then drop its log.
-    The outbox takes the vectors out of the index (and puts an overwritten cube's back)."""
+    The vectors rows go with their cubes; the outbox takes them out of RAM and the ANN index
+    (an overwritten cube's text comes back without vectors: the index sync embeds it again)."""
     rows = store.read("SELECT space, first_seq, new_space FROM imports WHERE id = ?", (import_id,))
     if not rows:
         return
@@ -102,12 +109,8 @@ def roll_back(store: Store, import_id: str) -> None:
                     )
                 else:
                     prior = MemCube.model_validate_json(row["prior"])
-                    store.write_cubes(conn, [prior], [], index_live=True)
+                    store.write_cubes(conn, [prior], [], {})  # no vectors: the index sync embeds it again
                     conn.execute("DELETE FROM history WHERE cube_id = ? AND seq > ?", (row["cube_id"], first_seq))
-                    # Its vectors were replaced before its row was: index the old text again.
-                    conn.execute(
-                        "INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)", (prior.space, prior.id, OP_UPSERT)
-                    )
                 conn.execute("DELETE FROM import_undo WHERE import_id = ? AND cube_id = ?", (import_id, row["cube_id"]))
             if undo:
                 continue
@@ -153,10 +156,11 @@ def _running(conn: sqlite3.Connection, import_id: str) -> None:
 
 
 def _remove(conn: sqlite3.Connection, cube_id: str) -> None:
-    """A cube the import added: its row, its words in the lexical indexes, its history."""
-    row = conn.execute("SELECT rid FROM cubes WHERE id = ?", (cube_id,)).fetchone()
+    """A cube the import added: its row, its words in the lexical indexes, its vectors, its history."""
+    row = conn.execute("SELECT rid, space FROM cubes WHERE id = ?", (cube_id,)).fetchone()
     if row is not None:
         for table in ("cubes_fts", "cubes_grams"):
             conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (row["rid"],))
+        conn.execute("DELETE FROM vectors WHERE space_key = ? AND cube_id = ?", (space_key(row["space"]), cube_id))
         conn.execute("DELETE FROM cubes WHERE rid = ?", (row["rid"],))
     conn.execute("DELETE FROM history WHERE cube_id = ?", (cube_id,))

@@ -8,9 +8,9 @@ Chroma in calls that held the GIL for seconds. Now the import goes in chunks of 
 1. embed the chunk's active cubes (the background embedder thread, so requests' queries keep
    their own; the next chunk is embedded while this one is written);
 2. record in the undo log (``memcubes.import_log``) what the store holds for them now;
-3. write their vectors to the index (``IndexSync.write_through``: paced, small calls, outside
-   the sync's lock and the outbox) and to RAM;
-4. commit the chunk's cubes, history and lexical index in one short transaction (~20 ms).
+3. commit the chunk's cubes, their vectors (``memcubes.vector_store``), history and lexical
+   index in one short transaction (~20 ms); the outbox brings them to RAM (and to the ANN
+   index for a space past ``vector_index.ann_min_entries``) in the background.
 
 Other writers (chat journalling, adds) get the store between chunks. Committing the import is
 one small transaction at the end; until then a failure of any step, a cancelled request or a
@@ -30,9 +30,9 @@ from memcubes.bundle import ImportPlan
 from memcubes.cube import MemCube
 from memcubes.embedder import Embedder
 from memcubes.ids import new_id
-from memcubes.indexing import IndexSync, cube_entries
+from memcubes.indexing import IndexSync
 from memcubes.store import HistoryEvent, Store
-from memcubes.vectors import VectorEntry
+from memcubes.vector_store import VectorEntry, VectorStore, cube_entries
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,13 @@ _undoing: set[asyncio.Task[None]] = set()  # roll-backs outliving the request th
 
 
 async def write_import(
-    plan: ImportPlan, *, store: Store, index_sync: IndexSync, embedder: Embedder, progress: Progress | None = None
+    plan: ImportPlan,
+    *,
+    store: Store,
+    index_sync: IndexSync,
+    vectors: VectorStore,
+    embedder: Embedder,
+    progress: Progress | None = None,
 ) -> None:
     """Write ``plan`` in chunks, all or nothing: on any failure (or cancellation) everything
     written is rolled back before the error propagates."""
@@ -71,8 +77,8 @@ async def write_import(
             if number + 1 < len(chunks):
                 pending = embedded(chunks[number + 1])
             await asyncio.to_thread(import_log.hold, store, import_id, [cube.id for cube in chunk])
-            await index_sync.write_through(space, entries)
-            await asyncio.to_thread(import_log.write, store, import_id, chunk, events[number])
+            encoded = vectors.encoded(entries)
+            await asyncio.to_thread(import_log.write, store, import_id, chunk, events[number], encoded)
             done += len(chunk)
             if progress is not None:
                 progress(done, len(cubes))

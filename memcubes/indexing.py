@@ -1,21 +1,19 @@
-"""Keeps the vector index (and the in-RAM copy of hot spaces) in step with the store by replaying
-the outbox.
+"""Keeps what is derived from the vectors the store holds in step with it, by replaying the
+outbox: the in-RAM vectors of spaces held (``HotVectors``) and the ANN index of large spaces.
 
-The store commits cube changes and their outbox rows in one transaction; this module applies
-those rows and then deletes them. A crash in between leaves rows behind, which the next drain (at
-start-up at the latest) applies again: every operation is idempotent. A cube is indexed as its
-whole text plus, when it has several sentences, each sentence.
+The store commits a cube, its vectors (``memcubes.vector_store``) and an outbox row in one
+transaction; this module applies the rows and then deletes them. A crash in between leaves rows
+behind, which the next drain (at start-up at the latest) applies again: every operation is
+idempotent. A live cube committed without vectors (an edit, an approval, a data dir of the
+previous layout) is embedded here, whole text and sentences, and its vectors written then.
 
 A drain applies rows to the in-RAM vectors at once, so retrieval sees a write as soon as it is
-committed, but writes the index itself at once only when a caller waits for it (``urgent``).
-Background writes are gathered and written in one call per space once writes pause for
-``write_idle_ms``, or at the latest ``write_delay_ms`` after the first, when no request is retrieving.
-Measured here, an embedded Chroma upsert costs ~7 ms of CPU for one entry and ~15 ms for ten,
-and holds the GIL for 10-15 ms of it (~40 ms for 64 entries), stalling the event loop: at one
-write per exchange it was the largest cost of write-back after embedding, and every write is a
-slow request for whoever is waiting then, so they are few, and made in chunks. Until
-then the rows stay in the outbox, and ``HotVectors`` replays the staged writes onto a space it
-loads from the index meanwhile.
+committed. Only spaces above ``vector_index.ann_min_entries`` have an ANN index (Chroma): their
+writes are gathered and written in one call per space once writes pause for ``write_idle_ms``,
+or at the latest ``write_delay_ms`` after the first, when no request is retrieving (an embedded
+Chroma upsert holds the GIL for 10-15 ms, ~40 ms for 64 entries). A space's first ANN write
+builds its collection from the store; the collection of a space that shrank below the threshold
+is dropped.
 """
 
 from __future__ import annotations
@@ -23,55 +21,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from memcubes.cube import MemCube
-from memcubes.embedder import Embedder, Vectors
+from memcubes.embedder import Embedder
+from memcubes.errors import IndexUnavailable
 from memcubes.foreground import Foreground
 from memcubes.hot_vectors import HotVectors
-from memcubes.sentences import sentence_texts
 from memcubes.store import OP_DELETE, OP_DROP_SPACE, OP_UPSERT, Store
-from memcubes.vectors import WHOLE, VectorEntry, VectorIndex
+from memcubes.vector_store import VectorStore, cube_entries
+from memcubes.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
-_FLUSH_ENTRIES = 512  # staged entries that are written without waiting for the delay
+_FLUSH_ENTRIES = 512  # staged cubes that are written without waiting for the delay
 _QUIET_SECONDS = 0.1  # longest a background write waits for no request to be retrieving
 _UPSERT_CHUNK = 64  # entries per index call in the background: the GIL is held ~40 ms for 64
 
 
-async def cube_entries(
-    cubes: Sequence[MemCube], *, embedder: Embedder, known: Mapping[str, Vectors], urgent: bool = False
-) -> list[VectorEntry]:
-    """Whole-text and sentence entries of cubes, embedding in one batch what is not ``known``."""
-    texts: list[str] = []
-    slots: list[tuple[str, int]] = []
-    for cube in cubes:
-        if cube.id not in known:
-            texts.append(cube.content)
-            slots.append((cube.id, WHOLE))
-        for number, sentence in enumerate(sentence_texts(cube.content)):
-            texts.append(sentence)
-            slots.append((cube.id, number))
-    vectors = await embedder.embed(texts, urgent=urgent) if texts else np.zeros((0, 0), dtype=np.float32)
-    entries = [VectorEntry(cube.id, WHOLE, known[cube.id]) for cube in cubes if cube.id in known]
-    entries += [VectorEntry(cube_id, number, vector) for (cube_id, number), vector in zip(slots, vectors, strict=True)]
-    return entries
-
-
 @dataclass
 class _Staged:
-    """One space's writes not yet in the index: cubes whose entries go (deleted, or re-indexed
-    with possibly fewer sentences), then the entries to upsert, by cube."""
+    """One space's writes not yet in the ANN index: cubes whose entries go (deleted, or re-indexed
+    with possibly fewer sentences) and cubes whose entries are (re)written, read from the store."""
 
     removed: set[str] = field(default_factory=set)
-    entries: dict[str, list[VectorEntry]] = field(default_factory=dict)
+    upserted: set[str] = field(default_factory=set)
 
     def size(self) -> int:
-        return len(self.removed) + sum(len(entries) for entries in self.entries.values())
+        return len(self.removed) + len(self.upserted)
 
 
 class IndexSync:
@@ -79,15 +56,19 @@ class IndexSync:
         self,
         *,
         store: Store,
+        vectors: VectorStore,
         index: VectorIndex,
         embedder: Embedder,
         hot: HotVectors,
         foreground: Foreground,
         write_delay: float,
         write_idle: float,
+        ann_min_entries: int,
     ) -> None:
         self._store = store
+        self._vectors = vectors
         self._index = index
+        self._ann_min = ann_min_entries
         self._embedder = embedder
         self._hot = hot
         self._foreground = foreground
@@ -95,20 +76,15 @@ class IndexSync:
         self._write_idle = write_idle
         self._last_staged = 0.0
         self._lock = asyncio.Lock()
-        self._known: dict[str, Vectors] = {}  # vectors of committed cubes, waiting for their rows
         self._staged: dict[str, _Staged] = {}
         self._staged_rows: list[int] = []  # outbox rows done once the staged writes are in the index
         self._flush_task: asyncio.Task[None] | None = None
         self._due = asyncio.Event()  # enough is staged: write without waiting for the delay
 
-    def remember(self, vectors: Mapping[str, Vectors]) -> None:
-        """Vectors of cubes about to be committed, so that indexing them embeds nothing again."""
-        self._known.update(vectors)
-
     async def drain(self, *, urgent: bool = False) -> int:
-        """Stage every pending outbox row (the in-RAM vectors change at once); write the index now
-        when ``urgent`` (a caller waits to search), else in the background: once writes pause,
-        after the delay, or as soon as enough is staged."""
+        """Stage every pending outbox row (the in-RAM vectors change at once); write the ANN index
+        now when ``urgent`` (a caller waits), else in the background: once writes pause, after
+        the delay, or as soon as enough is staged."""
         async with self._lock:
             applied = await self._stage(urgent=urgent)
             if applied:
@@ -121,16 +97,6 @@ class IndexSync:
             if self._staged_rows and self._flush_task is None:
                 self._flush_task = asyncio.get_running_loop().create_task(self._flush_later())
         return applied
-
-    async def write_through(self, space: str, entries: Sequence[VectorEntry]) -> None:
-        """Write entries of cubes not committed yet straight to the index, in paced chunks, then
-        to RAM: for a bulk writer (an import) that keeps its own undo log. Neither the outbox nor
-        this sync's lock is involved, so a request's urgent drain never waits behind thousands
-        of an import's entries."""
-        for start in range(0, len(entries), _UPSERT_CHUNK):
-            await self._pace(True)
-            await self._index.upsert(space, entries[start : start + _UPSERT_CHUNK])
-        self._hot.apply(space, upserts=entries, indexed=True)
 
     async def flush(self) -> None:
         """Write whatever is staged now (shutdown, tests, callers about to read the index)."""
@@ -172,8 +138,9 @@ class IndexSync:
                 if row.op == OP_DROP_SPACE:
                     upserts.pop(row.space, None)
                     self._staged.pop(row.space, None)
-                    await self._index.drop_space(row.space)
                     self._hot.drop(row.space)
+                    if await self._index.holds(row.space):
+                        await self._index.drop_space(row.space)
                 elif row.op == OP_DELETE:
                     upserts.get(row.space, {}).pop(row.cube_id, None)
                     self._remove(row.space, [row.cube_id])
@@ -183,58 +150,62 @@ class IndexSync:
                 await self._upsert(space, list(ids), urgent=urgent)
             self._staged_rows += [row.seq for row in rows]
             applied += len(rows)
-        if not self._staged_rows:
-            # Nothing pending: vectors still remembered belong to rows another drain took first.
-            self._known.clear()
         return applied
 
     def _remove(self, space: str, cube_ids: Sequence[str]) -> None:
         if not cube_ids:
             return
         staged = self._staged.setdefault(space, _Staged())
-        for cube_id in cube_ids:
-            staged.entries.pop(cube_id, None)
-            staged.removed.add(cube_id)
-        self._hot.apply(space, removed=cube_ids)
+        staged.upserted.difference_update(cube_ids)
+        staged.removed.update(cube_ids)
+        self._hot.remove(space, cube_ids)
 
     async def _upsert(self, space: str, cube_ids: list[str], *, urgent: bool) -> None:
-        cubes = await asyncio.to_thread(self._store.get_many, cube_ids)
-        live = [cubes[i] for i in cube_ids if i in cubes and cubes[i].is_live()]
-        self._remove(space, [i for i in cube_ids if i not in cubes or not cubes[i].is_live()])
-        if not live:
-            return
-        known = {cube.id: self._known.pop(cube.id) for cube in live if cube.id in self._known}
-        entries = await cube_entries(live, embedder=self._embedder, known=known, urgent=urgent)
-        by_cube: dict[str, list[VectorEntry]] = {cube.id: [] for cube in live}
-        for entry in entries:
-            by_cube[entry.cube_id].append(entry)
+        missing = await asyncio.to_thread(self._vectors.missing, space, cube_ids)
+        if missing:  # committed without vectors: embedded now
+            cubes = await asyncio.to_thread(self._store.get_many, missing)
+            entries = await cube_entries(list(cubes.values()), embedder=self._embedder, known={}, urgent=urgent)
+            await asyncio.to_thread(self._vectors.put, space, entries)
         staged = self._staged.setdefault(space, _Staged())
-        staged.entries.update(by_cube)  # a cube staged twice: the later entries replace the earlier
-        # An edited cube (a later version, same id) may have fewer sentences now: its old entries go.
-        staged.removed.update(cube.id for cube in live if cube.version > 1)
-        self._hot.apply(space, upserts=entries)
+        # An edited cube may have fewer sentences now: its old entries go first.
+        staged.removed.update(cube_ids)
+        staged.upserted.update(cube_ids)
+        await self._hot.refresh(space, cube_ids)
 
     async def _flush(self, *, paced: bool = False) -> None:
-        """One delete and one upsert per space (``paced``: in chunks, each once no request is
-        retrieving), then the rows are done. On failure nothing is kept: the rows are read from
-        the outbox again (and re-embedded) by a later drain."""
+        """Per space above the threshold, one delete and one upsert (``paced``: in chunks, each
+        once no request is retrieving); then the rows are done. On failure nothing is kept: the
+        rows are read from the outbox again by a later drain."""
         staged, rows = self._staged, self._staged_rows
         self._staged, self._staged_rows = {}, []
-        try:
-            for space, writes in staged.items():
-                if writes.removed:
-                    await self._pace(paced)
-                    await self._index.delete_cubes(space, sorted(writes.removed))
-                entries = [entry for cube_entries in writes.entries.values() for entry in cube_entries]
-                chunk = _UPSERT_CHUNK if paced else max(len(entries), 1)
-                for start in range(0, len(entries), chunk):
-                    await self._pace(paced)
-                    await self._index.upsert(space, entries[start : start + chunk])
-            if rows:
-                await asyncio.to_thread(self._store.outbox_done, rows)
-        finally:
-            for space in staged:
-                self._hot.flushed(space)
+        for space, writes in staged.items():
+            await self._write_ann(space, writes, paced=paced)
+        if rows:
+            await asyncio.to_thread(self._store.outbox_done, rows)
+
+    async def _write_ann(self, space: str, writes: _Staged, *, paced: bool) -> None:
+        if await asyncio.to_thread(self._vectors.count, space) <= self._ann_min:
+            # Searched exactly: a collection left from when the space was larger would go stale.
+            # Best effort: a small space must not depend on the ANN index being up.
+            try:
+                if await self._index.holds(space):
+                    await self._index.drop_space(space)
+            except IndexUnavailable as exc:
+                log.warning("could not drop the ANN collection of a small space: %s", exc)
+            return
+        held = await self._index.holds(space)
+        if held:
+            if writes.removed:
+                await self._pace(paced)
+                await self._index.delete_cubes(space, sorted(writes.removed))
+            read = await asyncio.to_thread(self._vectors.matrix, space, sorted(writes.upserted))
+        else:  # crossed the threshold: the whole space
+            read = await asyncio.to_thread(self._vectors.matrix, space)
+        entries = read.entries()
+        chunk = _UPSERT_CHUNK if paced else max(len(entries), 1)
+        for start in range(0, len(entries), chunk):
+            await self._pace(paced)
+            await self._index.upsert(space, entries[start : start + chunk])
 
     async def _pace(self, paced: bool) -> None:
         if paced:
@@ -243,21 +214,25 @@ class IndexSync:
     async def reindex(
         self, space: str | None = None, *, batch: int = 256, progress: Callable[[int], None] | None = None
     ) -> int:
-        """Rebuild the index from the store (``memproxy reindex``): drop, re-embed, re-insert;
-        ``progress`` hears how many cubes each batch indexed (for a progress bar)."""
+        """Re-embed every live cube into the store, and rebuild the ANN index of large spaces
+        (``memproxy reindex``: after changing the embedder); ``progress`` hears how many cubes
+        each batch embedded (for a progress bar)."""
         spaces = [space] if space else await asyncio.to_thread(self._store.spaces)
         total = 0
         async with self._lock:
             await self._flush()
             for name in spaces:
-                await self._index.drop_space(name)
+                if await self._index.holds(name):
+                    await self._index.drop_space(name)
                 self._hot.drop(name)
                 cubes = await asyncio.to_thread(self._store.live_cubes, name)
                 for start in range(0, len(cubes), batch):
                     entries = await cube_entries(cubes[start : start + batch], embedder=self._embedder, known={})
-                    await self._index.upsert(name, entries)
+                    await asyncio.to_thread(self._vectors.put, name, entries)
                     if progress is not None:
                         progress(min(batch, len(cubes) - start))
+                cube_ids = [cube.id for cube in cubes]
+                await self._write_ann(name, _Staged(upserted=set(cube_ids)), paced=False)
                 total += len(cubes)
                 log.info("reindexed %d cubes of %s", len(cubes), name)
         return total

@@ -41,6 +41,8 @@ from memcubes.store import (
     SpaceStats,
     Store,
 )
+from memcubes.vector_migration import migrate_vectors
+from memcubes.vector_store import VectorStore
 from memcubes.vectors import VectorIndex, build_index
 from memcubes.writeback import MemoryChange, WriteBack
 
@@ -88,8 +90,12 @@ class MemoryOS:
         self.embedder = embedder
         self.index = index
         self._owns_embedder = owns_embedder
+        self.vectors = VectorStore(store, dimension=embedder.dimension, precision=settings.vector_index.precision)
         self.hot = HotVectors(
-            index, dimension=embedder.dimension, budget_bytes=settings.retrieval.hot_vectors_mb * 1024 * 1024
+            self.vectors,
+            index,
+            budget_bytes=settings.retrieval.hot_vectors_mb * 1024 * 1024,
+            ann_min_entries=settings.vector_index.ann_min_entries,
         )
         self.retriever = Retriever(
             store=store, index=index, embedder=embedder, settings=settings.retrieval, hot=self.hot
@@ -100,12 +106,14 @@ class MemoryOS:
         self._foreground = Foreground()
         self.index_sync = IndexSync(
             store=store,
+            vectors=self.vectors,
             index=index,
             embedder=embedder,
             hot=self.hot,
             foreground=self._foreground,
             write_delay=settings.vector_index.write_delay_ms / 1000,
             write_idle=settings.vector_index.write_idle_ms / 1000,
+            ann_min_entries=settings.vector_index.ann_min_entries,
         )
         self.lifecycle = Lifecycle(
             store=store, vectors=self.hot, dedupe_threshold=settings.extraction.dedupe_threshold, judge=llm
@@ -113,6 +121,7 @@ class MemoryOS:
         self.writeback = WriteBack(
             store=store,
             embedder=embedder,
+            vectors=self.vectors,
             lifecycle=self.lifecycle,
             index_sync=self.index_sync,
             readers=build_readers(settings.extraction, llm),
@@ -150,7 +159,11 @@ class MemoryOS:
         await asyncio.to_thread(ResponseStore.create_tables, store)
         await asyncio.to_thread(import_log.create_tables, store)
         await asyncio.to_thread(languages.warm_up)  # the language identifier loads in 0.6 s
-        return cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
+        memory = cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
+        await migrate_vectors(
+            store, memory.vectors, index, embedder=embedder, ann_min_entries=settings.vector_index.ann_min_entries
+        )
+        return memory
 
     async def start(self) -> None:
         """Start write-back workers; journalled work and index writes left by a crash resume."""
@@ -448,7 +461,7 @@ class MemoryOS:
     async def export_space(self, space: str, target: IO[bytes]) -> bundle.Manifest:
         """Write ``space`` (every state, its history, its vectors) to ``target`` as a bundle zip."""
         return await bundle.export_space(
-            store=self.store, index=self.index, embedder=self.embedder, space=space, target=target
+            store=self.store, vectors=self.vectors, embedder=self.embedder, space=space, target=target
         )
 
     async def import_bundle(
@@ -500,7 +513,12 @@ class MemoryOS:
         """Write a prepared import (``memcubes.importing``): every memory of it, or, when
         anything fails on the way, none. ``progress`` hears (written, total) after each chunk."""
         await importing.write_import(
-            plan, store=self.store, index_sync=self.index_sync, embedder=self.embedder, progress=progress
+            plan,
+            store=self.store,
+            index_sync=self.index_sync,
+            vectors=self.vectors,
+            embedder=self.embedder,
+            progress=progress,
         )
         self._changed(plan.report.space)
         return plan.report

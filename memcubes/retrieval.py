@@ -1,7 +1,8 @@
 """Hybrid retrieval: the right memories, in few tokens.
 
-    query ─┬─ dense: exact, in RAM (``hot_vectors``): each cube scored by its whole text and its
-           │         best sentence together; a cold space falls back to a Chroma ANN query
+    query ─┬─ dense: exact, over the space's vectors read from SQLite and cached in RAM
+           │         (``hot_vectors``): each cube scored by its whole text and its best sentence
+           │         together; a space above ``ann_min_entries`` is asked of its ANN index
            ├─ lexical: FTS5 BM25 over the space's words (stop words of the query's language dropped;
            │           beyond English, long words match by their start: ``languages.words``)
            ├─ lexical: FTS5 BM25 over character bigrams, for a query in Chinese, Japanese or Korean
@@ -258,11 +259,10 @@ class Retriever:
             cached.names |= names
         return cached.names
 
-    async def _dense(self, space: str, vector: Vectors) -> list[tuple[str, float]]:
-        """(cube id, similarity), best first: exact and sentence-aware when the space is in RAM,
-        else ANN."""
+    async def dense(self, space: str, vector: Vectors) -> list[tuple[str, float]]:
+        """(cube id, similarity), best first: exact and sentence-aware, or ANN for a large space."""
         settings = self.settings
-        vectors = self._hot.get(space)
+        vectors = await self._hot.space(space)
         if vectors is None:
             hits = await self._index.query(space, vector, limit=settings.candidates)  # may raise: see search
             return [(cube_id, sim) for cube_id, sim in hits if sim >= settings.min_similarity]
@@ -344,7 +344,7 @@ class Retriever:
         async def dense(space: str) -> list[tuple[str, float]]:
             nonlocal degraded
             try:
-                return await self._dense(space, (await embedding)[0])
+                return await self.dense(space, (await embedding)[0])
             except IndexUnavailable as exc:  # lexical results are still worth injecting
                 log.warning("vector index unavailable, lexical retrieval only: %s", exc)
                 degraded = True

@@ -1,16 +1,18 @@
-"""The system of record: SQLite (WAL) holding cubes, their history, the write-back journal, the
-vector-index outbox and an FTS5 index for lexical search.
+"""The system of record: SQLite (WAL) holding cubes, their vectors, their history, the write-back
+journal, the ANN-index outbox and an FTS5 index for lexical search.
 
 Chinese, Japanese and Korean text is also indexed as character bigrams (``cubes_grams``, see
 ``memcubes.languages.words``): the word index cannot split it. A data dir from before that index
 gets it filled when opened.
 
 This module owns the connections and transactions; besides it only ``memcubes.keystore`` (keys
-and the audit trail) and ``memcubes.import_log`` (the undo log of imports running) write SQL,
-through ``transaction()`` and ``read()``. Every change is one
-transaction, so a crash leaves either all of a write-back or none of it; the vector index is
-derived data, fed through the ``outbox`` table (one row per pending index write) that is
-replayed at start-up.
+and the audit trail), ``memcubes.import_log`` (the undo log of imports running) and
+``memcubes.vector_store`` (reads of the ``vectors`` table, and vectors written afresh), through
+``transaction()`` and ``read()``, write SQL. Every change is one transaction (an import is
+chunked transactions made all-or-nothing by its undo log), so a crash leaves either all of a
+write-back or none of it, vectors included (a live cube's entries, ``ChangeSet.vectors``; a cube
+leaving search loses them, like its FTS row); the in-RAM vectors and the ANN index are derived
+data, fed through the ``outbox`` table (one row per pending write) that is replayed at start-up.
 
 Methods are blocking; the async layers above call them from worker threads. Each thread gets its
 own connection (SQLite connections must not be shared across threads while in use).
@@ -100,6 +102,10 @@ CREATE INDEX IF NOT EXISTS journal_by_state ON journal (state, created_at);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY, space TEXT NOT NULL, cube_id TEXT NOT NULL, op TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS vectors (
+    space_key TEXT NOT NULL, cube_id TEXT NOT NULL, sentence INTEGER NOT NULL, vec BLOB NOT NULL,
+    PRIMARY KEY (space_key, cube_id, sentence)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen (
     space TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (space, digest)
 ) WITHOUT ROWID;
@@ -165,6 +171,8 @@ class ChangeSet:
     events: list[HistoryEvent] = field(default_factory=list)
     seen: list[tuple[str, str]] = field(default_factory=list)
     journal_done: tuple[str, dict[str, Any]] | None = None
+    # Encoded vector entries (sentence, bytes) of cubes with new text (``memcubes.vector_store``)
+    vectors: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -573,7 +581,7 @@ class Store:
         nothing) when the journalled exchange is already done: exactly once, even across processes."""
         with self._write() as conn:
             for cube in changes.cubes:
-                self._upsert(conn, cube)
+                self._upsert(conn, cube, changes.vectors.get(cube.id, ()))
             for event in changes.events:
                 self._record(conn, event)
             if changes.seen:
@@ -589,13 +597,16 @@ class Store:
                     raise AlreadyApplied(f"exchange {exchange_id} was already applied")
 
     def write_cubes(
-        self, conn: sqlite3.Connection, cubes: Sequence[MemCube], events: Sequence[HistoryEvent], *, index_live: bool
+        self,
+        conn: sqlite3.Connection,
+        cubes: Sequence[MemCube],
+        events: Sequence[HistoryEvent],
+        vectors: Mapping[str, Sequence[tuple[int, bytes]]],
     ) -> None:
-        """Cubes and history inside a transaction of ``transaction()`` (``memcubes.import_log``).
-        ``index_live=False``: the caller has written the live cubes' vectors itself, so only the
-        others (deleted, superseded ...) get outbox rows."""
+        """Cubes, their vectors and history inside a transaction of ``transaction()``
+        (``memcubes.import_log``)."""
         for cube in cubes:
-            self._upsert(conn, cube, index_live=index_live)
+            self._upsert(conn, cube, vectors.get(cube.id, ()))
         for event in events:
             self._record(conn, event)
 
@@ -604,7 +615,7 @@ class Store:
         rows = self._read("SELECT content_hash FROM cubes WHERE space = ? AND state = 'active'", (space,))
         return {row["content_hash"] for row in rows}
 
-    def _upsert(self, conn: sqlite3.Connection, cube: MemCube, *, index_live: bool = True) -> None:
+    def _upsert(self, conn: sqlite3.Connection, cube: MemCube, vectors: Sequence[tuple[int, bytes]]) -> None:
         conn.execute(
             "INSERT OR IGNORE INTO spaces (space, key, created_at) VALUES (?, ?, ?)",
             (cube.space, space_key(cube.space), _iso(utcnow())),
@@ -646,14 +657,18 @@ class Store:
                 return
             conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (rid,))
             conn.execute("DELETE FROM cubes_grams WHERE rowid = ?", (rid,))
+            _delete_vectors(conn, row["space"], cube.id)
         if live:
             conn.execute(
                 "INSERT INTO cubes_fts (rowid, space_key, content) VALUES (?, ?, ?)",
                 (rid, space_key(cube.space), cube.content),
             )
             _insert_grams(conn, rid, cube.space, cube.content)
-            if not index_live:
-                return
+            # Without them (an edit, an approval) the index sync embeds it, told by the outbox row.
+            conn.executemany(
+                "INSERT INTO vectors (space_key, cube_id, sentence, vec) VALUES (?, ?, ?, ?)",
+                [(space_key(cube.space), cube.id, sentence, blob) for sentence, blob in vectors],
+            )
         conn.execute(
             "INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)",
             (cube.space, cube.id, OP_UPSERT if live else OP_DELETE),
@@ -691,7 +706,7 @@ class Store:
     def purge(self, cube_id: str, *, by_source: bool = False) -> Purged:
         """Remove a cube for good (``by_source``: with every cube of its space that shares one
         of its source messages, in any version: a fact and the episode of the message it came
-        from go together): the rows, their history, (through the outbox) their vectors, and
+        from go together): the rows, their vectors, their history, (through the outbox) their ANN entries, and
         every journalled exchange holding their words or their source messages (chat resends the
         whole conversation, so later exchanges carry them too); the lexical index is merged and
         the WAL truncated so no copy is left in the files. Nothing is removed when there is no
@@ -715,6 +730,7 @@ class Store:
                 conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (found["rid"],))
                 conn.execute("DELETE FROM cubes_grams WHERE rowid = ?", (found["rid"],))
                 conn.execute("DELETE FROM cubes WHERE rid = ?", (found["rid"],))
+                _delete_vectors(conn, space, found["id"])
                 conn.execute("DELETE FROM history WHERE cube_id = ?", (found["id"],))
                 outbox = (space, found["id"], OP_DELETE)
                 conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)", outbox)
@@ -772,6 +788,7 @@ class Store:
             count = int(conn.execute("SELECT count(*) FROM cubes WHERE space = ?", (space,)).fetchone()[0])
             conn.execute("DELETE FROM cubes_fts WHERE space_key = ?", (space_key(space),))
             conn.execute("DELETE FROM cubes_grams WHERE space_key = ?", (space_key(space),))
+            conn.execute("DELETE FROM vectors WHERE space_key = ?", (space_key(space),))
             for table in ("cubes", "history", "journal", "seen", "outbox", "spaces"):
                 conn.execute(f"DELETE FROM {table} WHERE space = ?", (space,))
             conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, '', ?)", (space, OP_DROP_SPACE))
@@ -923,6 +940,10 @@ def _insert_grams(conn: sqlite3.Connection, rid: int | None, space: str, content
     if grams := cjk_grams(content):
         values = (rid, space_key(space), " ".join(grams))
         conn.execute("INSERT INTO cubes_grams (rowid, space_key, grams) VALUES (?, ?, ?)", values)
+
+
+def _delete_vectors(conn: sqlite3.Connection, space: str, cube_id: str) -> None:
+    conn.execute("DELETE FROM vectors WHERE space_key = ? AND cube_id = ?", (space_key(space), cube_id))
 
 
 def _merge_lexical(conn: sqlite3.Connection) -> None:

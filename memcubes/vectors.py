@@ -1,4 +1,6 @@
-"""The vector index: derived data over the store, one Chroma collection per space.
+"""The ANN index: derived data over the vectors the store holds (``memcubes.vector_store``), one
+Chroma collection per space, kept only for spaces above ``vector_index.ann_min_entries`` (smaller
+ones are searched exactly from SQLite, faster than a Chroma query: see that setting).
 
 One collection per space rather than one shared collection with a metadata filter: measured for
 the architecture, a filtered query in a shared 100k collection took 47 ms against 2 ms unfiltered,
@@ -19,7 +21,6 @@ import asyncio
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +30,7 @@ from memcubes.config import VectorIndexSettings
 from memcubes.embedder import Vectors
 from memcubes.errors import IndexUnavailable
 from memcubes.store import space_key
-
-WHOLE = -1  # the sentence number of a cube's whole-text entry
-
-
-@dataclass(frozen=True)
-class VectorEntry:
-    cube_id: str
-    sentence: int
-    vector: Vectors
-
-    @property
-    def id(self) -> str:
-        return self.cube_id if self.sentence == WHOLE else f"{self.cube_id}#{self.sentence}"
+from memcubes.vector_store import WHOLE, VectorEntry
 
 
 class VectorIndex(ABC):
@@ -63,11 +52,11 @@ class VectorIndex(ABC):
 
     @abstractmethod
     async def entries(self, space: str) -> list[VectorEntry]:
-        """Every entry of a space (to load it into memory for exact search)."""
+        """Every entry of a space (what a data dir of the previous layout kept only here)."""
 
     @abstractmethod
-    async def get_vectors(self, space: str, cube_ids: Sequence[str]) -> dict[str, Vectors]:
-        """Whole-text vectors of these cubes."""
+    async def holds(self, space: str) -> bool:
+        """Whether the index has a collection for the space."""
 
     @abstractmethod
     async def count(self, space: str) -> int:
@@ -93,6 +82,7 @@ class ChromaIndex(VectorIndex):
         except Exception as exc:
             raise IndexUnavailable(f"cannot open Chroma: {exc}") from exc
         self._collections: dict[str, Any] = {}
+        self._names: set[str] | None = None  # collections that exist, listed once (``holds``)
         self._lock = threading.Lock()
 
     def _collection(self, space: str, *, create: bool) -> Any | None:
@@ -105,6 +95,8 @@ class ChromaIndex(VectorIndex):
             collection = self._client.get_or_create_collection(
                 name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
             )
+            if self._names is not None:
+                self._names.add(name)
         else:
             try:
                 collection = self._client.get_collection(name, embedding_function=None)
@@ -158,6 +150,8 @@ class ChromaIndex(VectorIndex):
         def run() -> None:
             with self._lock:
                 self._collections.pop(name, None)
+                if self._names is not None:
+                    self._names.discard(name)
             try:
                 self._client.delete_collection(name)
             except Exception as exc:  # already gone is the desired end state
@@ -198,18 +192,13 @@ class ChromaIndex(VectorIndex):
         result: list[VectorEntry] = await self._call(run)
         return result
 
-    async def get_vectors(self, space: str, cube_ids: Sequence[str]) -> dict[str, Vectors]:
-        def run() -> dict[str, Vectors]:
-            collection = self._collection(space, create=False)
-            if collection is None or not cube_ids:
-                return {}
-            got = collection.get(ids=list(cube_ids), include=["embeddings"])
-            return {
-                cube_id: np.asarray(vector, dtype=np.float32)
-                for cube_id, vector in zip(got["ids"], got["embeddings"], strict=True)
-            }
+    async def holds(self, space: str) -> bool:
+        def run() -> bool:
+            if self._names is None:
+                self._names = {getattr(c, "name", c) for c in self._client.list_collections()}
+            return space_key(space) in self._names
 
-        result: dict[str, Vectors] = await self._call(run)
+        result: bool = await self._call(run)
         return result
 
     async def count(self, space: str) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 from memcubes import quarantine
 from memcubes.config import WritebackSettings
 from memcubes.cube import CubeState, MemCube, Source, utcnow
-from memcubes.embedder import Embedder, Vectors
+from memcubes.embedder import Embedder
 from memcubes.errors import (
     AlreadyApplied,
     EmbedderUnavailable,
@@ -41,6 +41,7 @@ from memcubes.sentences import split_speaker
 from memcubes.spill import JournalSpill
 from memcubes.store import ChangeSet, HistoryEvent, JournalEntry, Store
 from memcubes.timewords import mentioned_windows
+from memcubes.vector_store import VectorStore, embed_texts, text_entries
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,7 @@ class WriteBack:
         *,
         store: Store,
         embedder: Embedder,
+        vectors: VectorStore,
         lifecycle: Lifecycle,
         index_sync: IndexSync,
         readers: Mapping[str, Reader],
@@ -260,6 +262,7 @@ class WriteBack:
         self._on_commit = on_commit
         self._store = store
         self._embedder = embedder
+        self._vectors = vectors
         self._lifecycle = lifecycle
         self._index_sync = index_sync
         self._readers = dict(readers)
@@ -354,13 +357,14 @@ class WriteBack:
         candidates += [Candidate(fact.strip(), (), exchange.created_at) for fact in exchange.facts if fact.strip()]
         if self._episodes is not None and reader.mode != "raw":
             candidates += _beyond_facts(await self._episodes.distill(turns), candidates)
-        vectors: Vectors = await self._embedder.embed([c.content for c in candidates], urgent=urgent)
+        vectors, sentences = await embed_texts(self._embedder, [c.content for c in candidates], urgent=urgent)
         lock = self._locks[zlib.crc32(exchange.space.encode()) % _LOCK_STRIPES]
         async with lock:
             if exchange.skip_seen:  # an exchange committed meanwhile may have distilled some turns
                 turns = await self._unseen(exchange, turns)
                 keep = _not_distilled(candidates, {turn.digest() for turn in turns})
                 candidates, vectors = [candidates[i] for i in keep], vectors[keep]
+                sentences = [sentences[i] for i in keep]
             resolutions = quarantine.hold(
                 await self._lifecycle.reconcile(exchange.space, candidates, vectors, mode=reader.mode)
             )
@@ -369,12 +373,14 @@ class WriteBack:
             changes, report, positions = plan_changes(exchange, resolutions, reader=reader.mode, stale=stale)
             changes.seen = [(exchange.space, turn.digest()) for turn in turns] if exchange.skip_seen else []
             changes.journal_done = (exchange.id, {"changes": [change.to_dict() for change in report]})
+            changes.vectors = self._vectors.encoded(
+                [entry for i, p in positions.items() for entry in text_entries(i, vectors[p], sentences[p])]
+            )
             try:
                 await asyncio.to_thread(self._store.apply, changes)
             except AlreadyApplied:  # another worker (or process) finished it meanwhile: its report
                 entry = await asyncio.to_thread(self._store.journal_get, exchange_id)
                 return _report(entry) if entry else []
-            self._index_sync.remember({cube_id: vectors[position] for cube_id, position in positions.items()})
             if changes.cubes:
                 self._on_commit(exchange.space, changes.cubes)
         if drain:

@@ -3,7 +3,6 @@ expiry hides, pins always inject, purge and forget leave nothing behind."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
@@ -194,7 +193,7 @@ def test_an_edit_is_a_new_version(proxy: Proxy) -> None:
 
 def vector_ids(proxy: Proxy, space: str, ids: list[str]) -> set[str]:
     memory = proxy.server.app.state.memory
-    return set(asyncio.run(memory.index.get_vectors(space, ids)))
+    return set(memory.vectors.whole(space, ids))
 
 
 def test_purge_leaves_nothing_of_the_cube_anywhere(proxy: Proxy) -> None:
@@ -207,7 +206,7 @@ def test_purge_leaves_nothing_of_the_cube_anywhere(proxy: Proxy) -> None:
         assert http.get(f"/v1/memories/{gone['id']}").status_code == 404
         assert http.get(f"/v1/memories/{gone['id']}/history").status_code == 404
     db = sqlite3.connect(proxy.settings.memory.data_dir / "memproxy.db")
-    for table, column in (("cubes", "id"), ("history", "cube_id"), ("outbox", "cube_id")):
+    for table, column in (("cubes", "id"), ("history", "cube_id"), ("outbox", "cube_id"), ("vectors", "cube_id")):
         assert db.execute(f"SELECT count(*) FROM {table} WHERE {column} = ?", (gone["id"],)).fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM cubes_fts WHERE cubes_fts MATCH 'Finnish'").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM cubes WHERE doc LIKE '%Finnish%'").fetchone()[0] == 0
@@ -227,5 +226,5 @@ def test_forgetting_one_user_touches_no_other(proxy: Proxy) -> None:
     db = sqlite3.connect(proxy.settings.memory.data_dir / "memproxy.db")
     assert db.execute("SELECT count(*) FROM cubes_fts WHERE space_key = ?", (space_key("user:jon"),)).fetchone()[0] == 0
     memory = proxy.server.app.state.memory
-    assert asyncio.run(memory.index.count("user:jon")) == 0
-    assert asyncio.run(memory.index.count("user:kay")) == 1
+    assert memory.vectors.count("user:jon") == 0
+    assert memory.vectors.count("user:kay") == 1

@@ -107,7 +107,7 @@ async def test_a_duplicate_gaining_sources_is_not_indexed_again(embedder: Embedd
         assert db.execute(pending).fetchone()[0] == 0
         await memory.edit(added.id, {"content": "I keep bees on the roof of my office."})
         assert matches("office") == 1 and matches("building") == 0
-        [(nearest, score)] = await memory.index.query(SPACE, (await embedder.embed(["bees at the office"]))[0], limit=1)
+        [(nearest, score)] = await memory.hot.nearest(SPACE, (await embedder.embed(["bees at the office"]))[0], limit=1)
         assert nearest == added.id and score > 0.6
     finally:
         db.close()
