@@ -236,6 +236,26 @@ class HotVectors:
         the outbox): a load no longer needs them replayed."""
         self._unflushed.pop(space, None)
 
+    async def refresh(self, space: str, cube_ids: Sequence[str]) -> None:
+        """Another process wrote these cubes' entries to the index: read just them again, into the
+        space if it is held (one that is not reads everything when next used anyway)."""
+        if space not in self._spaces:
+            return
+        entries = await self._index.entries(space, cube_ids)
+        vectors = self._spaces.get(space)
+        if vectors is not None:
+            vectors.remove(cube_ids)
+            vectors.add(entries)
+            self._evict()
+
+    def forget(self, space: str) -> None:
+        """Another process wrote to the space's index: read it again when next used (writes of
+        this process the index may not have yet are replayed onto it, as after any load)."""
+        self._spaces.pop(space, None)
+        task = self._loading.pop(space, None)
+        if task is not None:
+            task.cancel()
+
     def drop(self, space: str) -> None:
         self._spaces.pop(space, None)
         self._pending.pop(space, None)
