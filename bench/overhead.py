@@ -16,6 +16,9 @@ after a warm-up of every target:
   every request retrieves from it and injects (hot memories are kept out of the stable block so
   that retrieval is never skipped), and every user turn states a new fact, so every request is
   also journalled, distilled, embedded, reconciled and indexed (write-back);
+- ``memory on, N workers`` (only with ``--workers N``): the same with ``memproxy serve --workers N``
+  on a data dir of its own, the vector index a ``chroma run`` server the workers share (its RSS
+  column is the supervising process's only);
 - ``messages on``, ``responses on``: memory on through ``/v1/messages`` and ``/v1/responses``
   (translated to chat for the backend; ``--surfaces`` picks them), in the same space;
   ``responses-native on``: ``/v1/responses`` relayed to the backend's own ``/v1/responses``
@@ -52,7 +55,7 @@ from bench import memory_api, workload
 from bench.litellm_env import LITELLM_VERSION, ensure_litellm
 from bench.load import Sample, Target, run_load, session
 from bench.machine import cpu_description
-from bench.servers import Server, litellm_proxy, memproxy, scripted_backend
+from bench.servers import Server, chroma_server, litellm_proxy, memproxy, scripted_backend
 from bench.stats import percentile, table
 from bench.wires import WIRES
 
@@ -61,6 +64,7 @@ KEYED = "memory off, user key"
 KEY_CHECK_TARGET_MS = 1.0
 ADDED_P50_TARGET_MS = 10.0
 SURFACE_GAP_MS = 2.0  # /v1/messages and /v1/responses with memory against chat completions with memory
+WORKERS_SPEEDUP = 1.4  # memory-on throughput of --workers 2 against one worker, same cell
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,12 @@ class Servers:
     memproxy: Server
     litellm: Server | None
     user_key: str | None = None
+    workers: Server | None = None  # memproxy serve --workers N (``--workers``)
+    worker_count: int = 1
+
+    @property
+    def workers_target(self) -> str:
+        return f"{ON}, {self.worker_count} workers"
 
 
 def targets(
@@ -115,6 +125,18 @@ def targets(
         for name in surfaces
         if name != "chat"
     ]
+    if servers.workers is not None:
+        url = servers.workers.url
+        others.append(
+            Target(
+                servers.workers_target,
+                url + chat,
+                {"X-Memory-User": cell.user},
+                servers.workers,
+                memory_api.settle(client, url),
+                memory_status="ok",
+            )
+        )
     return [*found, on, *others]
 
 
@@ -217,6 +239,19 @@ def verdicts(measured: list[tuple[Cell, dict[str, Sample]]]) -> list[str]:
                 f"{where}: memory on adds p50 {added[ON][0]:.1f} ms <= {ADDED_P50_TARGET_MS:.0f} ms: "
                 f"{'met' if ok else 'MISSED'}"
             )
+        for name in (n for n in results if n.endswith(" workers")):
+            ratio = results[name].rps / on.rps if on.rps else float("nan")
+            ok = ratio >= WORKERS_SPEEDUP
+            lines.append(
+                f"{where}: {name} {results[name].rps:.0f} req/s = {ratio:.2f}x one worker's {on.rps:.0f} "
+                f">= {WORKERS_SPEEDUP}x: {'met' if ok else 'MISSED'}"
+            )
+            if LITELLM in results:
+                ok = results[name].rps >= results[LITELLM].rps
+                lines.append(
+                    f"{where}: {name} {results[name].rps:.0f} req/s >= litellm's {results[LITELLM].rps:.0f}: "
+                    f"{'met' if ok else 'MISSED'}"
+                )
         for name in (n for n in results if n.endswith(" on") and n != ON):
             gap = added[name][0] - added[ON][0]
             ok = gap <= SURFACE_GAP_MS
@@ -257,26 +292,36 @@ async def run(args: argparse.Namespace) -> str:
         work = Path(tmp)
         backend = stack.enter_context(scripted_backend(latency=args.latency, workdir=work))
         proxy = stack.enter_context(memproxy(backend_url=backend.url, workdir=work))
+        workers = None
+        if args.workers > 1:
+            chroma = stack.enter_context(chroma_server(workdir=work))
+            workers = stack.enter_context(
+                memproxy(backend_url=backend.url, workdir=work, workers=args.workers, chroma=chroma)
+            )
         lite = None
         if litellm is not None:
             lite = stack.enter_context(litellm_proxy(executable=litellm, backend_url=backend.url, workdir=work))
         started = time.perf_counter()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as control:
             key = await memory_api.create_key(control, proxy.url, user_prefix="bench-") if args.with_key else None
-            servers = Servers(backend, proxy, lite, key)
-            for cell in cells:
-                await memory_api.seed_space(control, proxy.url, user=cell.user, count=args.memories)
-            await memory_api.settle(control, proxy.url)()
+            servers = Servers(backend, proxy, lite, key, workers, args.workers)
+            for server in (proxy, workers):
+                if server is not None:
+                    for cell in cells:
+                        await memory_api.seed_space(control, server.url, user=cell.user, count=args.memories)
+                    await memory_api.settle(control, server.url)()
         print(f"  overhead: seeded {len(cells)} spaces in {time.perf_counter() - started:.0f} s", flush=True)
         measured = []
         for cell in cells:
             measured.append((cell, await measure(servers, cell, args)))
             print(f"  overhead: {cell.mode} c={cell.concurrency} done", flush=True)
-        peaks = {s.name: s.peak_rss_mib() for s in (proxy, lite) if s is not None}
+        peaks = {s.name: s.peak_rss_mib() for s in (proxy, lite, workers) if s is not None}
     header = (
         f"overhead: scripted backend with {args.latency * 1e3:.0f} ms latency and one fixed 40-word answer, "
         "each target in its own process; "
-        f"litellm[proxy]=={LITELLM_VERSION} (1 worker, no DB/callbacks) vs memproxy (1 worker); "
+        f"litellm[proxy]=={LITELLM_VERSION} (1 worker, no DB/callbacks) vs memproxy (1 worker, embedded Chroma"
+        + (f"; and {args.workers} workers sharing a `chroma run` server" if args.workers > 1 else "")
+        + "); "
         f"memory on: {args.memories:,} memories per space at the start of its cell (+1 per request), "
         "every request retrieves (stable block off); "
         f"{args.rounds} interleaved rounds; times in ms; peak RSS over the run: "
@@ -323,6 +368,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=4.0,
         help="unmeasured load per cell for memproxy with memory (slower for a few seconds on a space it has not "
         "served); a quarter of it for the other targets",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also measure memory on with `memproxy serve --workers N` (and a Chroma server) beside one worker",
     )
     group.add_argument("--litellm", type=Path, default=None, help="a litellm executable to use instead of the venv")
     group.add_argument("--no-litellm", action="store_true", help="skip LiteLLM proxy")

@@ -123,16 +123,22 @@ def scripted_backend(*, latency: float, workdir: Path) -> contextlib.AbstractCon
     return server("backend", args, port=port, ready_path="/v1/models", log=workdir / "backend.log")
 
 
-def memproxy(*, backend_url: str, workdir: Path) -> contextlib.AbstractContextManager[Server]:
+def memproxy(
+    *, backend_url: str, workdir: Path, workers: int = 1, chroma: Server | None = None
+) -> contextlib.AbstractContextManager[Server]:
     """``memproxy serve`` with heuristic extraction and its data under ``workdir``. Hot memories
     are never promoted into the stable block (``stable_max: 0``): once that block is full the
-    scheduler skips retrieval, and every memory-on request must pay for a real lookup."""
+    scheduler skips retrieval, and every memory-on request must pay for a real lookup.
+    ``workers`` processes (``serve --workers``) need ``chroma``, a Chroma server, for the index."""
     port = free_port()
-    memory = {
-        "data_dir": str(workdir / "memproxy-data"),
+    name = "memproxy" if workers == 1 else f"memproxy-{workers}w"
+    memory: dict[str, Any] = {
+        "data_dir": str(workdir / f"{name}-data"),
         "extraction": {"mode": "heuristic"},
         "scheduler": {"stable_max": 0},
     }
+    if chroma is not None:
+        memory["vector_index"] = {"host": "127.0.0.1", "port": int(chroma.url.rsplit(":", 1)[1])}
     config = {
         "model_list": [
             model_entry(backend_url),
@@ -140,12 +146,20 @@ def memproxy(*, backend_url: str, workdir: Path) -> contextlib.AbstractContextMa
         ],
         "general_settings": {"master_key": MASTER_KEY},
         "memory": memory,
-        "server": {"host": "127.0.0.1", "port": port, "log_level": "warning"},
+        "server": {"host": "127.0.0.1", "port": port, "log_level": "warning", "workers": workers},
     }
-    path = workdir / "memproxy.yaml"
+    path = workdir / f"{name}.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     args = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(path)]
-    return server("memproxy", args, port=port, ready_path="/readyz", log=workdir / "memproxy.log")
+    return server(name, args, port=port, ready_path="/readyz", log=workdir / f"{name}.log")
+
+
+def chroma_server(*, workdir: Path) -> contextlib.AbstractContextManager[Server]:
+    """``chroma run`` (from memproxy's environment) on a directory of ``workdir``: the vector index
+    several memproxy processes share."""
+    port = free_port()
+    args = [str(Path(sys.executable).parent / "chroma"), "run", "--path", str(workdir / "chroma"), "--port", str(port)]
+    return server("chroma", args, port=port, ready_path="/api/v2/heartbeat", log=workdir / "chroma.log")
 
 
 def litellm_proxy(*, executable: Path, backend_url: str, workdir: Path) -> contextlib.AbstractContextManager[Server]:

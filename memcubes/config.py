@@ -210,6 +210,12 @@ class WritebackSettings(_Strict):
         64, ge=1, description="latest messages of a chat request considered for memory (bulk: POST /v1/memories)"
     )
     retry_seconds: float = Field(5.0, gt=0, description="how often journalled work is swept up again")
+    lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="how long a process's claim on an exchange it distils lasts: a killed process's claims "
+        "are taken over by the others this long after (several processes serving one data dir)",
+    )
     defer_ms: float = Field(
         100.0, ge=0, description="longest a write-back batch waits for no request to be retrieving (0: never waits)"
     )

@@ -271,6 +271,7 @@ class HotVectors:
             vectors.remove(cube_ids)
 
     def drop(self, space: str) -> None:
+        """Read the space again when next used (it was deleted, or another process changed it)."""
         self._writes[space] = self._writes.get(space, 0) + 1
         self._spaces.pop(space, None)
         self._large.pop(space, None)

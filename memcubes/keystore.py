@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from memcubes.cube import utcnow
-from memcubes.errors import StoreUnavailable
 from memcubes.ids import new_id
 from memcubes.store import Store
 
@@ -122,8 +120,6 @@ class KeyStore:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._watch: sqlite3.Connection | None = None
-        self._watch_lock = threading.Lock()
 
     @staticmethod
     def create_tables(store: Store) -> None:
@@ -132,23 +128,10 @@ class KeyStore:
             for statement in _statements(_SCHEMA):  # executescript would commit the transaction
                 conn.execute(statement)
 
-    def close(self) -> None:
-        with self._watch_lock:
-            if self._watch is not None:
-                self._watch.close()
-                self._watch = None
-
     def changed(self) -> int:
-        """A number that differs whenever another connection (this process's writers, another
-        process) committed to the file since the previous call. It reads the WAL index in shared
-        memory, no page: a few microseconds, cheap enough to ask on every request."""
-        with self._watch_lock:
-            if self._watch is None:
-                self._watch = sqlite3.connect(self._store.path, check_same_thread=False, isolation_level=None)
-            try:
-                return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"SQLite store at {self._store.path} failed: {exc}") from exc
+        """A number that differs whenever anything (another process included) committed to the
+        file since the previous call (``Store.data_version``: cheap enough for every request)."""
+        return self._store.data_version()
 
     # -- keys ---------------------------------------------------------------------------------
 

@@ -26,12 +26,17 @@ from memcubes.indexing import IndexSync
 from memcubes.keystore import KeyStore
 from memcubes.lifecycle import Lifecycle, fact_slot
 from memcubes.names import space_name
+from memcubes.peers import PeerWatch
 from memcubes.reader import LLMComplete, build_readers, episode_reader
 from memcubes.response_store import ResponseStore
 from memcubes.retrieval import Explanation, RetrievedItem, Retriever
 from memcubes.scheduler import InjectionPlan, MemScheduler
+from memcubes.space_locks import SpaceLocks
 from memcubes.spill import JournalSpill
 from memcubes.store import (
+    CHANGE_INDEX,
+    CHANGE_PERSON,
+    Change,
     ChangeSet,
     CubeFilter,
     HistoryEvent,
@@ -41,6 +46,7 @@ from memcubes.store import (
     SpaceStats,
     Store,
 )
+from memcubes.tokens import count_tokens
 from memcubes.vector_migration import migrate_vectors
 from memcubes.vector_store import VectorStore
 from memcubes.vectors import VectorIndex, build_index
@@ -104,6 +110,7 @@ class MemoryOS:
             retriever=self.retriever, store=store, settings=settings.scheduler, retrieval=settings.retrieval
         )
         self._foreground = Foreground()
+        self._space_locks = SpaceLocks(settings.data_dir / "locks")
         self.index_sync = IndexSync(
             store=store,
             vectors=self.vectors,
@@ -130,7 +137,9 @@ class MemoryOS:
             spill=JournalSpill(settings.data_dir / "journal-spill.jsonl", limit=settings.writeback.spill_limit),
             on_commit=self._learned,
             foreground=self._foreground,
+            locks=self._space_locks,
         )
+        self._peers = PeerWatch(store, self._peer_changed)
         self._hits: dict[str, tuple[int, float]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._maintenance: asyncio.Task[None] | None = None
@@ -159,6 +168,7 @@ class MemoryOS:
         await asyncio.to_thread(ResponseStore.create_tables, store)
         await asyncio.to_thread(import_log.create_tables, store)
         await asyncio.to_thread(languages.warm_up)  # the language identifier loads in 0.6 s
+        await asyncio.to_thread(count_tokens, "warm-up")  # tiktoken's tables load on first use
         memory = cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)
         await migrate_vectors(
             store, memory.vectors, index, embedder=embedder, ann_min_entries=settings.vector_index.ann_min_entries
@@ -169,6 +179,7 @@ class MemoryOS:
         """Start write-back workers; journalled work and index writes left by a crash resume."""
         self.store.checkpoint_in_background()
         await importing.recover(self.store, self.index_sync)
+        await self._peers.catch_up()  # from here on, other processes' writes reach the caches
         await self.writeback.start()
         self._maintenance = asyncio.create_task(self._maintain_forever(), name="memory-maintenance")
 
@@ -182,7 +193,7 @@ class MemoryOS:
         with contextlib.suppress(Exception):
             await self._flush_heat()
         await self.index_sync.close()
-        self.keys.close()
+        self._space_locks.close()
         self.index.close()
         if self._owns_embedder:
             self.embedder.close()
@@ -201,6 +212,7 @@ class MemoryOS:
         freeze: bool = True,
     ) -> InjectionPlan:
         """What to inject; the stable block is the conversation's frozen one unless not ``freeze``."""
+        await self._peers.catch_up()
         async with self._foreground.busy():
             return await self.scheduler.plan(
                 spaces, messages, session=session, top_k=top_k, token_budget=token_budget, freeze=freeze
@@ -220,12 +232,14 @@ class MemoryOS:
         """The retriever's ranked candidates for ``query`` with their dense, lexical and fused
         scores (for the inspector's search playground; a search of its own, so no request's
         plan pays for it)."""
+        await self._peers.catch_up()
         async with self._foreground.busy():
             result = await self.retriever.search(spaces, query, top_k=top_k, token_budget=token_budget, explain=True)
         return result.explained
 
     async def stable_block(self, space: str) -> list[RetrievedItem]:
         """The space's stable block as the next request gets it: within its share of the budget."""
+        await self._peers.catch_up()
         return await self.scheduler.current_stable_block(space)
 
     def record_hits(self, ranked_ids: Sequence[str]) -> None:
@@ -258,11 +272,42 @@ class MemoryOS:
         conversations under way at once."""
         self.scheduler.invalidate_frozen(space, cubes, by_person=by_person)
         self.retriever.invalidate(space, None if cubes is None else [cube.id for cube in cubes])
-        if not self.scheduler.invalidate(space, cubes):
-            return
+        if self.scheduler.invalidate(space, cubes):
+            self._announce(space)
+
+    def _announce(self, space: str) -> None:
+        """Let the stable block's listeners rebuild what depends on it, in the background."""
         task = asyncio.get_running_loop().create_task(self.scheduler.announce(space))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _refresh_vectors(self, space: str, cube_ids: Sequence[str]) -> None:
+        try:
+            await self.hot.refresh(space, cube_ids)
+        except Exception as exc:  # the space is read again as a whole instead
+            log.warning("could not read the vectors another process wrote in %s: %s", space, exc)
+            self.hot.drop(space)
+
+    async def _peer_changed(self, change: Change) -> None:
+        """Another process committed ``change``: what this one holds of the space is read again.
+        The vectors of the cubes it wrote (committed with them, or embedded later by its index
+        sync: ``CHANGE_INDEX``) are read again from the store before the request that noticed
+        them searches, or the whole space's when it changed the space as a whole; its cube
+        writes drop the cubes, speakers and stable block held; a person's change (an edit, a
+        delete) also reaches conversations under way and the activation caches."""
+        space = change.space
+        if change.cubes is None:
+            self.hot.drop(space)
+        else:
+            await self._refresh_vectors(space, change.cubes)
+        if change.kind == CHANGE_INDEX:
+            return
+        person = change.kind == CHANGE_PERSON
+        self.scheduler.invalidate_frozen(space, None, by_person=person)
+        self.retriever.invalidate(space, change.cubes)
+        self.scheduler.invalidate(space)
+        if person:
+            self._announce(space)
 
     async def _maintain_forever(self) -> None:
         """Every second: record heat, and checkpoint the store's WAL off the write path; every

@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+import secrets
 import sqlite3
 import threading
 import time
@@ -32,7 +34,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from memcubes import deadline
 from memcubes.cube import Access, CubeState, MemCube, utcnow
@@ -96,11 +98,16 @@ CREATE TABLE IF NOT EXISTS journal (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     error TEXT,
-    result TEXT
+    result TEXT,
+    claimed_by TEXT,
+    lease_until REAL
 );
 CREATE INDEX IF NOT EXISTS journal_by_state ON journal (state, created_at);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY, space TEXT NOT NULL, writer TEXT NOT NULL, kind TEXT NOT NULL, cubes TEXT
+);
 CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY, space TEXT NOT NULL, cube_id TEXT NOT NULL, op TEXT NOT NULL
+    seq INTEGER PRIMARY KEY, space TEXT NOT NULL, cube_id TEXT NOT NULL, op TEXT NOT NULL, writer TEXT, at REAL
 );
 CREATE TABLE IF NOT EXISTS vectors (
     space_key TEXT NOT NULL, cube_id TEXT NOT NULL, sentence INTEGER NOT NULL, vec BLOB NOT NULL,
@@ -115,6 +122,17 @@ CREATE TABLE IF NOT EXISTS seen (
 OP_UPSERT = "upsert"
 OP_DELETE = "delete"
 OP_DROP_SPACE = "drop_space"
+
+# Kinds of change noted in ``changes`` for the other processes sharing the file (see ``Change``).
+CHANGE_PERSON = "person"
+CHANGE_WRITEBACK = "writeback"
+CHANGE_INDEX = "index"
+_CHANGES_KEPT = 10_000
+_TOUCH_CHUNK = 64
+_OUTBOX_ORPHANED_SECONDS = 120.0
+_OTHER_CLAIMERS = (
+    "SELECT DISTINCT claimed_by FROM journal WHERE state = 'pending' AND claimed_by IS NOT NULL AND claimed_by != ?"
+)
 
 
 def space_key(space: str) -> str:
@@ -153,6 +171,17 @@ class JournalEntry:
     payload: dict[str, Any]
     attempts: int
     result: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """A committed write of another process: what it did to ``space`` (``kind``: a person's
+    change through the API, a write-back, or vector-index writes applied), and to which cubes
+    (``None``: unknown, any)."""
+
+    space: str
+    kind: str
+    cubes: tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
@@ -233,6 +262,10 @@ class SpaceScope:
 class Store:
     """SQLite system of record. Create with ``Store.open(path)``."""
 
+    # The writer names of the stores open in this process: one closed (a memory layer reopened in
+    # the same process, as after a crash in tests) no longer holds its claims and outbox rows.
+    open_writers: ClassVar[set[str]] = set()
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
@@ -243,6 +276,13 @@ class Store:
         self._checkpointing = threading.Lock()  # close() waits for a checkpoint in flight
         self._closed = False
         self.interrupted = 0  # reads stopped at their request's deadline (memcubes.deadline)
+        self._use = threading.Condition()
+        self._users = 0  # operations under way (see ``_translate``)
+        self._watch: sqlite3.Connection | None = None
+        # Names this process's writes in ``changes`` and its journal claims: other processes
+        # sharing the file act on the rest.
+        self.writer = f"{os.getpid()}-{secrets.token_hex(4)}"
+        Store.open_writers.add(self.writer)
 
     @classmethod
     def open(cls, path: Path) -> Store:
@@ -251,6 +291,7 @@ class Store:
         with store._translate():
             conn = store._conn()
             conn.executescript(_SCHEMA)
+            _add_lease_columns(conn)
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         if store.get_meta(_GRAMS_META) is None:
             store._index_grams()
@@ -268,11 +309,17 @@ class Store:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", (_GRAMS_META,))
 
     def close(self) -> None:
-        with self._checkpointing, self._connections_lock:
+        Store.open_writers.discard(self.writer)
+        with self._use:
             self._closed = True
+            self._use.wait_for(lambda: self._users == 0, timeout=_BUSY_SECONDS)
+        with self._checkpointing, self._connections_lock:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
         self._local = threading.local()
 
     # -- connections and transactions ---------------------------------------------------------
@@ -293,10 +340,21 @@ class Store:
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
+        """Errors translated; and the connections in use, so that ``close()`` waits for a worker
+        thread still reading (a thread left running by a cancelled task, e.g. a sweep at
+        shutdown) instead of closing its connection under it, which crashes the interpreter."""
+        with self._use:
+            if self._closed:
+                raise StoreUnavailable(f"SQLite store at {self.path} is closed")
+            self._users += 1
         try:
             yield
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store at {self.path} failed: {exc}") from exc
+        finally:
+            with self._use:
+                self._users -= 1
+                self._use.notify_all()
 
     @contextmanager
     def _write(self, *, wait: float = _BUSY_SECONDS) -> Iterator[sqlite3.Connection]:
@@ -348,9 +406,20 @@ class Store:
         A periodic checkpoint's worker thread outlives the cancelled task that started it: closing
         its connection under it crashed the interpreter (SIGSEGV in the test suite), so close()
         waits for it, and a checkpoint after close() does nothing."""
-        with self._checkpointing, self._translate():
-            if not self._closed:
+        with self._checkpointing:
+            if self._closed:
+                return
+            with self._translate():
                 self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def data_version(self) -> int:
+        """A number that differs whenever another connection (this process's writers, another
+        process) committed to the file since the previous call. It reads the WAL index in shared
+        memory, no page: a few microseconds, cheap enough to ask on every request."""
+        with self._connections_lock, self._translate():
+            if self._watch is None:
+                self._watch = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         at = deadline.current()
@@ -522,18 +591,30 @@ class Store:
 
     def touch(self, hits: Mapping[str, tuple[int, float]], *, half_life: float, at: datetime | None = None) -> set[str]:
         """Record relevance hits since the last call, as (count, heat weight) per cube: ``heat``
-        decays with ``half_life`` seconds, then grows by the weight. Returns the spaces touched."""
-        if not hits:
-            return set()
+        decays with ``half_life`` seconds, then grows by the weight. Returns the spaces touched.
+
+        One transaction per ``_TOUCH_CHUNK`` cubes: a second's hits at concurrency 1 (~500
+        cubes) held the writer lock 15 ms at p50 and 156 ms at worst on the loaded bench
+        machine, and a chat answer's journal row waited behind it (the largest stall of the
+        concurrency-1 p99 in ``python -m bench overhead``)."""
         now = at or utcnow()
+        ids = list(hits)
+        spaces: set[str] = set()
+        for start in range(0, len(ids), _TOUCH_CHUNK):
+            spaces |= self._touch(hits, ids[start : start + _TOUCH_CHUNK], half_life=half_life, now=now)
+        return spaces
+
+    def _touch(
+        self, hits: Mapping[str, tuple[int, float]], ids: Sequence[str], *, half_life: float, now: datetime
+    ) -> set[str]:
         # Two statements whatever the number of cubes, each reading or writing all rows at once:
-        # this runs every second under the writer lock, and the sqlite3 module lets go of the GIL
-        # around every row it steps to (under load, a wait to get it back for each row).
+        # the sqlite3 module lets go of the GIL around every row it steps to (under load, a wait
+        # to get it back for each row).
         with self._write() as conn:
             found = conn.execute(
                 "SELECT json_group_array(json_array(id, space, heat, last_hit_at)) FROM cubes "
                 "WHERE id IN (SELECT value FROM json_each(?))",
-                (json.dumps(list(hits)),),
+                (json.dumps(ids),),
             ).fetchone()[0]
             rows = json.loads(found)
             updates = []
@@ -572,6 +653,13 @@ class Store:
                 "UPDATE cubes SET stable_since = ? WHERE id = ?",
                 [(_iso(moment), cube_id) for cube_id, moment in changes.items()],
             )
+            rows = conn.execute(
+                "SELECT space, json_group_array(id) AS ids FROM cubes WHERE id IN (SELECT value FROM json_each(?)) "
+                "GROUP BY space",
+                (json.dumps(list(changes)),),
+            ).fetchall()
+            for row in rows:
+                self._note(conn, row["space"], CHANGE_WRITEBACK, json.loads(row["ids"]))
 
     # -- the one write path ---------------------------------------------------------------------
 
@@ -582,6 +670,9 @@ class Store:
         with self._write() as conn:
             for cube in changes.cubes:
                 self._upsert(conn, cube, changes.vectors.get(cube.id, ()))
+            kind = CHANGE_PERSON if changes.journal_done is None else CHANGE_WRITEBACK
+            for space in dict.fromkeys(cube.space for cube in changes.cubes):
+                self._note(conn, space, kind, [cube.id for cube in changes.cubes if cube.space == space])
             for event in changes.events:
                 self._record(conn, event)
             if changes.seen:
@@ -589,8 +680,8 @@ class Store:
             if changes.journal_done is not None:
                 exchange_id, result = changes.journal_done
                 cursor = conn.execute(
-                    "UPDATE journal SET state = 'done', result = ?, updated_at = ?, error = NULL "
-                    "WHERE exchange_id = ? AND state != 'done'",
+                    "UPDATE journal SET state = 'done', result = ?, updated_at = ?, error = NULL, "
+                    "claimed_by = NULL, lease_until = NULL WHERE exchange_id = ? AND state != 'done'",
                     (json.dumps(result), _iso(utcnow()), exchange_id),
                 )
                 if cursor.rowcount != 1:
@@ -669,10 +760,7 @@ class Store:
                 "INSERT INTO vectors (space_key, cube_id, sentence, vec) VALUES (?, ?, ?, ?)",
                 [(space_key(cube.space), cube.id, sentence, blob) for sentence, blob in vectors],
             )
-        conn.execute(
-            "INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)",
-            (cube.space, cube.id, OP_UPSERT if live else OP_DELETE),
-        )
+        self._queue_index(conn, cube.space, cube.id, OP_UPSERT if live else OP_DELETE)
 
     @staticmethod
     def _record(conn: sqlite3.Connection, event: HistoryEvent) -> None:
@@ -732,9 +820,9 @@ class Store:
                 conn.execute("DELETE FROM cubes WHERE rid = ?", (found["rid"],))
                 _delete_vectors(conn, space, found["id"])
                 conn.execute("DELETE FROM history WHERE cube_id = ?", (found["id"],))
-                outbox = (space, found["id"], OP_DELETE)
-                conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)", outbox)
+                self._queue_index(conn, space, found["id"], OP_DELETE)
             words = self._forget_words(conn, space, {found["id"] for found in rows}, versions)
+            self._note(conn, space, CHANGE_PERSON, [found["id"] for found in rows])
             _merge_lexical(conn)
         self._truncate_wal()
         return Purged(space=space, ids=[found["id"] for found in rows], words=words)
@@ -791,7 +879,8 @@ class Store:
             conn.execute("DELETE FROM vectors WHERE space_key = ?", (space_key(space),))
             for table in ("cubes", "history", "journal", "seen", "outbox", "spaces"):
                 conn.execute(f"DELETE FROM {table} WHERE space = ?", (space,))
-            conn.execute("INSERT INTO outbox (space, cube_id, op) VALUES (?, '', ?)", (space, OP_DROP_SPACE))
+            self._queue_index(conn, space, "", OP_DROP_SPACE)
+            self._note(conn, space, CHANGE_PERSON, None)
             _merge_lexical(conn)
         self._truncate_wal()
         return count
@@ -865,15 +954,20 @@ class Store:
 
     # -- journal ------------------------------------------------------------------------------
 
-    def journal_put(self, exchange_id: str, space: str, payload: dict[str, Any], *, wait: float = 1.0) -> bool:
+    def journal_put(
+        self, exchange_id: str, space: str, payload: dict[str, Any], *, wait: float = 1.0, lease: float | None = None
+    ) -> bool:
         """Record an exchange durably; False when that exchange id was already journalled. Gives
-        up after ``wait`` seconds on a locked store: a chat answer is waiting on this."""
+        up after ``wait`` seconds on a locked store: a chat answer is waiting on this. ``lease``:
+        claimed by this process for that long at once (see ``journal_claim``), without a second
+        transaction."""
         now = _iso(utcnow())
+        claimed_by, until = (None, None) if lease is None else (self.writer, time.time() + lease)
         with self._write(wait=wait) as conn:
             cursor = conn.execute(
-                "INSERT OR IGNORE INTO journal (exchange_id, space, state, payload, created_at, updated_at) "
-                "VALUES (?, ?, 'pending', ?, ?, ?)",
-                (exchange_id, space, json.dumps(payload), now, now),
+                "INSERT OR IGNORE INTO journal (exchange_id, space, state, payload, created_at, updated_at, "
+                "claimed_by, lease_until) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
+                (exchange_id, space, json.dumps(payload), now, now, claimed_by, until),
             )
             return cursor.rowcount == 1
 
@@ -882,17 +976,48 @@ class Store:
         return self._journal_entry(rows[0]) if rows else None
 
     def journal_pending(self, *, limit: int, max_attempts: int) -> list[JournalEntry]:
+        """Exchanges waiting that no other live process holds a claim on (see ``journal_claim``)."""
+        gone = _gone(self._read(_OTHER_CLAIMERS, (self.writer,)))
         rows = self._read(
-            "SELECT * FROM journal WHERE state = 'pending' AND attempts < ? ORDER BY created_at LIMIT ?",
-            (max_attempts, limit),
+            "SELECT * FROM journal WHERE state = 'pending' AND attempts < ? AND (lease_until IS NULL "
+            "OR lease_until < ? OR claimed_by = ? OR claimed_by IN (SELECT value FROM json_each(?))) "
+            "ORDER BY created_at LIMIT ?",
+            (max_attempts, time.time(), self.writer, gone, limit),
         )
         return [self._journal_entry(row) for row in rows]
 
+    def journal_claim(self, exchange_ids: Sequence[str], *, lease: float) -> set[str]:
+        """Take exchanges for ``lease`` seconds; returns those taken (not done, and held by no
+        other live process). A killed process's claims are taken over at once when its pid is gone
+        (processes sharing a SQLite file share a host), else when they expire. A claim only saves
+        doing work twice: ``apply`` is what makes an exchange's distillation happen exactly once."""
+        now = time.time()
+        with self._write() as conn:
+            gone = _gone(conn.execute(_OTHER_CLAIMERS, (self.writer,)).fetchall())
+            rows = conn.execute(
+                "UPDATE journal SET claimed_by = ?, lease_until = ? WHERE state = 'pending' "
+                "AND exchange_id IN (SELECT value FROM json_each(?)) AND (claimed_by IS NULL OR claimed_by = ? "
+                "OR lease_until < ? OR claimed_by IN (SELECT value FROM json_each(?))) RETURNING exchange_id",
+                (self.writer, now + lease, json.dumps(list(exchange_ids)), self.writer, now, gone),
+            ).fetchall()
+        return {row["exchange_id"] for row in rows}
+
     def journal_failed(self, exchange_id: str, error: str) -> None:
+        """Count a failed attempt and let go of the claim (any process may try again)."""
         with self._write() as conn:
             conn.execute(
-                "UPDATE journal SET attempts = attempts + 1, error = ?, updated_at = ? WHERE exchange_id = ?",
+                "UPDATE journal SET attempts = attempts + 1, error = ?, updated_at = ?, claimed_by = NULL, "
+                "lease_until = NULL WHERE exchange_id = ?",
                 (error[:2000], _iso(utcnow()), exchange_id),
+            )
+
+    def journal_release(self, exchange_ids: Sequence[str]) -> None:
+        """Let go of this process's claims (shutting down with work left: others take it now)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE journal SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = ? "
+                "AND exchange_id IN (SELECT value FROM json_each(?))",
+                (self.writer, json.dumps(list(exchange_ids))),
             )
 
     def journal_counts(self) -> dict[str, int]:
@@ -915,14 +1040,58 @@ class Store:
             result=json.loads(row["result"]) if row["result"] else None,
         )
 
+    # -- changes, for the other processes sharing the file -------------------------------------
+
+    def _note(self, conn: sqlite3.Connection, space: str, kind: str, cube_ids: Sequence[str] | None) -> None:
+        """Record a change of ``space`` in the transaction making it; the log keeps the last
+        ``_CHANGES_KEPT`` (pruned every thousandth row)."""
+        cursor = conn.execute(
+            "INSERT INTO changes (space, writer, kind, cubes) VALUES (?, ?, ?, ?)",
+            (space, self.writer, kind, None if cube_ids is None else json.dumps(list(cube_ids))),
+        )
+        seq = int(cursor.lastrowid or 0)
+        if seq % 1000 == 0:
+            conn.execute("DELETE FROM changes WHERE seq <= ?", (seq - _CHANGES_KEPT,))
+
+    def last_change(self) -> int:
+        """Where ``changes_since`` starts from for a process opening the file now."""
+        return int(self._read("SELECT coalesce(max(seq), 0) AS seq FROM changes")[0]["seq"])
+
+    def changes_since(self, seq: int) -> tuple[list[Change] | None, int]:
+        """Other processes' changes after ``seq``, and the last seq for the next call; ``None``
+        when some were pruned already (the caller must assume everything changed)."""
+        rows = self._read(
+            "SELECT seq, space, writer, kind, cubes FROM changes WHERE seq > ? OR seq = (SELECT min(seq) FROM changes) "
+            "ORDER BY seq",
+            (seq,),
+        )
+        last = max([seq, *(int(row["seq"]) for row in rows)])
+        if rows and int(rows[0]["seq"]) > seq + 1:
+            return None, last
+        return [
+            Change(row["space"], row["kind"], None if row["cubes"] is None else tuple(json.loads(row["cubes"])))
+            for row in rows
+            if int(row["seq"]) > seq and row["writer"] != self.writer
+        ], last
+
     # -- vector-index outbox ------------------------------------------------------------------
 
+    def _queue_index(self, conn: sqlite3.Connection, space: str, cube_id: str, op: str) -> None:
+        conn.execute(
+            "INSERT INTO outbox (space, cube_id, op, writer, at) VALUES (?, ?, ?, ?, ?)",
+            (space, cube_id, op, self.writer, time.time()),
+        )
+
     def outbox_pending(self, *, skip: Sequence[int] = (), limit: int = 1000) -> list[OutboxRow]:
-        """Rows in order, but those in ``skip`` (what a caller has taken already). Numbers are
+        """Rows in order, but those in ``skip`` (what a caller has taken already) and those another
+        running process wrote less than ``_OUTBOX_ORPHANED_SECONDS`` ago: that process indexes
+        them (it holds their vectors; another would embed them again). Numbers are
         reused once the rows holding them are deleted, so only a row's presence names it."""
+        gone = _gone(self._read("SELECT DISTINCT writer FROM outbox WHERE writer != ?", (self.writer,)))
         rows = self._read(
-            "SELECT * FROM outbox WHERE seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
-            (json.dumps(list(skip)), limit),
+            "SELECT * FROM outbox WHERE seq NOT IN (SELECT value FROM json_each(?)) AND (writer IS NULL "
+            "OR writer = ? OR at < ? OR writer IN (SELECT value FROM json_each(?))) ORDER BY seq LIMIT ?",
+            (json.dumps(list(skip)), self.writer, time.time() - _OUTBOX_ORPHANED_SECONDS, gone, limit),
         )
         return [OutboxRow(row["seq"], row["space"], row["cube_id"], row["op"]) for row in rows]
 
@@ -933,7 +1102,46 @@ class Store:
         if not seqs:
             return
         with self._write() as conn:
+            rows = conn.execute(
+                "SELECT space, json_group_array(cube_id) AS ids, max(op = ?) AS dropped FROM outbox "
+                "WHERE seq IN (SELECT value FROM json_each(?)) GROUP BY space",
+                (OP_DROP_SPACE, json.dumps(list(seqs))),
+            ).fetchall()
             conn.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+            for row in rows:  # the index changed: other processes read these cubes' vectors again
+                self._note(conn, row["space"], CHANGE_INDEX, None if row["dropped"] else json.loads(row["ids"]))
+
+
+def _gone(writers: Sequence[sqlite3.Row]) -> str:
+    """The JSON list of the writers (one per row) whose process is no longer running."""
+    return json.dumps([row[0] for row in writers if not _running(row[0])])
+
+
+def _running(writer: str) -> bool:
+    """Whether the process of a ``Store.writer`` name (``<pid>-<token>``) is running on this host
+    (for this process's own pid: whether that store is still open in it)."""
+    pid = writer.partition("-")[0]
+    if pid == str(os.getpid()):
+        return writer in Store.open_writers
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):  # another user's process; a name from elsewhere
+        return True
+    return True
+
+
+def _add_lease_columns(conn: sqlite3.Connection) -> None:
+    """Journal claims (``journal_claim``) and outbox writers in a data dir written before them."""
+    for table, added in (
+        ("journal", (("claimed_by", "TEXT"), ("lease_until", "REAL"))),
+        ("outbox", (("writer", "TEXT"), ("at", "REAL"))),
+    ):
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for column, kind in added:
+            if column not in columns:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def _insert_grams(conn: sqlite3.Connection, rid: int | None, space: str, content: str) -> None:

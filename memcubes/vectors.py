@@ -178,12 +178,13 @@ class ChromaIndex(VectorIndex):
         result: list[tuple[str, float]] = await self._call(run)
         return result
 
-    async def entries(self, space: str) -> list[VectorEntry]:
+    async def entries(self, space: str, cube_ids: Sequence[str] | None = None) -> list[VectorEntry]:
         def run() -> list[VectorEntry]:
             collection = self._collection(space, create=False)
-            if collection is None:
+            if collection is None or cube_ids == []:
                 return []
-            got = collection.get(include=["embeddings", "metadatas"])
+            where = None if cube_ids is None else {"cube": {"$in": list(cube_ids)}}
+            got = collection.get(where=where, include=["embeddings", "metadatas"])
             return [
                 VectorEntry(str(meta["cube"]), int(meta["sentence"]), np.asarray(vector, dtype=np.float32))
                 for meta, vector in zip(got["metadatas"], got["embeddings"], strict=True)

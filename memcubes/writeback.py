@@ -8,6 +8,11 @@ A crash at any point loses nothing: a journalled exchange that is not 'done' is 
 the sweeper (at start-up and every ``retry_seconds``), and marking it done is part of the same
 transaction as its cubes, so it is distilled exactly once. A full queue never drops work: the
 exchange simply waits in the journal for the sweeper.
+
+Several processes may serve one data dir. Each claims the exchanges it distils for
+``lease_seconds`` (``Store.journal_claim``), so they do not all distil the same one; a killed
+process's claims expire and the others' sweepers take them over. Reconciling with the space and
+committing happen under ``SpaceLocks``, which holds across processes.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,6 +42,7 @@ from memcubes.indexing import IndexSync
 from memcubes.lifecycle import Decision, Lifecycle, Resolution, fact_slot
 from memcubes.reader import Candidate, Reader
 from memcubes.sentences import split_speaker
+from memcubes.space_locks import SpaceLocks
 from memcubes.spill import JournalSpill
 from memcubes.store import ChangeSet, HistoryEvent, JournalEntry, Store
 from memcubes.timewords import mentioned_windows
@@ -45,9 +50,9 @@ from memcubes.vector_store import VectorStore, embed_texts, text_entries
 
 log = logging.getLogger(__name__)
 
-_LOCK_STRIPES = 64
 _BATCH = 32
 _SETTLE_SECONDS = 0.005
+_CLAIM_POLL_SECONDS = 0.05
 _EPISODE_COVERED = 0.8  # share of a message's words its facts must say for it to need no episode
 
 
@@ -255,6 +260,7 @@ class WriteBack:
         settings: WritebackSettings,
         spill: JournalSpill,
         foreground: Foreground,
+        locks: SpaceLocks,
         on_commit: Callable[[str, list[MemCube]], None] = lambda space, cubes: None,
     ) -> None:
         self._foreground = foreground
@@ -270,7 +276,8 @@ class WriteBack:
         self._settings = settings
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.queue_size)
         self._queued: set[str] = set()
-        self._locks = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
+        self._claimed: set[str] = set()  # journalled (and claimed) here, not yet processed
+        self._locks = locks
         self._tasks: list[asyncio.Task[None]] = []
         self.failures = 0  # failed attempts in this process, for metrics
 
@@ -288,6 +295,9 @@ class WriteBack:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._queued:  # claimed perhaps, and left: another process may take them at once
+            with contextlib.suppress(StoreUnavailable):
+                await asyncio.to_thread(self._store.journal_release, list(self._queued))
 
     @property
     def queued(self) -> int:
@@ -312,20 +322,28 @@ class WriteBack:
         """Journal an exchange and queue it; False when that exchange id was already journalled.
         When the store cannot take it now, it waits in the spill and is journalled later."""
         payload = exchange.model_dump(mode="json")
+        lease = self._settings.lease_seconds
         try:
-            fresh = await asyncio.to_thread(self._store.journal_put, exchange.id, exchange.space, payload)
+            fresh = await asyncio.to_thread(self._store.journal_put, exchange.id, exchange.space, payload, lease=lease)
         except StoreUnavailable as exc:
             log.warning("journal unavailable, exchange %s waits in the spill: %s", exchange.id, exc)
             await asyncio.to_thread(self._spill.add, payload)
             return True
         if fresh:
+            self._claimed.add(exchange.id)
             self._enqueue(exchange.id)
         return fresh
 
     async def run_now(self, exchange: Exchange) -> list[MemoryChange]:
         """Journal and process in the caller's task (``sync: true``); still exactly once."""
-        await asyncio.to_thread(self._store.journal_put, exchange.id, exchange.space, exchange.model_dump(mode="json"))
-        return await self.process(exchange.id, urgent=True)
+        fresh = await asyncio.to_thread(
+            self._store.journal_put,
+            exchange.id,
+            exchange.space,
+            exchange.model_dump(mode="json"),
+            lease=self._settings.lease_seconds,
+        )
+        return await self.process(exchange.id, urgent=True, claimed=fresh)
 
     def _enqueue(self, exchange_id: str) -> None:
         if exchange_id in self._queued:
@@ -338,9 +356,13 @@ class WriteBack:
 
     # -- processing ---------------------------------------------------------------------------
 
-    async def process(self, exchange_id: str, *, urgent: bool = False, drain: bool = True) -> list[MemoryChange]:
+    async def process(
+        self, exchange_id: str, *, urgent: bool = False, drain: bool = True, claimed: bool = False
+    ) -> list[MemoryChange]:
         """Distil one journalled exchange (exactly once). ``urgent`` when a caller waits for it;
-        ``drain=False`` leaves the index writes to the caller (one drain for a batch).
+        ``drain=False`` leaves the index writes to the caller (one drain for a batch);
+        ``claimed`` when the caller claimed it already (else this does, or waits while another
+        process holds it and a caller waits, or leaves it to that process).
 
         Reading and embedding happen outside the space's lock, so the exchanges of one busy space
         are distilled (an LLM call, in ``llm`` mode) and embedded together; only reconciling with
@@ -350,6 +372,10 @@ class WriteBack:
             raise MemoryOSError(f"exchange {exchange_id} is not in the journal")
         if entry.state == "done":
             return _report(entry)
+        if not claimed and not await asyncio.to_thread(
+            self._store.journal_claim, [exchange_id], lease=self._settings.lease_seconds
+        ):
+            return await self._finished_elsewhere(exchange_id, urgent=urgent)
         exchange = Exchange.model_validate(entry.payload)
         turns = await self._unseen(exchange, exchange.turns)
         reader = self._readers.get(exchange.mode) or self._readers["heuristic"]
@@ -358,8 +384,7 @@ class WriteBack:
         if self._episodes is not None and reader.mode != "raw":
             candidates += _beyond_facts(await self._episodes.distill(turns), candidates)
         vectors, sentences = await embed_texts(self._embedder, [c.content for c in candidates], urgent=urgent)
-        lock = self._locks[zlib.crc32(exchange.space.encode()) % _LOCK_STRIPES]
-        async with lock:
+        async with self._locks.hold(exchange.space):
             if exchange.skip_seen:  # an exchange committed meanwhile may have distilled some turns
                 turns = await self._unseen(exchange, turns)
                 keep = _not_distilled(candidates, {turn.digest() for turn in turns})
@@ -387,6 +412,18 @@ class WriteBack:
             await self._index_sync.drain(urgent=urgent)
         return report
 
+    async def _finished_elsewhere(self, exchange_id: str, *, urgent: bool) -> list[MemoryChange]:
+        """The report of an exchange another process claimed: when a caller waits (``urgent``),
+        once that process is done (or its claim expired and this one took it over)."""
+        while urgent:
+            entry = await asyncio.to_thread(self._store.journal_get, exchange_id)
+            if entry is None or entry.state == "done":
+                return _report(entry) if entry else []
+            if await asyncio.to_thread(self._store.journal_claim, [exchange_id], lease=self._settings.lease_seconds):
+                return await self.process(exchange_id, urgent=True, claimed=True)
+            await asyncio.sleep(_CLAIM_POLL_SECONDS)
+        return []
+
     async def _unseen(self, exchange: Exchange, turns: Sequence[Turn]) -> list[Turn]:
         """The turns still to distil: with ``skip_seen``, those the space has not distilled
         before (answers the model generated are always read)."""
@@ -406,7 +443,15 @@ class WriteBack:
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await asyncio.gather(*(self._process_logged(exchange_id) for exchange_id in batch))
+                # Claimed when journalled here, or else now in one transaction; what another
+                # process holds is its to finish.
+                claimed = {exchange_id for exchange_id in batch if exchange_id in self._claimed}
+                if others := [exchange_id for exchange_id in batch if exchange_id not in claimed]:
+                    lease = self._settings.lease_seconds
+                    claimed |= await asyncio.to_thread(self._store.journal_claim, others, lease=lease)
+                await asyncio.gather(
+                    *(self._process_logged(exchange_id) for exchange_id in batch if exchange_id in claimed)
+                )
                 await self._index_sync.drain()
             except asyncio.CancelledError:
                 raise
@@ -415,11 +460,12 @@ class WriteBack:
             finally:
                 for exchange_id in batch:
                     self._queued.discard(exchange_id)
+                    self._claimed.discard(exchange_id)
                     self._queue.task_done()
 
     async def _process_logged(self, exchange_id: str) -> None:
         try:
-            await self.process(exchange_id, drain=False)
+            await self.process(exchange_id, drain=False, claimed=True)
         except (StoreUnavailable, IndexUnavailable, EmbedderUnavailable) as exc:
             # The infrastructure is down, not the exchange at fault: retried until it is back.
             self.failures += 1

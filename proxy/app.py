@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import urllib.request
 from collections.abc import AsyncIterator
@@ -142,10 +141,6 @@ def build_app(settings: Settings, *, embedder: Embedder | None = None, span_expo
         app.state.memories = MemoryService(memory=memory, settings=settings)
         app.state.spaces = SpaceService(memories=app.state.memories)
         sampler = asyncio.create_task(_sample_forever(metrics, memory)) if memory is not None else None
-        # What a started server holds (modules, litellm's tables, the models: ~230,000 objects)
-        # is never garbage, yet every full collection scanned it: 0.3 s with the GIL held, a stall
-        # for every request, and parsing a 20,000-memory import set off several of them.
-        gc.freeze()
         try:
             async with mcp_endpoint.running():
                 yield

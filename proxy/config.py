@@ -146,6 +146,13 @@ class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="processes serving the port (each uses a core; the vector index must then be a Chroma "
+        "server: memory.vector_index.host)",
+    )
     keep_alive_seconds: float = Field(
         30.0, gt=0, description="idle keep-alive connections are closed after this; longer than clients' pools reuse"
     )

@@ -58,3 +58,5 @@ def configure_logging(server: ServerSettings) -> None:
         root.removeHandler(handler)
     root.addHandler(log_handler(server))
     root.setLevel(server.log_level.upper())
+    # A Chroma server (vector_index.host) is called through httpx, which logs every request at info.
+    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))

@@ -53,8 +53,8 @@ class Watched(VectorIndex):
     async def query(self, space: str, vector: Vectors, *, limit: int) -> list[tuple[str, float]]:
         return await self._inner.query(space, vector, limit=limit)
 
-    async def entries(self, space: str) -> list[VectorEntry]:
-        return await self._inner.entries(space)
+    async def entries(self, space: str, cube_ids: Sequence[str] | None = None) -> list[VectorEntry]:
+        return await self._inner.entries(space, cube_ids)
 
     async def holds(self, space: str) -> bool:
         return await self._inner.holds(space)

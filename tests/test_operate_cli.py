@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from proxy.cli import build_parser
-from proxy.datadir_lock import LOCK_NAME, DataDirBusy, DataDirLock
+from proxy.datadir_lock import DataDirBusy, DataDirLock
 from proxy.dev.serve_thread import free_port
 from tests.conftest import Backend, Proxy, proxy_settings
 from tests.test_cli import start_server, write_config
@@ -65,37 +65,57 @@ def test_check_config_warns_on_no_models_and_serve_fails_on_a_missing_model_in_o
         assert len(result.stderr.strip().splitlines()) == 2  # the file, then the one problem
 
 
-def test_a_second_serve_and_a_reindex_on_a_live_data_dir_are_refused(backend: Backend, tmp_path: Path) -> None:
+def test_a_second_serve_on_embedded_chroma_and_a_reindex_on_a_live_data_dir_are_refused(
+    backend: Backend, tmp_path: Path
+) -> None:
     config = write_config(tmp_path / "c.yaml", backend.url, tmp_path / "data")
     server = start_server(config, free_port())
     try:
         second = memproxy("serve", "--config", str(config), "--port", str(free_port()))
+        workers = memproxy("serve", "--config", str(config), "--port", str(free_port()), "--workers", "2")
         reindex = memproxy("reindex", "--config", str(config))
-        for result in (second, reindex):
+        for result in (second, workers, reindex):
             assert result.returncode == 2, result.stderr
-            assert f"in use by `memproxy serve` (pid {server.pid})" in result.stderr
             assert "Traceback" not in result.stderr
+        for result in (second, workers):  # what to run instead is named
+            assert "cannot be shared between processes" in result.stderr
+            assert "chroma run --path" in result.stderr and "memory.vector_index.host" in result.stderr
+        assert "in use by `memproxy serve`: stop every process serving it first" in reindex.stderr
     finally:
         server.kill()
         server.wait(timeout=30)
-    assert (tmp_path / "data" / LOCK_NAME).exists()  # killed: the lock stays, its pid is dead
-    result = memproxy("reindex", "--config", str(config))
+    result = memproxy("reindex", "--config", str(config))  # killed: the kernel let go of its locks
     assert result.returncode == 0 and "reindexed 0 memories" in result.stdout, result.stderr
-    assert not (tmp_path / "data" / LOCK_NAME).exists()
 
 
-def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path: Path) -> None:
-    child = subprocess.Popen(["sleep", "30"])
+def test_serves_share_a_data_dir_and_a_reindex_excludes_them(tmp_path: Path) -> None:
+    holder = (
+        "import sys, time; from proxy.datadir_lock import DataDirLock; "
+        "DataDirLock(sys.argv[1], command=sys.argv[2]).acquire(); print('held', flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", holder, str(tmp_path), "reindex"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
-        (tmp_path / LOCK_NAME).write_text(f"{child.pid} serve\n")
-        with pytest.raises(DataDirBusy, match=f"pid {child.pid}"):
-            DataDirLock(tmp_path, command="reindex").acquire()
+        assert child.stdout is not None and child.stdout.readline() == "held\n"
+        with pytest.raises(DataDirBusy, match=f"in use by `memproxy reindex` \\(pid {child.pid}\\)"):
+            DataDirLock(tmp_path, command="serve").acquire()
     finally:
         child.kill()
         child.wait()
-    with DataDirLock(tmp_path, command="serve") as lock:  # the pid is gone now
-        assert lock.path.read_text() == f"{os.getpid()} serve\n"
-    assert not lock.path.exists()
+    with (
+        DataDirLock(tmp_path, command="serve"),
+        DataDirLock(tmp_path, command="serve"),  # serves share it
+        pytest.raises(DataDirBusy, match="stop every process serving it first"),
+    ):
+        DataDirLock(tmp_path, command="reindex").acquire()
+    with (
+        DataDirLock(tmp_path, command="serve", embedded_index=True),
+        pytest.raises(DataDirBusy, match="cannot be shared between processes"),
+    ):
+        DataDirLock(tmp_path, command="serve", embedded_index=True).acquire()
+    with DataDirLock(tmp_path, command="reindex") as lock:
+        assert lock.path.read_text() == f"{os.getpid()} reindex\n"
 
 
 def test_memories_add_and_search_with_url_and_key_from_the_environment(

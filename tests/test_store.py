@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -77,3 +78,34 @@ def test_space_stats_count_every_state_and_estimate_the_size_of_a_large_space(tm
     assert store.space_page(limit=5, scope=SpaceScope(prefix="user:x", names=("user:small",))) == ["user:small"]
     assert store.space_page(limit=5, scope=SpaceScope()) == []
     store.close()
+
+
+def test_journal_claims_hold_against_other_processes_until_their_lease_expires(tmp_path: Path) -> None:
+    first, second = Store.open(tmp_path / "m.db"), Store.open(tmp_path / "m.db")  # two processes' stores
+    assert first.journal_put("ex1", "user:ada", {"turns": []}, lease=60)
+    assert first.journal_put("ex2", "user:ada", {"turns": []})
+    assert second.journal_claim(["ex1", "ex2"], lease=0.2) == {"ex2"}  # ex1 is the first's
+    # Each sweeper sees what no other process holds (its own claims included).
+    assert [e.exchange_id for e in second.journal_pending(limit=10, max_attempts=5)] == ["ex2"]
+    assert [e.exchange_id for e in first.journal_pending(limit=10, max_attempts=5)] == ["ex1"]
+    time.sleep(0.3)  # the second's claim on ex2 expired (as if it had been killed)
+    assert first.journal_claim(["ex2"], lease=60) == {"ex2"}
+    first.apply(ChangeSet(journal_done=("ex2", {"changes": []})))
+    assert first.journal_claim(["ex2"], lease=60) == set()  # done: nobody claims it again
+    first.journal_release(["ex1"])
+    assert second.journal_claim(["ex1"], lease=60) == {"ex1"}
+
+
+def test_the_change_log_names_other_processes_writes_by_space(tmp_path: Path) -> None:
+    mine, theirs = Store.open(tmp_path / "m.db"), Store.open(tmp_path / "m.db")
+    start = mine.last_change()
+    version = mine.data_version()
+    cube = MemCube(space="user:ada", content="Ada likes tea.")
+    theirs.apply(ChangeSet(cubes=[cube]))
+    mine.apply(ChangeSet(cubes=[MemCube(space="user:bob", content="Bob likes coffee.")]))
+    assert mine.data_version() != version
+    changes, last = mine.changes_since(start)
+    assert changes is not None and [(c.space, c.kind, c.cubes) for c in changes] == [("user:ada", "person", (cube.id,))]
+    assert mine.changes_since(last) == ([], last)
+    theirs.delete_space("user:ada")
+    assert [(c.space, c.cubes) for c in mine.changes_since(last)[0] or []] == [("user:ada", None)]

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from proxy.config import ConfigError, Settings, default_config_path
-from proxy.datadir_lock import DataDirBusy, DataDirLock
+from proxy.datadir_lock import DataDirBusy, DataDirLock, embedded_chroma_refusal
 
 
 def load(path: Path) -> Settings:
@@ -51,8 +51,8 @@ def checked(path: Path) -> Settings:
     return settings
 
 
-def locked(settings: Settings, command: str) -> DataDirLock:
-    lock = DataDirLock(settings.memory.data_dir, command=command)
+def locked(settings: Settings, command: str, *, embedded_index: bool = False) -> DataDirLock:
+    lock = DataDirLock(settings.memory.data_dir, command=command, embedded_index=embedded_index)
     try:
         lock.acquire()
     except DataDirBusy as exc:
@@ -78,11 +78,7 @@ def unsafe_bind(settings: Settings, host: str) -> str | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from proxy.app import build_app
-    from proxy.logs import configure_logging
-    from proxy.server import uvicorn_options
+    from proxy.workers import run_workers, serve_socket
 
     settings = checked(args.config)
     host = args.host or settings.server.host
@@ -90,21 +86,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if refusal:
         print(f"memproxy: {refusal}", file=sys.stderr)
         return 2
-    settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host})})
-    lock = locked(settings, "serve")
+    server = settings.server.model_copy(
+        update={
+            "host": host,
+            "port": args.port if args.port is not None else settings.server.port,
+            "workers": args.workers or settings.server.workers,
+        }
+    )
+    settings = settings.model_copy(update={"server": server})
+    embedded_index = settings.memory.vector_index.host is None
+    if server.workers > 1 and embedded_index:
+        why = embedded_chroma_refusal(settings.memory.data_dir)
+        print(f"memproxy: cannot serve with {server.workers} workers: {why}", file=sys.stderr)
+        return 2
+    lock = locked(settings, "serve", embedded_index=embedded_index)
     try:
-        configure_logging(settings.server)
-        uvicorn.run(
-            build_app(settings),
-            host=host,
-            port=args.port if args.port is not None else settings.server.port,
-            log_level=settings.server.log_level,
-            log_config=None,  # uvicorn's loggers propagate to memproxy's handler: one format
-            loop="uvloop",
-            timeout_graceful_shutdown=15,
-            access_log=False,  # memproxy writes its own access line (with request id, model, memory status)
-            **uvicorn_options(settings.server),
-        )
+        if server.workers > 1:
+            return run_workers(settings)
+        serve_socket(settings)
     finally:
         lock.release()
     return 0
@@ -153,6 +152,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--config", type=Path, default=default_config_path(), help=config_help)
     serve.add_argument("--host", help="listen on this address (default: server.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen on this port (default: server.port, 8080)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        choices=range(1, 65),
+        metavar="N",
+        help="processes serving the port, 1-64 (default: server.workers, 1); more than one needs a Chroma server "
+        "(memory.vector_index.host)",
+    )
     serve.set_defaults(run=cmd_serve)
 
     check = subparsers.add_parser("check-config", help="validate a config file and print what is wrong")
