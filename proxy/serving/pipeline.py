@@ -18,10 +18,11 @@ write-back workers, and never delays the response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -227,26 +228,26 @@ class MemoryPipeline:
 
     async def forward(self, prepared: Prepared, call: Callable[[Backend], Awaitable[T]]) -> T:
         """``call`` on each deployment in turn (retries and fallbacks) until one answers."""
-        forwarded = time.perf_counter()
-        with self.tracing.span("memproxy.forward", {"memproxy.model": prepared.model, "memproxy.stream": False}):
-            try:
-                answer = await self.router.attempt(prepared.model, call)
-            except BackendError as exc:
-                raise _failed(exc, prepared.request_id) from None
-        self.metrics.first_token(model=prepared.model, stream=False, seconds=time.perf_counter() - forwarded)
-        return answer
+        with self._forwarding(prepared, stream=False):
+            return await self.router.attempt(prepared.model, call)
 
     async def open_stream(
         self, prepared: Prepared, call: Callable[[Backend], AsyncIterator[T]]
     ) -> tuple[T | None, AsyncIterator[T]]:
+        with self._forwarding(prepared, stream=True):
+            return await self.router.open_stream(prepared.model, call)
+
+    @contextlib.contextmanager
+    def _forwarding(self, prepared: Prepared, *, stream: bool) -> Iterator[None]:
+        """What reaching a deployment carries whichever way it answers: its span, the backend's
+        error as the client's (sanitised, with the request id), and time to the first token."""
         forwarded = time.perf_counter()
-        with self.tracing.span("memproxy.forward", {"memproxy.model": prepared.model, "memproxy.stream": True}):
+        with self.tracing.span("memproxy.forward", {"memproxy.model": prepared.model, "memproxy.stream": stream}):
             try:
-                opened = await self.router.open_stream(prepared.model, call)
+                yield
             except BackendError as exc:
                 raise _failed(exc, prepared.request_id) from None
-        self.metrics.first_token(model=prepared.model, stream=True, seconds=time.perf_counter() - forwarded)
-        return opened
+        self.metrics.first_token(model=prepared.model, stream=stream, seconds=time.perf_counter() - forwarded)
 
     def relay(self, prepared: Prepared, first: Any, rest: AsyncIterator[Any], shape: StreamShape) -> StreamingResponse:
         """Relay a stream, journalling its text once it ends (or what the user said, if the
