@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
+from memcubes import lexicon
 from memcubes.cube import MemCube, utcnow
 from memcubes.errors import ImportAborted
 from memcubes.store import OP_DELETE, HistoryEvent, Store, space_key
@@ -114,11 +115,9 @@ def roll_back(store: Store, import_id: str) -> None:
                 conn.execute("DELETE FROM import_undo WHERE import_id = ? AND cube_id = ?", (import_id, row["cube_id"]))
             if undo:
                 continue
-            if new_space:
-                conn.execute(
-                    "DELETE FROM spaces WHERE space = ? AND NOT EXISTS (SELECT 1 FROM cubes WHERE space = ?)",
-                    (space, space),
-                )
+            if new_space and conn.execute("SELECT 1 FROM cubes WHERE space = ? LIMIT 1", (space,)).fetchone() is None:
+                conn.execute("DELETE FROM spaces WHERE space = ?", (space,))
+                lexicon.drop_space(conn, space)
             conn.execute("DELETE FROM imports WHERE id = ?", (import_id,))
             return
 
@@ -157,10 +156,11 @@ def _running(conn: sqlite3.Connection, import_id: str) -> None:
 
 def _remove(conn: sqlite3.Connection, cube_id: str) -> None:
     """A cube the import added: its row, its words in the lexical indexes, its vectors, its history."""
-    row = conn.execute("SELECT rid, space FROM cubes WHERE id = ?", (cube_id,)).fetchone()
+    row = conn.execute(
+        "SELECT rid, space, json_extract(doc, '$.content') AS content FROM cubes WHERE id = ?", (cube_id,)
+    ).fetchone()
     if row is not None:
-        for table in ("cubes_fts", "cubes_grams"):
-            conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (row["rid"],))
+        lexicon.remove(conn, row["space"], row["rid"], row["content"])
         conn.execute("DELETE FROM vectors WHERE space_key = ? AND cube_id = ?", (space_key(row["space"]), cube_id))
         conn.execute("DELETE FROM cubes WHERE rid = ?", (row["rid"],))
     conn.execute("DELETE FROM history WHERE cube_id = ?", (cube_id,))

@@ -1,9 +1,7 @@
 """The system of record: SQLite (WAL) holding cubes, their vectors, their history, the write-back
-journal, the ANN-index outbox and an FTS5 index for lexical search.
-
-Chinese, Japanese and Korean text is also indexed as character bigrams (``cubes_grams``, see
-``memcubes.languages.words``): the word index cannot split it. A data dir from before that index
-gets it filled when opened.
+journal, the ANN-index outbox and the per-space lexical index (``memcubes.lexicon``: postings
+and BM25 in plain SQL, words and the character bigrams of Chinese, Japanese and Korean text). A
+data dir of FTS5 indexes (before the lexicon) gets the postings filled when opened.
 
 This module owns the connections and transactions; besides it only ``memcubes.keystore`` (keys
 and the audit trail), ``memcubes.import_log`` (the undo log of imports running) and
@@ -11,7 +9,7 @@ and the audit trail), ``memcubes.import_log`` (the undo log of imports running) 
 ``transaction()`` and ``read()``, write SQL. Every change is one transaction (an import is
 chunked transactions made all-or-nothing by its undo log), so a crash leaves either all of a
 write-back or none of it, vectors included (a live cube's entries, ``ChangeSet.vectors``; a cube
-leaving search loses them, like its FTS row); the in-RAM vectors and the ANN index are derived
+leaving search loses them, like its postings); the in-RAM vectors and the ANN index are derived
 data, fed through the ``outbox`` table (one row per pending write) that is replayed at start-up.
 
 Methods are blocking; the async layers above call them from worker threads. Each thread gets its
@@ -36,17 +34,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from memcubes import deadline
+from memcubes import deadline, lexicon
 from memcubes.cube import Access, CubeState, MemCube, utcnow
 from memcubes.errors import AlreadyApplied, DeadlineExceeded, StoreUnavailable
-from memcubes.languages.words import PREFIX, cjk_grams
 
 SCHEMA_VERSION = 1
-_GRAMS_META = "grams_index"
 _BUSY_SECONDS = 30.0
 _PROGRESS_STEPS = 10_000
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS spaces (
     space TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL
@@ -71,12 +68,6 @@ CREATE INDEX IF NOT EXISTS cubes_by_space ON cubes (space, state, id);
 CREATE INDEX IF NOT EXISTS cubes_by_hash ON cubes (space, content_hash);
 CREATE INDEX IF NOT EXISTS cubes_by_slot ON cubes (space, slot) WHERE slot IS NOT NULL;
 CREATE INDEX IF NOT EXISTS cubes_by_heat ON cubes (space, heat) WHERE heat > 0;
-CREATE VIRTUAL TABLE IF NOT EXISTS cubes_fts USING fts5 (
-    space_key, content, tokenize = 'porter unicode61 remove_diacritics 2'
-);
-CREATE VIRTUAL TABLE IF NOT EXISTS cubes_grams USING fts5 (
-    space_key, grams, tokenize = 'unicode61'
-);
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY,
     cube_id TEXT NOT NULL,
@@ -117,6 +108,8 @@ CREATE TABLE IF NOT EXISTS seen (
     space TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (space, digest)
 ) WITHOUT ROWID;
 """
+    + lexicon.SQLITE_SCHEMA
+)
 
 # Outbox operations: what the vector index must do for a cube (or a whole space).
 OP_UPSERT = "upsert"
@@ -293,20 +286,17 @@ class Store:
             conn.executescript(_SCHEMA)
             _add_lease_columns(conn)
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        if store.get_meta(_GRAMS_META) is None:
-            store._index_grams()
+        if store.get_meta(lexicon.META) != lexicon.VERSION:
+            store._index_lexicon()
         return store
 
-    def _index_grams(self) -> None:
-        """Fill the bigram index from the live cubes (a data dir written before it existed)."""
+    def _index_lexicon(self) -> None:
+        """Fill the postings from the live cubes (a data dir of FTS5 indexes, or of another
+        tokenizer version), drop the FTS5 tables, and leave no copy of them in the WAL."""
         with self._write() as conn:
-            rows = conn.execute(
-                "SELECT rid, space, json_extract(doc, '$.content') AS content FROM cubes WHERE state = 'active'"
-            ).fetchall()
-            conn.execute("DELETE FROM cubes_grams")
-            for row in rows:
-                _insert_grams(conn, row["rid"], row["space"], row["content"])
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", (_GRAMS_META,))
+            if conn.execute("SELECT value FROM meta WHERE key = ?", (lexicon.META,)).fetchone() != (lexicon.VERSION,):
+                lexicon.rebuild(conn)
+        self._truncate_wal()
 
     def close(self) -> None:
         Store.open_writers.discard(self.writer)
@@ -333,6 +323,7 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA secure_delete=ON")  # deleted memories are overwritten, not left in free pages
+            lexicon.prepare(conn)
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
@@ -565,29 +556,24 @@ class Store:
 
     def lexical(self, space: str, terms: Sequence[str], *, limit: int) -> list[tuple[str, float]]:
         """BM25 over the active cubes of one space; ``terms`` are already analysed query words."""
-        return self._bm25("cubes_fts", "content", space, terms, limit=limit)
+        return self._bm25(lexicon.WORDS, space, lexicon.query_ranges(terms), limit=limit)
 
     def lexical_grams(self, space: str, grams: Sequence[str], *, limit: int) -> list[tuple[str, float]]:
         """BM25 over the character bigrams of the space's Chinese, Japanese and Korean text."""
-        return self._bm25("cubes_grams", "grams", space, grams, limit=limit)
+        return self._bm25(lexicon.GRAMS, space, lexicon.query_ranges(grams, grams=True), limit=limit)
 
     def _bm25(
-        self, table: str, column: str, space: str, terms: Sequence[str], *, limit: int
+        self, field: lexicon.Field, space: str, ranges: Sequence[tuple[str, str]], *, limit: int
     ) -> list[tuple[str, float]]:
-        words = [t.replace('"', "") for t in terms if t.replace('"', "").rstrip(PREFIX)]
-        if not words:
+        if not ranges:
             return []
-        quoted = (f'"{w[:-1]}"*' if w.endswith(PREFIX) else f'"{w}"' for w in words)
-        match = f'space_key : "{space_key(space)}" AND {column} : (' + " OR ".join(quoted) + ")"
         # One row holding every hit: the sqlite3 module lets go of the GIL around each row it
         # steps to, and under load a thread waits to get it back for each of ~50 rows.
         rows = self._read(
-            "SELECT json_group_array(json_array(id, rank)) AS hits FROM ("
-            f"SELECT c.id AS id, bm25({table}, 0.0, 1.0) AS rank FROM {table} "
-            f"JOIN cubes c ON c.rid = {table}.rowid WHERE {table} MATCH ? ORDER BY rank LIMIT ?)",
-            (match, limit),
+            f"SELECT json_group_array(json_array(id, score)) AS hits FROM ({lexicon.search_sql(field, len(ranges))})",
+            lexicon.search_params(ranges, space, limit),
         )
-        return [(cube_id, -float(rank)) for cube_id, rank in json.loads(rows[0]["hits"])]
+        return [(cube_id, float(score)) for cube_id, score in json.loads(rows[0]["hits"])]
 
     def touch(self, hits: Mapping[str, tuple[int, float]], *, half_life: float, at: datetime | None = None) -> set[str]:
         """Record relevance hits since the last call, as (count, heat weight) per cube: ``heat``
@@ -733,7 +719,7 @@ class Store:
                 "hits, last_hit_at, heat, stable_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (cube.id, *values, access.hits, _iso(access.last_hit_at), access.heat, _iso(access.stable_since)),
             )
-            rid = cursor.lastrowid
+            rid = int(cursor.lastrowid or 0)  # set by the INSERT just run
         else:
             rid = row["rid"]
             conn.execute(
@@ -746,15 +732,11 @@ class Store:
                 # What is searched is unchanged (a duplicate only gained sources, an edit of tags):
                 # the lexical and vector indexes need nothing, and re-embedding it would be waste.
                 return
-            conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (rid,))
-            conn.execute("DELETE FROM cubes_grams WHERE rowid = ?", (rid,))
+            if was_live:
+                lexicon.remove(conn, row["space"], rid, row["content"])
             _delete_vectors(conn, row["space"], cube.id)
         if live:
-            conn.execute(
-                "INSERT INTO cubes_fts (rowid, space_key, content) VALUES (?, ?, ?)",
-                (rid, space_key(cube.space), cube.content),
-            )
-            _insert_grams(conn, rid, cube.space, cube.content)
+            lexicon.add(conn, cube.space, rid, cube.content)
             # Without them (an edit, an approval) the index sync embeds it, told by the outbox row.
             conn.executemany(
                 "INSERT INTO vectors (space_key, cube_id, sentence, vec) VALUES (?, ?, ?, ?)",
@@ -796,8 +778,8 @@ class Store:
         of its source messages, in any version: a fact and the episode of the message it came
         from go together): the rows, their vectors, their history, (through the outbox) their ANN entries, and
         every journalled exchange holding their words or their source messages (chat resends the
-        whole conversation, so later exchanges carry them too); the lexical index is merged and
-        the WAL truncated so no copy is left in the files. Nothing is removed when there is no
+        whole conversation, so later exchanges carry them too), their postings; the WAL is
+        truncated so no copy is left in the files. Nothing is removed when there is no
         such cube."""
         with self._write() as conn:
             row = conn.execute("SELECT space FROM cubes WHERE id = ?", (cube_id,)).fetchone()
@@ -814,16 +796,14 @@ class Store:
                 "SELECT doc FROM history WHERE cube_id IN (SELECT value FROM json_each(?))", (wanted,)
             ).fetchall()
             versions = [MemCube.model_validate_json(doc["doc"]) for doc in [*rows, *history]]
-            for found in rows:
-                conn.execute("DELETE FROM cubes_fts WHERE rowid = ?", (found["rid"],))
-                conn.execute("DELETE FROM cubes_grams WHERE rowid = ?", (found["rid"],))
+            for found, version in zip(rows, versions[: len(rows)], strict=True):
+                lexicon.remove(conn, space, found["rid"], version.content)
                 conn.execute("DELETE FROM cubes WHERE rid = ?", (found["rid"],))
                 _delete_vectors(conn, space, found["id"])
                 conn.execute("DELETE FROM history WHERE cube_id = ?", (found["id"],))
                 self._queue_index(conn, space, found["id"], OP_DELETE)
             words = self._forget_words(conn, space, {found["id"] for found in rows}, versions)
             self._note(conn, space, CHANGE_PERSON, [found["id"] for found in rows])
-            _merge_lexical(conn)
         self._truncate_wal()
         return Purged(space=space, ids=[found["id"] for found in rows], words=words)
 
@@ -871,17 +851,15 @@ class Store:
 
     def delete_space(self, space: str) -> int:
         """Forget a space: cubes, history, journal, seen digests; the index drops its collection;
-        the lexical index is merged and the WAL truncated so no copy is left in the files."""
+        its postings and statistics; the WAL is truncated so no copy is left in the files."""
         with self._write() as conn:
             count = int(conn.execute("SELECT count(*) FROM cubes WHERE space = ?", (space,)).fetchone()[0])
-            conn.execute("DELETE FROM cubes_fts WHERE space_key = ?", (space_key(space),))
-            conn.execute("DELETE FROM cubes_grams WHERE space_key = ?", (space_key(space),))
+            lexicon.drop_space(conn, space)
             conn.execute("DELETE FROM vectors WHERE space_key = ?", (space_key(space),))
             for table in ("cubes", "history", "journal", "seen", "outbox", "spaces"):
                 conn.execute(f"DELETE FROM {table} WHERE space = ?", (space,))
             self._queue_index(conn, space, "", OP_DROP_SPACE)
             self._note(conn, space, CHANGE_PERSON, None)
-            _merge_lexical(conn)
         self._truncate_wal()
         return count
 
@@ -1144,21 +1122,8 @@ def _add_lease_columns(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
-def _insert_grams(conn: sqlite3.Connection, rid: int | None, space: str, content: str) -> None:
-    if grams := cjk_grams(content):
-        values = (rid, space_key(space), " ".join(grams))
-        conn.execute("INSERT INTO cubes_grams (rowid, space_key, grams) VALUES (?, ?, ?)", values)
-
-
 def _delete_vectors(conn: sqlite3.Connection, space: str, cube_id: str) -> None:
     conn.execute("DELETE FROM vectors WHERE space_key = ? AND cube_id = ?", (space_key(space), cube_id))
-
-
-def _merge_lexical(conn: sqlite3.Connection) -> None:
-    """Merge the FTS5 indexes into one segment each: a deleted row's words otherwise stay in old
-    segments until some later merge (secure_delete then zeroes the pages they leave)."""
-    for table in ("cubes_fts", "cubes_grams"):
-        conn.execute(f"INSERT INTO {table} ({table}) VALUES ('optimize')")
 
 
 def _time(value: str | None) -> datetime | None:

@@ -25,7 +25,6 @@ from memcubes.errors import IndexUnavailable
 from memcubes.exchange import Exchange
 from memcubes.importing import CHUNK
 from memcubes.memory_os import MemoryOS
-from memcubes.store import space_key
 from memcubes.vector_store import VectorEntry, VectorStore
 from tests.conftest import Proxy
 from tests.test_importers import MEMOS_TREE, zipped
@@ -65,7 +64,13 @@ def store_state(db: Path, space: str) -> dict[str, Any]:
     return {
         "cubes": rows(db, cubes, space),
         "history": rows(db, history, space),
-        "fts": rows(db, "SELECT rowid, content FROM cubes_fts WHERE space_key = ? ORDER BY rowid", space_key(space)),
+        "postings": rows(
+            db,
+            "SELECT p.term, p.rid, p.tf, p.dl FROM postings p JOIN lexicon_spaces s ON s.id = p.space "
+            "WHERE s.space = ? ORDER BY p.rid, p.term",
+            space,
+        ),
+        "lexicon": rows(db, "SELECT docs, length, gram_docs, gram_length FROM lexicon_spaces WHERE space = ?", space),
         "space": rows(db, "SELECT * FROM spaces WHERE space = ?", space),
         "imports": rows(db, "SELECT count(*) FROM imports") + rows(db, "SELECT count(*) FROM import_undo"),
     }

@@ -105,7 +105,7 @@ def test_cjk_text_is_split_into_bigrams() -> None:
     assert cjk_grams("Lisbon") == []
 
 
-def test_a_data_dir_from_before_the_bigram_index_gets_it_on_open(tmp_path: Path) -> None:
+def test_a_data_dir_of_fts5_indexes_gets_its_bigram_postings_on_open(tmp_path: Path) -> None:
     path = tmp_path / "memproxy.db"
     store = Store.open(path)
     cat = MemCube(space="u", content="私の猫の名前はミケです。")
@@ -113,12 +113,15 @@ def test_a_data_dir_from_before_the_bigram_index_gets_it_on_open(tmp_path: Path)
     store.apply(ChangeSet(cubes=[cat, bank, MemCube(space="u", content="I live in Lisbon.")]))
     assert [hit for hit, _ in store.lexical_grams("u", cjk_grams("我在哪里工作？"), limit=5)] == [bank.id]
     store.close()
-    with sqlite3.connect(path) as conn:  # what a data dir written before this index looks like
-        conn.execute("DROP TABLE cubes_grams")
-        conn.execute("DELETE FROM meta WHERE key = 'grams_index'")
+    with sqlite3.connect(path) as conn:  # what a data dir written before the lexicon looks like
+        conn.execute("DELETE FROM postings")
+        conn.execute("DELETE FROM lexicon_spaces")
+        conn.execute("DELETE FROM meta WHERE key = 'lexicon'")
+        conn.execute("CREATE VIRTUAL TABLE cubes_grams USING fts5 (space_key, grams, tokenize = 'unicode61')")
 
     store = Store.open(path)
     try:
+        assert store.read("SELECT name FROM sqlite_master WHERE name LIKE 'cubes_grams%'") == []
         assert [hit for hit, _ in store.lexical_grams("u", cjk_grams("私の猫は何という名前？"), limit=5)] == [cat.id]
         store.purge(cat.id)
         assert store.lexical_grams("u", cjk_grams("私の猫は何という名前？"), limit=5) == []

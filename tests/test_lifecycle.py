@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 
-from memcubes.store import space_key
 from tests.conftest import Backend, Proxy, proxy_settings
 
 
@@ -208,7 +207,8 @@ def test_purge_leaves_nothing_of_the_cube_anywhere(proxy: Proxy) -> None:
     db = sqlite3.connect(proxy.settings.memory.data_dir / "memproxy.db")
     for table, column in (("cubes", "id"), ("history", "cube_id"), ("outbox", "cube_id"), ("vectors", "cube_id")):
         assert db.execute(f"SELECT count(*) FROM {table} WHERE {column} = ?", (gone["id"],)).fetchone()[0] == 0
-    assert db.execute("SELECT count(*) FROM cubes_fts WHERE cubes_fts MATCH 'Finnish'").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM postings WHERE term = 'finnish'").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM postings WHERE term = 'violin'").fetchone()[0] == 1
     assert db.execute("SELECT count(*) FROM cubes WHERE doc LIKE '%Finnish%'").fetchone()[0] == 0
     assert vector_ids(proxy, "user:ivy", [gone["id"], keep["id"]]) == {keep["id"]}
 
@@ -224,7 +224,9 @@ def test_forgetting_one_user_touches_no_other(proxy: Proxy) -> None:
         assert memories(http, "kay") == kay_before
         assert any("Dublin" in t for t in search(http, "kay", "Where do I live?"))
     db = sqlite3.connect(proxy.settings.memory.data_dir / "memproxy.db")
-    assert db.execute("SELECT count(*) FROM cubes_fts WHERE space_key = ?", (space_key("user:jon"),)).fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM lexicon_spaces WHERE space = 'user:jon'").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM postings WHERE term = 'madrid'").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM postings WHERE term = 'dublin'").fetchone()[0] == 1
     memory = proxy.server.app.state.memory
     assert memory.vectors.count("user:jon") == 0
     assert memory.vectors.count("user:kay") == 1

@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from memcubes import lexicon
 from memcubes.config import MemorySettings
 from memcubes.cube import utcnow
 from memcubes.embedder import Embedder, Vectors
@@ -91,7 +92,7 @@ async def test_a_duplicate_gaining_sources_is_not_indexed_again(embedder: Embedd
     pending = "SELECT count(*) FROM outbox"
 
     def matches(word: str) -> int:
-        return int(db.execute("SELECT count(*) FROM cubes_fts WHERE cubes_fts MATCH ?", (word,)).fetchone()[0])
+        return int(db.execute("SELECT count(*) FROM postings WHERE term = ?", lexicon.terms(word)).fetchone()[0])
 
     try:
         [added] = await memory.writeback.run_now(exchange(1, "I keep bees on the roof of my building."))
