@@ -11,8 +11,8 @@ range of the primary key. What FTS5 did is done in Python or plain SQL:
   Queries go through the same function, so a query word meets the documents' stems.
 - **Chinese, Japanese and Korean bigrams** (``memcubes.languages.words.cjk_grams``) are postings
   too, their terms marked with ``GRAM`` (a word never holds it) and counted apart: a second field.
-- **BM25** as FTS5 computed it (k1 = 1.2, b = 0.75, idf = ln(0.5 + (N - n + 0.5) / (n + 0.5)) with a
-  floor just above 0, a prefix term's frequency summed over the words it starts), except that N,
+- **BM25** as FTS5 computed it (k1 = 1.2, b = 0.75, idf = ln((N - n + 0.5) / (n + 0.5)) with a floor
+  just above 0, a prefix term's frequency summed over the words it starts), except that N,
   n and the mean length are the space's own (per-space idf: one user's vocabulary does not
   weigh on another's ranking).
 - **Postings rows** hold the term frequency and the document's length, so the score needs no
@@ -200,7 +200,7 @@ def search_sql(field: Field, count: int) -> str:
     Parameters: (index, low, high) per range, the space, the result limit."""
     ranges = ", ".join("(?, ?, ?)" for _ in range(count))
     avgdl = f"(s.{field.length} * 1.0 / s.{field.docs})"
-    idf = f"ln(0.5 + (s.{field.docs} - n.n + 0.5) / (n.n + 0.5))"
+    idf = f"ln((s.{field.docs} - n.n + 0.5) / (n.n + 0.5))"
     return (
         f"WITH q (qi, lo, hi) AS (VALUES {ranges}), "
         f"s AS (SELECT id, {field.docs}, {field.length} FROM lexicon_spaces WHERE space = ?), "
