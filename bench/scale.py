@@ -9,21 +9,22 @@ How to read the tables:
 
 - *insert/s*: memories per second of a bulk insert through the real write path
   (``Store.apply``: cube, vectors, history and outbox rows in one SQLite transaction per space and
-  stage, FTS5 included; then ``IndexSync.drain``: the outbox replayed, into the ANN index only for
+  stage, the lexical postings included; then ``IndexSync.drain``: the outbox replayed, into the ANN index only for
   spaces above ``ann_min_entries``). Embedding 1M texts with
   the real model would take hours here, so vectors are precomputed: a pool of real MiniLM
   embeddings of synthetic facts, each memory its pool sentence's vector plus Gaussian noise
   (cosine ~0.9 to it), its text that sentence with a number (still one sentence: a memory of
   several sentences also indexes each of them, which needs the embedder). *store s* / *index s*
   split the time.
-- *cold* / *warm*: ``MemoryOS.search`` (what chat injects: real query embedding, dense and FTS5
+- *cold* / *warm*: ``MemoryOS.search`` (what chat injects: real query embedding, dense and
   BM25 retrieval, fusion, loading cubes, token packing), one query at a time, query cache off,
   in ``queries`` distinct random spaces: *cold* is the first search in a space since the store
   grew (its vectors not in RAM: read from SQLite), *warm* a second one in the same space later
   (what memory caches per space, it holds by then). *-embed*: the same in ``queries`` other
   spaces, the query's embedding computed beforehand (an embedder cache hit), i.e. without it.
-  *embed*, *dense* (the exact vector search of a space held in RAM) and *fts* (``Store.lexical``)
-  are parts of a search timed alone. Times in ms. RSS is this process's (embedding model
+  *embed*, *dense* (the exact vector search of a space held in RAM) and *lexical*
+  (``Store.lexical``: BM25 over the space's postings, ``memcubes.lexicon``) are parts of a
+  search timed alone. Times in ms. RSS is this process's (embedding model
   included: see *baseline*); *disk* the data directory (SQLite and Chroma) but SQLite's WAL,
   also per memory; *WAL* the write-ahead log as the bulk insert left it (reset at a checkpoint).
 - *write-back*: chat exchanges (a user turn stating a new fact, an answer) journalled through
@@ -306,7 +307,7 @@ async def run(args: argparse.Namespace) -> str:
             "embed p50",
             "dense p50",
             "p99",
-            "fts p50",
+            "lexical p50",
             "p99",
             "RSS MiB",
             "disk MiB",

@@ -206,11 +206,11 @@ def search_sql(field: Field, count: int) -> str:
         f"s AS (SELECT id, {field.docs}, {field.length} FROM lexicon_spaces WHERE space = ?), "
         "h AS (SELECT q.qi AS qi, p.rid AS rid, SUM(p.tf) AS tf, MAX(p.dl) AS dl FROM q, s, postings p "
         "WHERE p.space = s.id AND p.term BETWEEN q.lo AND q.hi GROUP BY q.qi, p.rid), "
-        "n AS (SELECT qi, COUNT(*) AS n FROM h GROUP BY qi) "
-        f"SELECT c.id AS id, SUM(CASE WHEN {idf} > 0 THEN {idf} ELSE {_IDF_FLOOR} END "
+        "n AS (SELECT qi, COUNT(*) AS n FROM h GROUP BY qi), "
+        f"t AS (SELECT h.rid AS rid, SUM(CASE WHEN {idf} > 0 THEN {idf} ELSE {_IDF_FLOOR} END "
         f"* h.tf * {K1 + 1} / (h.tf + {K1} * ({1 - B} + {B} * h.dl / {avgdl}))) AS score "
-        "FROM h JOIN n ON n.qi = h.qi JOIN cubes c ON c.rid = h.rid, s "
-        "GROUP BY c.id ORDER BY score DESC, c.id LIMIT ?"
+        "FROM h JOIN n ON n.qi = h.qi, s GROUP BY h.rid ORDER BY score DESC, h.rid LIMIT ?) "
+        "SELECT c.id AS id, t.score AS score FROM t JOIN cubes c ON c.rid = t.rid ORDER BY t.score DESC, t.rid"
     )
 
 

@@ -3,9 +3,9 @@
     query ─┬─ dense: exact, over the space's vectors read from SQLite and cached in RAM
            │         (``hot_vectors``): each cube scored by its whole text and its best sentence
            │         together; a space above ``ann_min_entries`` is asked of its ANN index
-           ├─ lexical: FTS5 BM25 over the space's words (stop words of the query's language dropped;
+           ├─ lexical: BM25 over the space's words (stop words of the query's language dropped;
            │           beyond English, long words match by their start: ``languages.words``)
-           ├─ lexical: FTS5 BM25 over character bigrams, for a query in Chinese, Japanese or Korean
+           ├─ lexical: BM25 over character bigrams, for a query in Chinese, Japanese or Korean
            └─ time: when the query names a window ("in March 2021", "the week after 2 October",
                     "last month": ``timewords``), the memories dated in it or telling of it,
                     in dense order

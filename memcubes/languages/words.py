@@ -1,8 +1,8 @@
 """Words for lexical search, in any script.
 
-The word index (FTS5 ``unicode61 remove_diacritics 2``) already splits on Unicode word
-boundaries and folds case and diacritics, but it takes a run of Chinese or Japanese characters
-as one token, so "我在上海的一家银行工作" never matches a question about "银行". Those scripts get
+The word index (``memcubes.lexicon``, as FTS5's ``unicode61 remove_diacritics 2`` did) splits on
+Unicode word boundaries and folds case and diacritics, but it takes a run of Chinese or Japanese
+characters as one token, so "我在上海的一家银行工作" never matches a question about "银行". Those scripts get
 a second index of overlapping character bigrams ("上海 海的 的一 ..."), the classic CJK analysis:
 most Chinese words are two characters long, and a question shares bigrams with the memory that
 answers it whatever the particles around them. Korean is written with spaces, but particles stick
