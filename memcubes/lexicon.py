@@ -51,6 +51,7 @@ _IDF_FLOOR = 1e-6  # FTS5's: a term in more than half the documents still counts
 _STEM_FROM, _STEM_UP_TO = 3, 64  # FTS5's porter leaves shorter and longer tokens as they are
 _TOP = chr(0x10FFFF)  # sorts after every character: ends a prefix's term range
 _PROGRESS_SECONDS = 2.0
+MAX_RANGES = 128  # of a query: a hyphenated "word" of thousands of parts is one query word
 _REBUILD_BATCH = 10_000
 
 SQLITE_SCHEMA = """
@@ -192,7 +193,7 @@ def query_ranges(words: Sequence[str], *, grams: bool = False) -> list[tuple[str
         for i, token in enumerate(tokens):
             last = prefix and i == len(tokens) - 1
             ranges.append((token, token + _TOP if last else token))
-    return ranges
+    return ranges[:MAX_RANGES]
 
 
 def search_sql(field: Field, count: int) -> str:

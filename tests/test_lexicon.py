@@ -43,6 +43,16 @@ def test_documents_are_tokenized_as_fts5_did() -> None:
         assert lexicon.terms(text) == [term for (term,) in rows]
 
 
+def test_a_query_is_a_bounded_list_of_term_ranges() -> None:
+    assert lexicon.query_ranges(["Ação", "alergi*", "o'brien", "*"]) == [
+        ("acao", "acao"),
+        ("alergi", "alergi\U0010ffff"),
+        ("o", "o"),
+        ("brien", "brien"),
+    ]
+    assert len(lexicon.query_ranges(["-".join(["x"] * 4000)])) == lexicon.MAX_RANGES
+
+
 def test_bm25_is_fts5s_within_a_space(tmp_path: Path) -> None:
     """The same scores as FTS5's bm25() over the space's documents alone, prefix terms included."""
     store = Store.open(tmp_path / "memproxy.db")
