@@ -93,12 +93,14 @@ GRAMS = Field("gram_docs", "gram_length")
 
 @functools.lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
-    if not word.isascii() or not _STEM_FROM <= len(word) <= _STEM_UP_TO:
-        return word
+    if not word.isascii() or word.isdigit() or not _STEM_FROM <= len(word) <= _STEM_UP_TO:
+        return word  # (Porter leaves digits alone: a number, often unique, need not fill the cache)
     return str(_porter.stemWord(word))
 
 
 def _fold(text: str) -> str:
+    if text.isascii():
+        return text.lower()
     decomposed = unicodedata.normalize("NFD", text.lower())
     return unicodedata.normalize("NFC", "".join(c for c in decomposed if not unicodedata.combining(c)))
 
@@ -139,18 +141,19 @@ def _ln(value: float) -> float:
     return math.log(value)
 
 
-def space_id(conn: Cursor, space: str) -> int:
-    """The space's integer id in the postings, made on its first document."""
-    conn.execute("INSERT INTO lexicon_spaces (space) VALUES (?) ON CONFLICT (space) DO NOTHING", (space,))
-    return int(conn.execute("SELECT id FROM lexicon_spaces WHERE space = ?", (space,)).fetchone()[0])
-
-
 def add(conn: Cursor, space: str, rid: int, content: str) -> None:
-    """Index a live cube's text."""
+    """Index a live cube's text; the space gets its integer id with its first document."""
     doc = Document.of(content)
-    sid = space_id(conn, space)
+    sid = int(
+        conn.execute(
+            "INSERT INTO lexicon_spaces AS s (space, docs, length, gram_docs, gram_length) VALUES (?, 1, ?, ?, ?) "
+            "ON CONFLICT (space) DO UPDATE SET docs = s.docs + 1, length = s.length + excluded.length, "
+            "gram_docs = s.gram_docs + excluded.gram_docs, gram_length = s.gram_length + excluded.gram_length "
+            "RETURNING id",
+            (space, doc.length, 1 if doc.grams else 0, len(doc.grams)),
+        ).fetchone()[0]
+    )
     conn.executemany("INSERT INTO postings (space, term, rid, tf, dl) VALUES (?, ?, ?, ?, ?)", doc.rows(sid, rid))
-    _count(conn, sid, doc, 1)
 
 
 def remove(conn: Cursor, space: str, rid: int, content: str) -> None:
@@ -162,16 +165,11 @@ def remove(conn: Cursor, space: str, rid: int, content: str) -> None:
     keys = [(sid, term, rid) for sid, term, rid, _, _ in doc.rows(int(row[0]), rid)]
     # rowcount: the rows deleted by all of them (sqlite3 and psycopg 3 both sum it)
     if conn.executemany("DELETE FROM postings WHERE space = ? AND term = ? AND rid = ?", keys).rowcount > 0:
-        _count(conn, int(row[0]), doc, -1)
-
-
-def _count(conn: Cursor, sid: int, doc: Document, sign: int) -> None:
-    grams = 1 if doc.grams else 0
-    conn.execute(
-        "UPDATE lexicon_spaces SET docs = docs + ?, length = length + ?, "
-        "gram_docs = gram_docs + ?, gram_length = gram_length + ? WHERE id = ?",
-        (sign, sign * doc.length, sign * grams, sign * len(doc.grams), sid),
-    )
+        conn.execute(
+            "UPDATE lexicon_spaces SET docs = docs - 1, length = length - ?, "
+            "gram_docs = gram_docs - ?, gram_length = gram_length - ? WHERE id = ?",
+            (doc.length, 1 if doc.grams else 0, len(doc.grams), row[0]),
+        )
 
 
 def drop_space(conn: Cursor, space: str) -> None:
