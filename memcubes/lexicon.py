@@ -20,7 +20,10 @@ range of the primary key. What FTS5 did is done in Python or plain SQL:
 
 A cube's postings are deleted from its own text (tokenized again: the tokenizer is versioned in
 ``VERSION``, and a data dir indexed by another version is indexed again when opened), so a purged
-memory leaves no term row. The engine-specific bits are ``SQLITE_SCHEMA`` and ``prepare``.
+memory leaves no term row. What is engine-specific: ``SQLITE_SCHEMA`` (PostgreSQL's wants an
+identity ``id`` and ``term TEXT COLLATE "C"``, so that a prefix's range holds by code point),
+``prepare``, ``rebuild`` (it reads SQLite's JSON documents: only an SQLite data dir had FTS5
+indexes) and the ``?`` placeholders (psycopg's are ``%s``).
 """
 
 from __future__ import annotations
