@@ -32,7 +32,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 from memcubes import deadline, languages, past
@@ -44,13 +44,13 @@ from memcubes.errors import IndexUnavailable
 from memcubes.hot_vectors import HotVectors
 from memcubes.sentences import sentence_texts, split_speaker
 from memcubes.store import Store, content_hash
+from memcubes.timeline import Timeline, overlapping
 from memcubes.timewords import Window, query_window
 from memcubes.tokens import count_tokens
 from memcubes.vectors import VectorIndex
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SPEAKERS_TTL = 30.0
-_INSTANT = timedelta(seconds=1)
 _HOP_SEEDS = 3  # first-hop memories whose words the second hop adds
 _HOP_TERMS = 6
 MAX_QUERY_CHARS = 8192  # of a query read for lexical terms and embedded (the model reads 256 tokens)
@@ -235,11 +235,14 @@ class Retriever:
         self._hot = hot
         self._speakers: dict[str, _Speakers] = {}
         self._cubes = CubeCache(store)
+        self._timeline = Timeline(store)
 
     def invalidate(self, space: str, cube_ids: Iterable[str] | None = None) -> None:
         """A write to ``space`` (of ``cube_ids``, when known): those cubes are read again, and the
         next search also reads the speakers of the new rows."""
+        cube_ids = None if cube_ids is None else list(cube_ids)
         self._cubes.forget(cube_ids)
+        self._timeline.invalidate(space, cube_ids)
         cached = self._speakers.get(space)
         if cached is not None:
             cached.changed = True
@@ -300,13 +303,10 @@ class Retriever:
         """Cubes of the space dated in ``window`` or telling of a time in it, most similar to the
         query first (in time order when the space's vectors are not in RAM)."""
         inside = []
-        for position, (cube_id, created, mentions) in enumerate(await asyncio.to_thread(self._store.times, space)):
+        for position, (cube_id, spans) in enumerate(await self._timeline.items(space)):
             if position % _CHECK_EVERY == 0:  # a large space: this loop holds the event loop
                 deadline.check("dating memories")
-            moment = datetime.fromisoformat(created)
-            spans = [(moment, moment + _INSTANT)]
-            spans += [(datetime.fromisoformat(start), datetime.fromisoformat(end)) for start, end in mentions or []]
-            if any(window.overlaps(start, end) for start, end in spans):
+            if overlapping(window, spans):
                 inside.append(cube_id)
         vectors = self._hot.get(space)
         if vectors is None or not inside:

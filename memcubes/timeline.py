@@ -1,0 +1,134 @@
+"""When each live memory of a space happened and which times it tells of, held per space for the
+time ranking of retrieval (``Retriever._in_window``).
+
+A query naming a window ("this May", "last week") is matched against every live memory's time and
+the windows its text mentions. Reading those from SQLite for each such query (one JSON row built
+from every cube of the space) and parsing their ISO times was 12% of a memory-on request's CPU
+with 1,000 memories (``python -m bench overhead``, py-spy). Held here instead, as seconds since
+the epoch, and kept current by the writes the retriever hears of (this process's commits and, via
+``memcubes.peers``, other processes'): only the cubes written since are read again. A write whose
+cubes are unknown drops the space, read whole on its next use, as is a space held for
+``reload_seconds`` (a write no one announced, e.g. by a tool on the database, is seen that late at
+worst; retrieval drops memories no longer live anyway). At most ``max_cubes`` are held, the least
+recently used spaces dropped first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from memcubes.cube import CubeState
+from memcubes.store import Store
+from memcubes.timewords import Window
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INSTANT = 1.0  # seconds: a memory's own time, as a span
+
+Spans = tuple[tuple[float, float], ...]
+
+
+def _seconds(moment: str) -> float:
+    parsed = datetime.fromisoformat(moment)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def spans_of(created: str, mentions: Iterable[Iterable[str]] | None) -> Spans:
+    """A memory's own time (an instant) and the windows its text mentions, in epoch seconds."""
+    moment = _seconds(created)
+    mentioned = tuple((_seconds(start), _seconds(end)) for start, end in mentions or ())
+    return ((moment, moment + _INSTANT), *mentioned)
+
+
+def _moment(seconds: float) -> datetime:
+    return _EPOCH + timedelta(seconds=seconds)
+
+
+def overlapping(window: Window, spans: Spans) -> bool:
+    if not window.yearly:  # the common case, without building datetimes
+        start, end = window.start.timestamp(), window.end.timestamp()
+        return any(s < end and e > start for s, e in spans)
+    return any(window.overlaps(_moment(s), _moment(e)) for s, e in spans)
+
+
+@dataclass
+class _Space:
+    spans: dict[str, Spans]
+    loaded_at: float
+    changed: set[str] = field(default_factory=set)  # cubes written since: read again before use
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Timeline:
+    def __init__(self, store: Store, *, max_cubes: int = 200_000, reload_seconds: float = 60.0) -> None:
+        self._store = store
+        self._max_cubes = max_cubes
+        self._reload_seconds = reload_seconds
+        self._spaces: OrderedDict[str, _Space] = OrderedDict()
+        self._held = 0  # cubes, over all spaces
+        self._generation = 0  # bumped by every invalidate: a whole read that raced one is not kept
+
+    def invalidate(self, space: str, cube_ids: Iterable[str] | None = None) -> None:
+        """A write to ``space`` committed (of ``cube_ids``, when known)."""
+        self._generation += 1
+        held = self._spaces.get(space)
+        if held is None:
+            return
+        if cube_ids is None:
+            self._drop(space)
+        else:
+            held.changed.update(cube_ids)
+
+    async def items(self, space: str) -> Iterator[tuple[str, Spans]]:
+        """Every live cube of the space with its spans."""
+        held = self._spaces.get(space)
+        if held is None or time.monotonic() - held.loaded_at >= self._reload_seconds:
+            generation, loaded_at = self._generation, time.monotonic()
+            spans = await asyncio.to_thread(self._read, space)
+            if generation == self._generation:
+                self._drop(space)
+                self._spaces[space] = _Space(spans, loaded_at)
+                self._held += len(spans)
+                self._evict()
+            return iter(list(spans.items()))
+        self._spaces.move_to_end(space)
+        if held.changed:
+            async with held.lock:  # concurrent requests wait for one reading of the same writes
+                if held.changed:
+                    await self._catch_up(space, held)
+        return iter(list(held.spans.items()))
+
+    def _read(self, space: str) -> dict[str, Spans]:
+        return {cube_id: spans_of(created, mentions) for cube_id, created, mentions in self._store.times(space)}
+
+    async def _catch_up(self, space: str, held: _Space) -> None:
+        # Taken before reading: a write committed during the read is named again and read next time.
+        ids, held.changed = held.changed, set()
+        try:
+            cubes = await asyncio.to_thread(self._store.get_many, sorted(ids))
+        except BaseException:
+            held.changed |= ids
+            raise
+        before = len(held.spans)
+        for cube_id in ids:
+            cube = cubes.get(cube_id)
+            if cube is None or cube.state is not CubeState.ACTIVE or cube.space != space:
+                held.spans.pop(cube_id, None)
+            else:
+                held.spans[cube_id] = spans_of(cube.created_at.isoformat(), cube.meta.get("when"))
+        if self._spaces.get(space) is held:  # not dropped meanwhile
+            self._held += len(held.spans) - before
+            self._evict()
+
+    def _drop(self, space: str) -> None:
+        dropped = self._spaces.pop(space, None)
+        if dropped is not None:
+            self._held -= len(dropped.spans)
+
+    def _evict(self) -> None:
+        while self._held > self._max_cubes and len(self._spaces) > 1:
+            self._drop(next(iter(self._spaces)))
