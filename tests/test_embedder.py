@@ -33,8 +33,9 @@ PARAPHRASES = [
 
 
 @pytest.fixture(scope="module")
-def fp32() -> Iterator[Embedder]:
+def fp32() -> Iterator[BatchedEmbedder]:
     model = build_embedder(EmbedderSettings(precision="fp32"))
+    assert isinstance(model, BatchedEmbedder)
     yield model
     model.close()
 
@@ -56,6 +57,15 @@ async def test_int8_vectors_stay_close_to_fp32_and_say_they_differ(embedder: Emb
     both = [*TEXTS, *PARAPHRASES]
     partners = [i + len(TEXTS) for i in range(len(TEXTS))] + list(range(len(TEXTS)))
     assert nearest(await embedder.embed(both)) == nearest(await fp32.embed(both)) == partners
+
+
+def test_a_batch_of_mixed_lengths_keeps_each_text_in_its_row(fp32: BatchedEmbedder) -> None:
+    """Texts are encoded in groups of similar length (less padding): with the exact model every
+    row is the vector of its own text, as if encoded alone."""
+    texts = [*TEXTS, *PARAPHRASES, "a much longer text " * 30]
+    together = fp32._encode(texts)
+    alone = np.concatenate([fp32._encode([text]) for text in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
 
 
 async def test_a_store_built_by_another_embedder_warns_until_reindexed(
