@@ -44,6 +44,7 @@ class _Grouping:
     part_rows: npt.NDArray[np.int64]  # sentence rows, grouped by cube
     part_starts: npt.NDArray[np.int64]  # where each cube's group starts in part_rows
     part_slots: npt.NDArray[np.int64]  # the cube of each group
+    group_of: npt.NDArray[np.int64]  # cube slot → its group in part_starts (-1: one sentence only)
 
 
 class SpaceVectors:
@@ -142,23 +143,22 @@ class SpaceVectors:
             part_rows = part_rows[np.argsort(self._owner[part_rows], kind="stable")]
             part_owner = self._owner[part_rows]
             starts = np.flatnonzero(np.r_[True, part_owner[1:] != part_owner[:-1]]) if len(part_rows) else part_rows
+            part_slots = part_owner[starts] if len(part_rows) else part_owner
+            group_of = np.full(len(self._cube_ids), -1, dtype=np.int64)
+            group_of[part_slots] = np.arange(len(part_slots))
             self._view = _Grouping(
                 whole_rows=whole_rows,
                 whole_slots=self._owner[whole_rows],
                 part_rows=part_rows,
                 part_starts=starts,
-                part_slots=part_owner[starts] if len(part_rows) else part_owner,
+                part_slots=part_slots,
+                group_of=group_of,
             )
         return self._view
 
-    def ranked(
-        self, query: Vectors, *, sentence_weight: float, limit: int | None = None, floor: float = -np.inf
-    ) -> list[tuple[str, float]]:
-        """Cubes best first, at most ``limit``, none below ``floor``. A cube scores
-        (1 - w) * similarity of its whole text + w * that of its best sentence (a cube of one
-        sentence scores its whole text). Exhaustive and exact; only the head is sorted, in numpy."""
-        if not self._size:
-            return []
+    def _mixed(self, query: Vectors, sentence_weight: float) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Each cube with a whole-text entry (its slot) and its score: (1 - w) * similarity of its
+        whole text + w * that of its best sentence (a cube of one sentence scores its whole text)."""
         view = self._grouping()
         sims = self._matrix[: self._size] @ query
         whole = np.full(len(self._cube_ids), -np.inf, dtype=np.float32)
@@ -168,21 +168,46 @@ class SpaceVectors:
             sentence_best = np.maximum.reduceat(sims[view.part_rows], view.part_starts)
             best[view.part_slots] = np.maximum(best[view.part_slots], sentence_best)
         slots = view.whole_slots
-        mixed = (1.0 - sentence_weight) * whole[slots] + sentence_weight * best[slots]
+        return slots, (1.0 - sentence_weight) * whole[slots] + sentence_weight * best[slots]
+
+    def ranked(
+        self, query: Vectors, *, sentence_weight: float, limit: int | None = None, floor: float = -np.inf
+    ) -> list[tuple[str, float]]:
+        """Cubes best first (scored as ``_mixed`` says), at most ``limit``, none below ``floor``.
+        Exhaustive and exact; only the head is sorted, in numpy."""
+        if not self._size:
+            return []
+        slots, mixed = self._mixed(query, sentence_weight)
         keep = np.flatnonzero(mixed >= floor)
         if limit is not None and len(keep) > limit:
             keep = keep[np.argpartition(-mixed[keep], limit - 1)[:limit]]
         keep = keep[np.argsort(-mixed[keep], kind="stable")]
         return [(self._cube_ids[slots[i]], float(mixed[i])) for i in keep]
 
+    def ranked_among(self, query: Vectors, cube_ids: Iterable[str], *, sentence_weight: float) -> list[str]:
+        """``ranked``'s order of only these cubes (those held): a subset of a space is ranked
+        without building the whole space's list."""
+        if not self._size:
+            return []
+        slots, mixed = self._mixed(query, sentence_weight)
+        by_slot = np.full(len(self._cube_ids), -np.inf, dtype=np.float32)
+        by_slot[slots] = mixed
+        wanted = np.array(sorted({self._slots[c] for c in cube_ids if c in self._held}), dtype=np.int64)
+        wanted = wanted[np.isfinite(by_slot[wanted])]  # a cube without a whole-text entry is not ranked
+        order = wanted[np.argsort(-by_slot[wanted], kind="stable")]
+        return [self._cube_ids[slot] for slot in order]
+
     def best_sentence(self, cube_id: str, query: Vectors) -> int | None:
         """Which sentence of a cube is most similar to the query (``None``: it has only one)."""
         if cube_id not in self._held:
             return None
-        rows = self._rows_of([self._slots[cube_id]])
-        rows = rows[self._sentence[rows] != WHOLE]
-        if not len(rows):
+        view = self._grouping()
+        group = int(view.group_of[self._slots[cube_id]])
+        if group < 0:
             return None
+        start = int(view.part_starts[group])
+        end = int(view.part_starts[group + 1]) if group + 1 < len(view.part_starts) else len(view.part_rows)
+        rows = view.part_rows[start:end]
         sims = self._matrix[rows] @ query
         return int(self._sentence[rows[int(np.argmax(sims))]])
 

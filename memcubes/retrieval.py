@@ -311,9 +311,8 @@ class Retriever:
         vectors = self._hot.get(space)
         if vectors is None or not inside:
             return inside[: self.settings.candidates]
-        wanted = set(inside)
-        ranked = vectors.ranked(query, sentence_weight=self.settings.sentence_weight)
-        return [cube_id for cube_id, _ in ranked if cube_id in wanted][: self.settings.candidates]
+        ranked = vectors.ranked_among(query, inside, sentence_weight=self.settings.sentence_weight)
+        return ranked[: self.settings.candidates]
 
     async def search(
         self,

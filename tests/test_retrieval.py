@@ -195,3 +195,30 @@ def test_space_vectors_rank_best_first_within_limit_and_floor() -> None:
     assert head == everything[:7]
     floored = vectors.ranked(query, sentence_weight=0.5, floor=0.5)
     assert floored == [pair for pair in everything if pair[1] >= 0.5] and 0 < len(floored) < 50
+
+
+def test_a_subset_is_ranked_and_sentences_found_as_over_the_whole_space() -> None:
+    """``ranked_among`` and ``best_sentence`` (indexed by cube) agree with the whole space's
+    ranking and with a scan of each cube's sentences, through replacements and removals."""
+    rng = np.random.default_rng(7)
+
+    def unit() -> np.ndarray:
+        v = rng.normal(size=8).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    vectors, sentences = SpaceVectors(8), {}
+    for round_ in range(3):  # later rounds replace some cubes' entries
+        for i in range(round_ * 10, 40):
+            parts = [unit() for _ in range(i % 4)]  # no sentences, or 1-3 of them
+            sentences[f"c{i}"] = parts
+            vectors.add(
+                [VectorEntry(f"c{i}", WHOLE, unit()), *(VectorEntry(f"c{i}", n, v) for n, v in enumerate(parts))]
+            )
+    vectors.remove(["c3", "c4"])
+    query = unit()
+    subset = {f"c{i}" for i in range(0, 40, 3)} | {"missing"}
+    everything = [cube_id for cube_id, _ in vectors.ranked(query, sentence_weight=0.5)]
+    assert vectors.ranked_among(query, subset, sentence_weight=0.5) == [c for c in everything if c in subset]
+    for cube_id, parts in sentences.items():
+        expected = int(np.argmax([p @ query for p in parts])) if parts and cube_id not in ("c3", "c4") else None
+        assert vectors.best_sentence(cube_id, query) == expected
