@@ -271,7 +271,10 @@ class MemoryOS:
         background: callers are write paths). A person's change (``by_person``) also reaches the
         conversations under way at once."""
         self.scheduler.invalidate_frozen(space, cubes, by_person=by_person)
-        self.retriever.invalidate(space, None if cubes is None else [cube.id for cube in cubes])
+        if cubes is not None and not by_person:  # write-back's commits: the cubes as committed
+            self.retriever.invalidate(space, (), committed=cubes)
+        else:  # a person's change may pass a cube as it was before (a purge): read again
+            self.retriever.invalidate(space, None if cubes is None else [cube.id for cube in cubes])
         if self.scheduler.invalidate(space, cubes):
             self._announce(space)
 

@@ -237,12 +237,16 @@ class Retriever:
         self._cubes = CubeCache(store)
         self._timeline = Timeline(store)
 
-    def invalidate(self, space: str, cube_ids: Iterable[str] | None = None) -> None:
-        """A write to ``space`` (of ``cube_ids``, when known): those cubes are read again, and the
+    def invalidate(
+        self, space: str, cube_ids: Iterable[str] | None = None, *, committed: Sequence[MemCube] = ()
+    ) -> None:
+        """A write to ``space`` (of ``cube_ids``, when known; ``committed``: cubes as they were
+        committed, which need not be read again to be dated): those cubes are read again, and the
         next search also reads the speakers of the new rows."""
-        cube_ids = None if cube_ids is None else list(cube_ids)
-        self._cubes.forget(cube_ids)
-        self._timeline.invalidate(space, cube_ids)
+        changed = None if cube_ids is None else list(cube_ids)
+        self._cubes.forget(None if changed is None else [*changed, *(cube.id for cube in committed)])
+        self._timeline.invalidate(space, changed)
+        self._timeline.written(space, committed)
         cached = self._speakers.get(space)
         if cached is not None:
             cached.changed = True

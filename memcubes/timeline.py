@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from memcubes.cube import CubeState
+from memcubes.cube import CubeState, MemCube
 from memcubes.store import Store
 from memcubes.timewords import Window
 
@@ -83,6 +83,26 @@ class Timeline:
         else:
             held.changed.update(cube_ids)
 
+    def written(self, space: str, cubes: Sequence[MemCube]) -> None:
+        """These cubes were committed as they are here (write-back's commits): taken as they are,
+        without reading them again, unless a reading of the space's writes is under way (it may
+        have read an older version: they are read again after it)."""
+        if not cubes:
+            return
+        self._generation += 1
+        held = self._spaces.get(space)
+        if held is None:
+            return
+        if held.lock.locked():
+            held.changed.update(cube.id for cube in cubes)
+            return
+        before = len(held.spans)
+        for cube in cubes:
+            held.changed.discard(cube.id)
+            self._take(space, held, cube.id, cube)
+        self._held += len(held.spans) - before
+        self._evict()
+
     async def items(self, space: str) -> Iterator[tuple[str, Spans]]:
         """Every live cube of the space with its spans."""
         held = self._spaces.get(space)
@@ -115,14 +135,17 @@ class Timeline:
             raise
         before = len(held.spans)
         for cube_id in ids:
-            cube = cubes.get(cube_id)
-            if cube is None or cube.state is not CubeState.ACTIVE or cube.space != space:
-                held.spans.pop(cube_id, None)
-            else:
-                held.spans[cube_id] = spans_of(cube.created_at.isoformat(), cube.meta.get("when"))
+            self._take(space, held, cube_id, cubes.get(cube_id))
         if self._spaces.get(space) is held:  # not dropped meanwhile
             self._held += len(held.spans) - before
             self._evict()
+
+    @staticmethod
+    def _take(space: str, held: _Space, cube_id: str, cube: MemCube | None) -> None:
+        if cube is None or cube.state is not CubeState.ACTIVE or cube.space != space:
+            held.spans.pop(cube_id, None)
+        else:
+            held.spans[cube_id] = spans_of(cube.created_at.isoformat(), cube.meta.get("when"))
 
     def _drop(self, space: str) -> None:
         dropped = self._spaces.pop(space, None)

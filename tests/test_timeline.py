@@ -81,3 +81,16 @@ def test_windows_match_spans_as_datetimes_would() -> None:
     assert overlapping(may, spans) and not overlapping(june, spans) and overlapping(march_any_year, spans)
     first = spans_of("0001-01-01T00:00:00+00:00", None)
     assert overlapping(Window(datetime(1, 1, 1, tzinfo=UTC), datetime(1, 1, 2, tzinfo=UTC)), first)
+
+
+async def test_committed_cubes_are_taken_as_they_are(store: Store) -> None:
+    a, b = cube("Lea rowed", day=2), cube("Lea painted", day=3)
+    put(store, a, b)
+    timeline = Timeline(store)
+    await timeline.items(SPACE)
+    c = cube("Lea sang", day=4, when=[["2023-01-01T00:00:00+00:00", "2023-02-01T00:00:00+00:00"]])
+    put(store, c)
+    b = change(store, b, state=CubeState.SUPERSEDED)
+    timeline.written(SPACE, [c, b])
+    held = dict(await timeline.items(SPACE))
+    assert held == fresh(store) and set(held) == {a.id, c.id}
