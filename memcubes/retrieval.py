@@ -44,7 +44,7 @@ from memcubes.errors import IndexUnavailable
 from memcubes.hot_vectors import HotVectors
 from memcubes.sentences import sentence_texts, split_speaker
 from memcubes.store import Store, content_hash
-from memcubes.timeline import Timeline, overlapping
+from memcubes.timeline import Timeline
 from memcubes.timewords import Window, query_window
 from memcubes.tokens import count_tokens
 from memcubes.vectors import VectorIndex
@@ -55,7 +55,6 @@ _HOP_SEEDS = 3  # first-hop memories whose words the second hop adds
 _HOP_TERMS = 6
 MAX_QUERY_CHARS = 8192  # of a query read for lexical terms and embedded (the model reads 256 tokens)
 MAX_QUERY_TERMS = 64
-_CHECK_EVERY = 4096  # memories dated between deadline checks
 log = logging.getLogger(__name__)
 
 
@@ -306,12 +305,7 @@ class Retriever:
     async def _in_window(self, space: str, window: Window, query: Vectors) -> list[str]:
         """Cubes of the space dated in ``window`` or telling of a time in it, most similar to the
         query first (in time order when the space's vectors are not in RAM)."""
-        inside = []
-        for position, (cube_id, spans) in enumerate(await self._timeline.items(space)):
-            if position % _CHECK_EVERY == 0:  # a large space: this loop holds the event loop
-                deadline.check("dating memories")
-            if overlapping(window, spans):
-                inside.append(cube_id)
+        inside = await self._timeline.inside(space, window)
         vectors = self._hot.get(space)
         if vectors is None or not inside:
             return inside[: self.settings.candidates]

@@ -33,8 +33,22 @@ def change(store: Store, cube: MemCube, **update: object) -> MemCube:
     return changed
 
 
-def fresh(store: Store) -> dict[str, object]:
-    return {cube_id: spans_of(created, when) for cube_id, created, when in store.times(SPACE)}
+WINDOWS = [
+    Window(datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)),  # when they were said
+    Window(datetime(2024, 5, 3, tzinfo=UTC), datetime(2024, 5, 4, tzinfo=UTC)),
+    Window(datetime(2023, 1, 10, tzinfo=UTC), datetime(2023, 1, 11, tzinfo=UTC)),  # a time one tells of
+    Window(datetime(2000, 3, 10, tzinfo=UTC), datetime(2000, 3, 11, tzinfo=UTC), yearly=True),
+]
+
+
+async def agrees(timeline: Timeline, store: Store) -> set[str]:
+    """What the timeline finds in each window is what a fresh read of the store says; the live ids."""
+    fresh = {cube_id: spans_of(created, when) for cube_id, created, when in store.times(SPACE)}
+    for window in WINDOWS:
+        expected = [cube_id for cube_id, spans in fresh.items() if overlapping(window, spans)]
+        assert sorted(await timeline.inside(SPACE, window)) == sorted(expected)
+    assert sorted(await timeline.inside(SPACE, WINDOWS[0])) == sorted(fresh)  # everyone said something in May
+    return set(fresh)
 
 
 def cube(text: str, *, day: int, when: list[list[str]] | None = None) -> MemCube:
@@ -47,7 +61,7 @@ async def test_held_spans_follow_adds_edits_and_deletes(store: Store) -> None:
     b = cube("Lea painted", day=3)
     put(store, a, b)
     timeline = Timeline(store)
-    assert dict(await timeline.items(SPACE)) == fresh(store)
+    await agrees(timeline, store)
 
     c = cube("Lea sang", day=4, when=[["2023-01-01T00:00:00+00:00", "2023-02-01T00:00:00+00:00"]])
     put(store, c)
@@ -56,21 +70,20 @@ async def test_held_spans_follow_adds_edits_and_deletes(store: Store) -> None:
     other = MemCube(space="user:tom", content="Tom swam")
     put(store, other)
     timeline.invalidate(SPACE, [c.id, a.id, b.id, other.id])
-    held = dict(await timeline.items(SPACE))
-    assert held == fresh(store) and set(held) == {a.id, c.id}
+    assert await agrees(timeline, store) == {a.id, c.id}
+    assert await timeline.inside(SPACE, WINDOWS[2]) == [c.id]
 
     timeline.invalidate(SPACE)  # unknown which: the space is read again whole
-    assert dict(await timeline.items(SPACE)) == fresh(store)
+    assert await agrees(timeline, store) == {a.id, c.id}
 
 
 async def test_spaces_beyond_the_budget_are_dropped_least_recent_first(store: Store) -> None:
     put(store, cube("Lea rowed", day=2), MemCube(space="user:tom", content="Tom swam"))
     timeline = Timeline(store, max_cubes=1)
-    await timeline.items(SPACE)
-    await timeline.items("user:tom")
+    await timeline.inside(SPACE, WINDOWS[0])
+    await timeline.inside("user:tom", WINDOWS[0])
     put(store, cube("Lea sang", day=4))
-    timeline.invalidate(SPACE, None)
-    assert len(dict(await timeline.items(SPACE))) == 2  # read whole again: nothing stale kept
+    assert len(await timeline.inside(SPACE, WINDOWS[0])) == 2  # dropped for Tom's space, read again
 
 
 def test_windows_match_spans_as_datetimes_would() -> None:
@@ -87,10 +100,9 @@ async def test_committed_cubes_are_taken_as_they_are(store: Store) -> None:
     a, b = cube("Lea rowed", day=2), cube("Lea painted", day=3)
     put(store, a, b)
     timeline = Timeline(store)
-    await timeline.items(SPACE)
+    await timeline.inside(SPACE, WINDOWS[0])
     c = cube("Lea sang", day=4, when=[["2023-01-01T00:00:00+00:00", "2023-02-01T00:00:00+00:00"]])
     put(store, c)
     b = change(store, b, state=CubeState.SUPERSEDED)
     timeline.written(SPACE, [c, b])
-    held = dict(await timeline.items(SPACE))
-    assert held == fresh(store) and set(held) == {a.id, c.id}
+    assert await agrees(timeline, store) == {a.id, c.id}
