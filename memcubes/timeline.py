@@ -105,11 +105,11 @@ class Timeline:
         self._reload_seconds = reload_seconds
         self._spaces: OrderedDict[str, _Space] = OrderedDict()
         self._held = 0  # cubes, over all spaces
-        self._generation = 0  # bumped by every invalidate: a whole read that raced one is not kept
+        self._writes: dict[str, int] = {}  # per space: a whole read that raced a write to it is not kept
 
     def invalidate(self, space: str, cube_ids: Iterable[str] | None = None) -> None:
         """A write to ``space`` committed (of ``cube_ids``, when known)."""
-        self._generation += 1
+        self._writes[space] = self._writes.get(space, 0) + 1
         held = self._spaces.get(space)
         if held is None:
             return
@@ -124,7 +124,7 @@ class Timeline:
         have read an older version: they are read again after it)."""
         if not cubes:
             return
-        self._generation += 1
+        self._writes[space] = self._writes.get(space, 0) + 1
         held = self._spaces.get(space)
         if held is None:
             return
@@ -142,9 +142,9 @@ class Timeline:
         """The live cubes of the space dated in ``window`` or telling of a time in it."""
         held = self._spaces.get(space)
         if held is None or time.monotonic() - held.loaded_at >= self._reload_seconds:
-            generation, loaded_at = self._generation, time.monotonic()
+            writes, loaded_at = self._writes.get(space, 0), time.monotonic()
             read = _Space(await asyncio.to_thread(self._read, space), loaded_at)
-            if generation == self._generation:
+            if writes == self._writes.get(space, 0):
                 self._drop(space)
                 self._spaces[space] = read
                 self._held += len(read.spans)

@@ -10,7 +10,7 @@ import pytest
 
 from memcubes.cube import CubeState, MemCube
 from memcubes.store import ChangeSet, HistoryEvent, Store
-from memcubes.timeline import Timeline, overlapping, spans_of
+from memcubes.timeline import Spans, Timeline, overlapping, spans_of
 from memcubes.timewords import Window
 
 SPACE = "user:lea"
@@ -106,3 +106,25 @@ async def test_committed_cubes_are_taken_as_they_are(store: Store) -> None:
     b = change(store, b, state=CubeState.SUPERSEDED)
     timeline.written(SPACE, [c, b])
     assert await agrees(timeline, store) == {a.id, c.id}
+
+
+async def test_a_whole_read_that_raced_a_write_to_its_space_is_not_kept(store: Store) -> None:
+    a = cube("Lea rowed", day=2)
+    put(store, a)
+    reads: list[str] = []
+
+    class Racing(Timeline):
+        def _read(self, space: str) -> dict[str, Spans]:
+            reads.append(space)
+            found = super()._read(space)
+            if len(reads) == 1:  # committed while the first read was under way (its answer is older)
+                put(store, b)
+                timeline.invalidate(SPACE, [b.id])
+            timeline.invalidate("user:tom", None)  # another space's writes do not matter
+            return found
+
+    b = cube("Lea sang", day=4)
+    timeline = Racing(store)
+    assert await timeline.inside(SPACE, WINDOWS[0]) == [a.id]  # answered, not kept
+    assert sorted(await timeline.inside(SPACE, WINDOWS[0])) == sorted([a.id, b.id])
+    assert sorted(await timeline.inside(SPACE, WINDOWS[0])) == sorted([a.id, b.id]) and len(reads) == 2
