@@ -118,6 +118,7 @@ def test_a_data_dir_of_fts5_indexes_gets_its_bigram_postings_on_open(tmp_path: P
         conn.execute("DELETE FROM lexicon_spaces")
         conn.execute("DELETE FROM meta WHERE key = 'lexicon'")
         conn.execute("CREATE VIRTUAL TABLE cubes_grams USING fts5 (space_key, grams, tokenize = 'unicode61')")
+        conn.execute("DROP TABLE schema_migrations")
 
     store = Store.open(path)
     try:
