@@ -21,8 +21,8 @@ class CountingStore(Store):
         self.gate: threading.Event | None = None
 
     def get_many(self, cube_ids: Sequence[str]) -> dict[str, MemCube]:
-        self.reads.append(list(cube_ids))
         found = super().get_many(cube_ids)
+        self.reads.append(list(cube_ids))  # after the read: a test waiting for it knows it happened
         if self.gate is not None:
             self.gate.wait(10)
         return found
