@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,10 @@ def test_a_query_is_a_bounded_list_of_term_ranges() -> None:
     assert len(lexicon.query_ranges(["-".join(["x"] * 4000)])) == lexicon.MAX_RANGES
 
 
-def test_bm25_is_fts5s_within_a_space(tmp_path: Path) -> None:
-    """The same scores as FTS5's bm25() over the space's documents alone, prefix terms included."""
-    store = Store.open(tmp_path / "memproxy.db")
+def test_bm25_is_fts5s_within_a_space(tmp_path: Path, open_store: Callable[[Path], Store]) -> None:
+    """The same scores as FTS5's bm25() over the space's documents alone, prefix terms included,
+    on both engines."""
+    store = open_store(tmp_path / "memproxy.db")
     cubes = [MemCube(space="u", content=text) for text in TEXTS]
     store.apply(ChangeSet(cubes=[*cubes, MemCube(space="other", content="running runs running relativity")]))
     conn = sqlite3.connect(":memory:")
@@ -71,9 +73,9 @@ def test_bm25_is_fts5s_within_a_space(tmp_path: Path) -> None:
         store.close()
 
 
-def test_a_space_is_ranked_by_its_own_statistics(tmp_path: Path) -> None:
+def test_a_space_is_ranked_by_its_own_statistics(tmp_path: Path, open_store: Callable[[Path], Store]) -> None:
     """Another space full of a query's word neither shows up nor moves this space's scores."""
-    store = Store.open(tmp_path / "memproxy.db")
+    store = open_store(tmp_path / "memproxy.db")
     try:
         mine = [MemCube(space="u", content=text) for text in TEXTS]
         store.apply(ChangeSet(cubes=mine))

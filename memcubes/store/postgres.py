@@ -19,8 +19,8 @@ What differs from SQLite, and how the same behaviour is kept:
   VACUUM, which ``scrub`` runs on the tables holding user text after a purge or a forgotten space;
   afterwards their space is free for reuse, and what remains is the server's WAL (recycled after
   checkpoints) and its backups: the operator's to manage.
-- Lexical search: NOT YET on PostgreSQL (``lexical`` returns no hits, so retrieval is by vectors
-  alone); the portable postings index of ``memcubes.lexicon`` brings it.
+- Lexical search is ``memcubes.lexicon``'s SQL as on SQLite; the postings' terms sort bytewise
+  (``COLLATE "C"``), so that a prefix is a range of the primary key whatever the server's locale.
 """
 
 from __future__ import annotations
@@ -244,27 +244,6 @@ class PostgresEngine:
 
     def stripe_locks(self, directory: str) -> AdvisoryStripes:
         return AdvisoryStripes(self.url)
-
-    # -- the lexical index: a gap until memcubes.lexicon's postings ---------------------------
-
-    def index_text(self, conn: Connection, rid: int, space: str, content: str) -> None:
-        """Nothing yet (see the module's docstring: lexical search is not on PostgreSQL yet)."""
-
-    def unindex_text(self, conn: Connection, rid: int) -> None:
-        """Nothing yet (no lexical index on PostgreSQL)."""
-
-    def unindex_space(self, conn: Connection, space: str) -> None:
-        """Nothing yet (no lexical index on PostgreSQL)."""
-
-    def compact_text(self, conn: Connection) -> None:
-        """Nothing yet (no lexical index on PostgreSQL)."""
-
-    def reindex_text(self, conn: Connection, rows: Iterator[tuple[int, str, str]]) -> None:
-        """Nothing yet (no lexical index on PostgreSQL)."""
-
-    def lexical(self, space: str, terms: Sequence[str], *, limit: int, grams: bool) -> list[tuple[str, float]]:
-        """No hits: lexical search is not on PostgreSQL yet (retrieval ranks by vectors alone)."""
-        return []
 
 
 class AdvisoryStripes:

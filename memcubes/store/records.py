@@ -23,7 +23,8 @@ CHANGE_INDEX = "index"
 
 
 def space_key(space: str) -> str:
-    """A short opaque token naming a space in FTS and Chroma (which restricts collection names)."""
+    """A short opaque token naming a space in the vectors table and Chroma (which restricts collection
+    names)."""
     return "s" + hashlib.sha1(space.encode()).hexdigest()[:24]
 
 
@@ -105,7 +106,7 @@ class Purged:
 @dataclass(frozen=True)
 class CubeFilter:
     """Filters of ``GET /v1/memories``; ``cursor`` is the last id of the previous page. ``text``
-    keeps memories whose content contains it (any state: the FTS index holds live ones only)."""
+    keeps memories whose content contains it (any state: the lexical index holds live ones only)."""
 
     space: str
     states: tuple[str, ...] = (CubeState.ACTIVE.value,)
