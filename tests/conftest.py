@@ -25,6 +25,7 @@ from memcubes.embedder import Embedder, build_embedder
 from proxy import Settings, build_app
 from proxy.dev.scripted_backend import BackendScript, build_scripted_backend
 from proxy.dev.serve_thread import ServerThread, free_port
+from tests.postgres import PostgresServer, missing_reason
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CHROMA = Path(sys.executable).parent / "chroma"
@@ -173,3 +174,21 @@ def start_proxy(embedder: Embedder, tmp_path: Path) -> Iterator[Callable[..., Pr
 @pytest.fixture
 def proxy(backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path) -> Proxy:
     return start_proxy(proxy_settings(backend.url, tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL for the session (``tests/postgres.py``); skipped, saying why,
+    only where the binaries are not installed. Not under pytest's temporary directory: that one
+    is private to root, and the server runs as ``postgres``."""
+    reason = missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with PostgresServer.start() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty database of the session's server."""
+    return postgres_server.fresh_database()
