@@ -85,13 +85,13 @@ def check_written_through_one_injected_through_the_other(
 
 
 def check_a_killed_process_leaves_its_claims_to_the_other(
-    ports: Sequence[int], victim: subprocess.Popen[bytes], query: Query
+    ports: Sequence[int], victim: subprocess.Popen[bytes], query: Query, headers: dict[str, str] | None = None
 ) -> None:
     """A write-back burst split between the processes of ``ports``; ``victim`` (serving
     ``ports[0]``) killed (-9) while it holds claimed exchanges: the other completes the journal,
     every exchange distilled exactly once. ``query`` reads the shared system of record."""
     said = [f"Note {n}: the {WORDS[n % 26]} {WORDS[(n * 7) % 26]} box holds {n * 13} marbles." for n in range(BURST)]
-    with httpx.Client(timeout=60) as http:
+    with httpx.Client(timeout=60, headers=headers) as http:
         for n, text in enumerate(said):  # the burst, split between the two, answered 202 each
             body = {"user": f"burst{n % 3}", "messages": [{"role": "user", "content": text}]}
             assert http.post(f"http://127.0.0.1:{ports[n % 2]}/v1/memories", json=body).status_code == 202
