@@ -50,4 +50,3 @@ def test_a_data_dir_from_before_migrations_upgrades(tmp_path: Path, capsys: pyte
     finally:
         store.close()
     assert "(nothing to apply)" in _migrate(capsys, "--data-dir", str(tmp_path))
-
