@@ -232,6 +232,12 @@ class ResponseStoreSettings(_Strict):
 
 class MemorySettings(_Strict):
     data_dir: Path = Path("./data")
+    database_url: str = Field(
+        "",
+        pattern=r"^(|postgres(ql)?://.*)$",
+        description="the system of record on a PostgreSQL server shared by replicas "
+        "(postgresql://user:pass@host:5432/db; ${ENV} works); empty: SQLite under data_dir",
+    )
     fail_closed: bool = Field(False, description="refuse chat (503) instead of answering without memory")
     extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)

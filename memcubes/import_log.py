@@ -15,33 +15,15 @@ Blocking SQL, called from worker threads, through ``Store.transaction()`` like `
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from memcubes.cube import MemCube, utcnow
 from memcubes.errors import ImportAborted
-from memcubes.store import OP_DELETE, HistoryEvent, Store, space_key
+from memcubes.store import OP_DELETE, Connection, HistoryEvent, Store
 
 LEASE = timedelta(minutes=5)  # an import whose heartbeat is older than this died with its process
 _UNDO_CHUNK = 500  # cubes rolled back (or forgotten) per transaction: the writer is held ~30 ms
-
-_TABLES = """
-CREATE TABLE IF NOT EXISTS imports (
-    id TEXT PRIMARY KEY, space TEXT NOT NULL, state TEXT NOT NULL, first_seq INTEGER NOT NULL,
-    new_space INTEGER NOT NULL, heartbeat TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS import_undo (
-    import_id TEXT NOT NULL, cube_id TEXT NOT NULL, prior TEXT, PRIMARY KEY (import_id, cube_id)
-) WITHOUT ROWID;
-"""
-
-
-def create_tables(store: Store) -> None:
-    with store.transaction() as conn:
-        for statement in _TABLES.split(";"):  # executescript would commit the transaction
-            if statement.strip():
-                conn.execute(statement)
 
 
 def begin(store: Store, import_id: str, space: str) -> None:
@@ -61,8 +43,8 @@ def hold(store: Store, import_id: str, cube_ids: Sequence[str]) -> None:
     with store.transaction() as conn:
         _running(conn, import_id)
         conn.executemany(
-            "INSERT OR IGNORE INTO import_undo (import_id, cube_id, prior) "
-            "VALUES (?, ?, (SELECT doc FROM cubes WHERE id = ?))",
+            "INSERT INTO import_undo (import_id, cube_id, prior) "
+            "VALUES (?, ?, (SELECT doc FROM cubes WHERE id = ?)) ON CONFLICT DO NOTHING",
             [(import_id, cube_id, cube_id) for cube_id in cube_ids],
         )
 
@@ -103,7 +85,7 @@ def roll_back(store: Store, import_id: str) -> None:
             ).fetchall()
             for row in undo:
                 if row["prior"] is None:
-                    _remove(conn, row["cube_id"])
+                    store.remove_cube(conn, row["cube_id"])
                     conn.execute(
                         "INSERT INTO outbox (space, cube_id, op) VALUES (?, ?, ?)", (space, row["cube_id"], OP_DELETE)
                     )
@@ -146,21 +128,10 @@ def forget(store: Store, import_id: str) -> None:
             return
 
 
-def _running(conn: sqlite3.Connection, import_id: str) -> None:
+def _running(conn: Connection, import_id: str) -> None:
     """Go on only while the import is the log's: beat its heartbeat."""
     cursor = conn.execute(
         "UPDATE imports SET heartbeat = ? WHERE id = ? AND state = 'running'", (utcnow().isoformat(), import_id)
     )
     if cursor.rowcount != 1:
         raise ImportAborted(f"import {import_id} was rolled back while it ran (it had stopped for {LEASE})")
-
-
-def _remove(conn: sqlite3.Connection, cube_id: str) -> None:
-    """A cube the import added: its row, its words in the lexical indexes, its vectors, its history."""
-    row = conn.execute("SELECT rid, space FROM cubes WHERE id = ?", (cube_id,)).fetchone()
-    if row is not None:
-        for table in ("cubes_fts", "cubes_grams"):
-            conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (row["rid"],))
-        conn.execute("DELETE FROM vectors WHERE space_key = ? AND cube_id = ?", (space_key(row["space"]), cube_id))
-        conn.execute("DELETE FROM cubes WHERE rid = ?", (row["rid"],))
-    conn.execute("DELETE FROM history WHERE cube_id = ?", (cube_id,))

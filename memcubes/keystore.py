@@ -7,41 +7,23 @@ bytes, so a slow password hash would buy nothing and cost every request. Audit r
 
 Other processes (a second worker, the CLI) change keys too; ``changed()`` tells a cache cheaply
 whether anything was committed since it last looked (SQLite's ``PRAGMA data_version`` on a
-connection of its own), so a revoked key is refused by every process on its very next request.
+connection of its own; on PostgreSQL the server's current snapshot), so a revoked key is refused
+by every process on its very next request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sqlite3
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from memcubes.cube import utcnow
 from memcubes.ids import new_id
-from memcubes.store import Store
+from memcubes.store import Row, Store
 
 MemoryAPI = Literal["none", "read", "write"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    digest TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT,
-    doc TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    key_id TEXT,
-    action TEXT NOT NULL,
-    target TEXT,
-    detail TEXT NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -116,22 +98,22 @@ class AuditEntry:
 
 
 class KeyStore:
-    """Keys and audit rows of one store (``create_tables`` first). Blocking, like the store."""
+    """Keys and audit rows of one store. Blocking, like the store."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    @staticmethod
-    def create_tables(store: Store) -> None:
-        """Create the tables if the file has none yet (blocking; at start-up)."""
-        with store.transaction() as conn:
-            for statement in _statements(_SCHEMA):  # executescript would commit the transaction
-                conn.execute(statement)
-
-    def changed(self) -> int:
-        """A number that differs whenever anything (another process included) committed to the
-        file since the previous call (``Store.data_version``: cheap enough for every request)."""
+    def changed(self) -> int | str:
+        """A value that differs whenever anything (another process included) committed to the
+        store since the previous call (``Store.data_version``: cheap enough for every request)."""
         return self._store.data_version()
+
+    async def changed_now(self) -> int | str:
+        """``changed()`` from the event loop: inline where it needs no I/O (SQLite's shared
+        memory), in a worker thread where it asks a server (PostgreSQL)."""
+        if self._store.version_is_local:
+            return self.changed()
+        return await asyncio.to_thread(self.changed)
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -178,11 +160,7 @@ class KeyStore:
         ]
 
 
-def _statements(script: str) -> Sequence[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
-
-
-def _key(row: sqlite3.Row) -> StoredKey:
+def _key(row: Row) -> StoredKey:
     return StoredKey(
         id=row["id"],
         settings=KeySettings.from_json(json.loads(row["doc"])),

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from memcubes import bundle, import_log, importers, importing, languages
+from memcubes import bundle, importers, importing, languages
 from memcubes.config import MemorySettings
 from memcubes.cube import CubeState, MemCube, utcnow
 from memcubes.embedder import Embedder, build_embedder
@@ -110,7 +111,7 @@ class MemoryOS:
             retriever=self.retriever, store=store, settings=settings.scheduler, retrieval=settings.retrieval
         )
         self._foreground = Foreground()
-        self._space_locks = SpaceLocks(settings.data_dir / "locks")
+        self._space_locks = SpaceLocks(store.stripe_locks(settings.data_dir / "locks"))
         self.index_sync = IndexSync(
             store=store,
             vectors=self.vectors,
@@ -156,7 +157,9 @@ class MemoryOS:
     ) -> MemoryOS:
         """Open (creating if needed) the data dir; load the embedder unless one is shared in."""
         data_dir = settings.data_dir
-        store = await asyncio.to_thread(Store.open, data_dir / "memproxy.db")
+        store = await asyncio.to_thread(
+            functools.partial(Store.open, data_dir / "memproxy.db", database_url=settings.database_url)
+        )
         owns = embedder is None
         if embedder is None:
             embedder = await asyncio.to_thread(build_embedder, settings.embedder)
@@ -164,9 +167,6 @@ class MemoryOS:
         if index is None:
             index = await asyncio.to_thread(build_index, settings.vector_index, data_dir)
         await asyncio.to_thread(_check_embedder, store, embedder.name)
-        await asyncio.to_thread(KeyStore.create_tables, store)
-        await asyncio.to_thread(ResponseStore.create_tables, store)
-        await asyncio.to_thread(import_log.create_tables, store)
         await asyncio.to_thread(languages.warm_up)  # the language identifier loads in 0.6 s
         await asyncio.to_thread(count_tokens, "warm-up")  # tiktoken's tables load on first use
         memory = cls(settings=settings, store=store, embedder=embedder, index=index, llm=llm, owns_embedder=owns)

@@ -3,10 +3,10 @@ from this process's caches.
 
 Every write transaction records the spaces it changed in the store's ``changes`` log (with the
 cubes, when known, and whose write it was). Before a request reads memories, ``catch_up`` asks
-SQLite whether anything was committed since it last looked (``PRAGMA data_version``: a few
-microseconds, no page read), and only then reads the log's new rows, skipping this process's own
-(its caches were updated as it wrote). One user's write drops that user's space from the caches,
-not everyone's.
+the store whether anything was committed since it last looked (SQLite's ``PRAGMA data_version``:
+a few microseconds, no page read; PostgreSQL's current snapshot, in a worker thread), and only
+then reads the log's new rows, skipping this process's own (its caches were updated as it
+wrote). One user's write drops that user's space from the caches, not everyone's.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ class PeerWatch:
     def __init__(self, store: Store, on_change: ChangeListener) -> None:
         self._store = store
         self._on_change = on_change
-        self._version: int | None = None
+        self._version: int | str | None = None
         self._seq = -1
         self._lock = asyncio.Lock()
 
     async def catch_up(self) -> None:
         """Hand every change other processes committed since the last call to the listener."""
-        if self._store.data_version() == self._version:
+        if await self._version_now() == self._version:
             return
         async with self._lock:  # concurrent requests wait for one reading of the log
-            version = self._store.data_version()
+            version = await self._version_now()
             if version == self._version:
                 return
             if self._seq < 0:
@@ -44,3 +44,8 @@ class PeerWatch:
             for change in changes:
                 await self._on_change(change)
             self._version = version
+
+    async def _version_now(self) -> int | str:
+        if self._store.version_is_local:
+            return self._store.data_version()
+        return await asyncio.to_thread(self._store.data_version)

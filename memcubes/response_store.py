@@ -18,40 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from memcubes.config import ResponseStoreSettings
-from memcubes.store import Store
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS responses (
-        key TEXT NOT NULL,
-        id TEXT NOT NULL,
-        space TEXT,
-        created REAL NOT NULL,
-        size INTEGER NOT NULL,
-        response TEXT NOT NULL,
-        conversation TEXT NOT NULL,
-        PRIMARY KEY (key, id)
-    )""",
-    "CREATE INDEX IF NOT EXISTS responses_created ON responses (created)",
-    "CREATE INDEX IF NOT EXISTS responses_key ON responses (key, created)",
-    "CREATE INDEX IF NOT EXISTS responses_space ON responses (space)",
-    # Per-key count and size, kept by triggers whatever deletes a row, so the caps cost a lookup
-    # per write rather than a scan of the table (a scan took 1.2 ms per write at 2,000 rows).
-    "CREATE TABLE IF NOT EXISTS responses_totals (key TEXT PRIMARY KEY, count INTEGER NOT NULL, size INTEGER NOT NULL)",
-    """CREATE TRIGGER IF NOT EXISTS responses_added AFTER INSERT ON responses BEGIN
-        INSERT INTO responses_totals (key, count, size) VALUES (new.key, 1, new.size)
-        ON CONFLICT (key) DO UPDATE SET count = count + 1, size = size + new.size;
-    END""",
-    """CREATE TRIGGER IF NOT EXISTS responses_removed AFTER DELETE ON responses BEGIN
-        UPDATE responses_totals SET count = count - 1, size = size - old.size WHERE key = old.key;
-    END""",
-)
+from memcubes.store import Connection, Row, Store
 
 
 @dataclass(frozen=True)
@@ -65,17 +38,11 @@ def key_digest(key: str | None) -> str:
 
 
 class ResponseStore:
-    """Stored responses of one store (``create_tables`` first). Blocking, like the store."""
+    """Stored responses of one store Blocking, like the store."""
 
     def __init__(self, store: Store, settings: ResponseStoreSettings) -> None:
         self._store = store
         self._settings = settings
-
-    @staticmethod
-    def create_tables(store: Store) -> None:
-        with store.transaction() as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
 
     def put(
         self,
@@ -152,7 +119,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _trim(conn: sqlite3.Connection, budget: int) -> None:
+def _trim(conn: Connection, budget: int) -> None:
     """Forget the oldest responses until all of them together fit ``budget`` characters."""
     total = int(conn.execute("SELECT coalesce(sum(size), 0) FROM responses_totals").fetchone()[0])
     while total > budget:
@@ -164,7 +131,7 @@ def _trim(conn: sqlite3.Connection, budget: int) -> None:
                 return
 
 
-def _texts(row: sqlite3.Row) -> Iterator[str]:
+def _texts(row: Row) -> Iterator[str]:
     """Every string a stored response holds (its JSON decoded: escapes would hide words)."""
 
     def strings(value: Any) -> Iterator[str]:

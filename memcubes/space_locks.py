@@ -1,12 +1,13 @@
-"""One writer per space at a time, across every process serving the data dir.
+"""One writer per space at a time, across every process serving the store.
 
 Write-back reconciles what an exchange says with what its space holds (exact and near
 duplicates, a fact's earlier value) and then commits: two processes doing that for one space at
 once would both add "Ali lives in Porto". Within a process an asyncio lock per stripe of spaces
-serialises them; across processes an exclusive ``flock`` on the stripe's file under
-``<data_dir>/locks`` does, taken in a thread (it blocks) once the asyncio lock is held, so a
-process asks the kernel for a stripe once at a time. The kernel lets go of a killed process's
-locks: nothing is left to expire.
+serialises them; across processes the store's engine locks the stripe (``Engine.stripe_locks``):
+on SQLite an exclusive ``flock`` on the stripe's file under ``<data_dir>/locks`` (``FileStripes``;
+the kernel lets go of a killed process's locks), on PostgreSQL a session advisory lock (the
+server lets go of a dead connection's). The cross-process lock is taken in a thread (it blocks)
+once the asyncio lock is held, so a process asks for a stripe once at a time.
 """
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ import os
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-_STRIPES = 64
+if TYPE_CHECKING:
+    from memcubes.store.engine import StripeLocks
+
+STRIPES = 64
 
 
-class SpaceLocks:
+class FileStripes:
+    """Stripes as ``flock``-ed files: processes of one host sharing a data dir."""
+
     def __init__(self, directory: Path) -> None:
         self._directory = directory
-        self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
         self._files: dict[int, int] = {}
 
     def _file(self, stripe: int) -> int:
@@ -36,28 +42,47 @@ class SpaceLocks:
             self._files[stripe] = fd
         return fd
 
-    @contextlib.asynccontextmanager
-    async def hold(self, space: str) -> AsyncIterator[None]:
-        """Exclusive use of ``space`` (and of the spaces sharing its stripe) until the block ends."""
-        stripe = zlib.crc32(space.encode()) % _STRIPES
-        async with self._locks[stripe]:
-            fd = self._file(stripe)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free nearly always: no thread hop
-            except BlockingIOError:
-                taking = asyncio.ensure_future(asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX))
-                try:
-                    await asyncio.shield(taking)
-                except asyncio.CancelledError:
-                    # The thread still takes the lock: let go of it then, or the stripe stays locked.
-                    taking.add_done_callback(lambda _: fcntl.flock(fd, fcntl.LOCK_UN))
-                    raise
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+    def try_take(self, stripe: int) -> bool:
+        try:
+            fcntl.flock(self._file(stripe), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def take(self, stripe: int) -> None:
+        fcntl.flock(self._file(stripe), fcntl.LOCK_EX)
+
+    def release(self, stripe: int) -> None:
+        fcntl.flock(self._file(stripe), fcntl.LOCK_UN)
 
     def close(self) -> None:
         for fd in self._files.values():
             os.close(fd)
         self._files.clear()
+
+
+class SpaceLocks:
+    def __init__(self, stripes: StripeLocks) -> None:
+        self._stripes = stripes
+        self._locks = [asyncio.Lock() for _ in range(STRIPES)]
+
+    @contextlib.asynccontextmanager
+    async def hold(self, space: str) -> AsyncIterator[None]:
+        """Exclusive use of ``space`` (and of the spaces sharing its stripe) until the block ends."""
+        stripe = zlib.crc32(space.encode()) % STRIPES
+        async with self._locks[stripe]:
+            if not self._stripes.try_take(stripe):  # free nearly always: no thread hop
+                taking = asyncio.ensure_future(asyncio.to_thread(self._stripes.take, stripe))
+                try:
+                    await asyncio.shield(taking)
+                except asyncio.CancelledError:
+                    # The thread still takes the lock: let go of it then, or the stripe stays locked.
+                    taking.add_done_callback(lambda _: self._stripes.release(stripe))
+                    raise
+            try:
+                yield
+            finally:
+                self._stripes.release(stripe)
+
+    def close(self) -> None:
+        self._stripes.close()

@@ -74,13 +74,13 @@ class KeyRing:
     def __init__(self, keys: KeyStore | None) -> None:
         self._keys = keys
         self._cache: dict[str, StoredKey | None] = {}
-        self._version: int | None = None
+        self._version: int | str | None = None
         self._windows: dict[str, deque[float]] = {}
 
     async def lookup(self, secret: str) -> StoredKey | None:
         if self._keys is None:
             raise MemoryUnavailable("the key store is unavailable (the memory layer failed to start)")
-        version = self._keys.changed()  # shared memory only: no thread hop needed (see KeyStore.changed)
+        version = await self._keys.changed_now()
         if version != self._version:
             self._cache.clear()
             self._version = version

@@ -8,7 +8,7 @@ import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
 
-from proxy.commands import bundles, keys, mcp, memories, server
+from proxy.commands import bundles, keys, mcp, memories, migrate, server
 from proxy.commands import eval as eval_command
 
 
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     bundles.register(commands)
     keys.register(commands)
     mcp.register(commands)
+    migrate.register(commands)
     return parser
 
 

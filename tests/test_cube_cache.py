@@ -11,12 +11,12 @@ import pytest
 
 from memcubes.cube import MemCube
 from memcubes.cube_cache import CubeCache
-from memcubes.store import ChangeSet, HistoryEvent, Store
+from memcubes.store import ChangeSet, Engine, HistoryEvent, Store
 
 
 class CountingStore(Store):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
         self.reads: list[list[str]] = []
         self.gate: threading.Event | None = None
 
@@ -31,8 +31,7 @@ class CountingStore(Store):
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[CountingStore]:
     path = tmp_path / "memproxy.db"
-    Store.open(path).close()  # creates the schema
-    counting = CountingStore(path)
+    counting = CountingStore.open(path)
     yield counting
     counting.close()
 

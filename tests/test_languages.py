@@ -116,6 +116,7 @@ def test_a_data_dir_from_before_the_bigram_index_gets_it_on_open(tmp_path: Path)
     with sqlite3.connect(path) as conn:  # what a data dir written before this index looks like
         conn.execute("DROP TABLE cubes_grams")
         conn.execute("DELETE FROM meta WHERE key = 'grams_index'")
+        conn.execute("DROP TABLE schema_migrations")
 
     store = Store.open(path)
     try:

@@ -21,7 +21,6 @@ def _response(response_id: str, text: str = "hello") -> dict[str, Any]:
 @pytest.fixture
 def stores(tmp_path: Path) -> Any:
     opened = [Store.open(tmp_path / "memproxy.db"), Store.open(tmp_path / "memproxy.db")]
-    ResponseStore.create_tables(opened[0])
     yield opened
     for store in opened:
         store.close()
