@@ -5,6 +5,7 @@ started with, and the checks both kinds of sharing must pass."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import Backend
 
@@ -23,6 +25,19 @@ WORDS = (
     "reef saffron tundra umber velvet willow xenon yarrow zephyr"
 ).split()
 BURST = 240
+
+
+def _postgres_store_missing() -> bool:
+    try:
+        return importlib.util.find_spec("memcubes.store.postgres") is None
+    except ModuleNotFoundError:  # memcubes.store is one module
+        return True
+
+
+needs_postgres_store = pytest.mark.skipif(
+    _postgres_store_missing(),
+    reason="the PostgreSQL store (memcubes.store.postgres, for memory.database_url) is not in this tree",
+)
 
 # Runs one query (no parameters) against the shared system of record and returns its rows.
 Query = Callable[[str], Sequence[tuple[Any, ...]]]

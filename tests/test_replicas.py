@@ -7,7 +7,6 @@ its claimed exchanges to the other, each distilled exactly once."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.sharing import (
     ask,
     check_a_killed_process_leaves_its_claims_to_the_other,
     check_written_through_one_injected_through_the_other,
+    needs_postgres_store,
     shared_config,
 )
 from tests.test_cli import start_server
@@ -31,16 +31,7 @@ MASTER = "sk-replicas-master"
 ADMIN = {"authorization": f"Bearer {MASTER}"}
 
 
-def _engine_missing() -> bool:
-    try:
-        return importlib.util.find_spec("memcubes.store.postgres") is None
-    except ModuleNotFoundError:  # memcubes.store is still one module
-        return True
-
-
-pytestmark = pytest.mark.skipif(
-    _engine_missing(), reason="the PostgreSQL store (memcubes.store.postgres, memory.database_url) is not in this tree"
-)
+pytestmark = needs_postgres_store
 
 
 class Replicas:
