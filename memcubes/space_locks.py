@@ -30,6 +30,8 @@ STRIPES = 64
 class FileStripes:
     """Stripes as ``flock``-ed files: processes of one host sharing a data dir."""
 
+    local = True
+
     def __init__(self, directory: Path) -> None:
         self._directory = directory
         self._files: dict[int, int] = {}
@@ -71,7 +73,7 @@ class SpaceLocks:
         """Exclusive use of ``space`` (and of the spaces sharing its stripe) until the block ends."""
         stripe = zlib.crc32(space.encode()) % STRIPES
         async with self._locks[stripe]:
-            if not self._stripes.try_take(stripe):  # free nearly always: no thread hop
+            if not (self._stripes.local and self._stripes.try_take(stripe)):  # free nearly always: no thread hop
                 taking = asyncio.ensure_future(asyncio.to_thread(self._stripes.take, stripe))
                 try:
                     await asyncio.shield(taking)
@@ -82,7 +84,10 @@ class SpaceLocks:
             try:
                 yield
             finally:
-                self._stripes.release(stripe)
+                if self._stripes.local:
+                    self._stripes.release(stripe)
+                else:  # asks a server: in a thread, finished even if this task is cancelled
+                    await asyncio.shield(asyncio.to_thread(self._stripes.release, stripe))
 
     def close(self) -> None:
         self._stripes.close()

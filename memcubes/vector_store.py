@@ -21,9 +21,9 @@ Methods are blocking (SQLite); callers run them in worker threads.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -233,8 +233,8 @@ class VectorStore:
             "SELECT id FROM cubes WHERE space = ? AND state = 'active' AND NOT EXISTS "
             "(SELECT 1 FROM vectors v WHERE v.space_key = ? AND v.cube_id = cubes.id)"
         )
-        params: list[str] = [space, space_key(space)]
+        params: list[Any] = [space, space_key(space)]
         if cube_ids is not None:
-            sql += " AND id IN (SELECT value FROM json_each(?))"
-            params.append(json.dumps(list(cube_ids)))
+            sql += f" AND {self._store.engine.sql.members('id')}"
+            params.append(self._store.engine.sql.listed(cube_ids))
         return [row[0] for row in self._store.read(sql, params)]

@@ -22,6 +22,7 @@ from openai import OpenAI
 
 from memcubes.config import EmbedderSettings
 from memcubes.embedder import Embedder, build_embedder
+from memcubes.store import Store
 from proxy import Settings, build_app
 from proxy.dev.scripted_backend import BackendScript, build_scripted_backend
 from proxy.dev.serve_thread import ServerThread, free_port
@@ -192,3 +193,49 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The URL of a new, empty database of the session's server."""
     return postgres_server.fresh_database()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: PostgresServer) -> str:
+    """A database at the current schema, copied by each test that wants a store (a copy takes
+    tens of milliseconds; migrating afresh each time would take longer)."""
+    url = postgres_server.create_database("memproxy_template")
+    Store.open(Path("/nonexistent"), database_url=url).close()
+    return "memproxy_template"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_engine(request: pytest.FixtureRequest) -> str:
+    """The engine a store-level test runs on: each such test runs on both."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(store_engine: str, request: pytest.FixtureRequest) -> str:
+    """``memory.database_url`` for the test's engine: empty (SQLite under the data dir) or a new
+    PostgreSQL database of the session's server."""
+    if store_engine == "sqlite":
+        return ""
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.fresh_database(template=request.getfixturevalue("postgres_template"))
+
+
+@pytest.fixture
+def open_store(store_engine: str, request: pytest.FixtureRequest) -> Iterator[Callable[[Path], Store]]:
+    """``Store.open`` on the test's engine: a SQLite file, or for each path a database of its own
+    (two stores opened on one path share it, like two processes on one data dir)."""
+    urls: dict[Path, str] = {}
+    opened: list[Store] = []
+
+    def open_store(path: Path) -> Store:
+        if store_engine == "postgresql" and path not in urls:
+            server: PostgresServer = request.getfixturevalue("postgres_server")
+            urls[path] = server.fresh_database(template=request.getfixturevalue("postgres_template"))
+        store = Store.open(path, database_url=urls.get(path, ""))
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        with contextlib.suppress(Exception):
+            store.close()

@@ -1,5 +1,5 @@
 """Versioned schema migrations: an old data dir upgrades (``memproxy migrate`` says what it
-applied), a current one needs nothing."""
+applied), a current one needs nothing, and a PostgreSQL database gets the same versions."""
 
 from __future__ import annotations
 
@@ -50,3 +50,11 @@ def test_a_data_dir_from_before_migrations_upgrades(tmp_path: Path, capsys: pyte
     finally:
         store.close()
     assert "(nothing to apply)" in _migrate(capsys, "--data-dir", str(tmp_path))
+
+
+def test_a_postgres_database_gets_every_version(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _migrate(capsys, "--data-dir", "/nonexistent", "--database-url", postgres_url)
+    assert f"schema at version {latest()} (applied {len(MIGRATIONS)})" in out
+    assert "postgres@" in out and "(nothing to apply)" in _migrate(
+        capsys, "--data-dir", "/x", "--database-url", postgres_url
+    )

@@ -1,8 +1,10 @@
-"""The store's WAL (checkpointed by its owner, off the write path, when asked to) and heat."""
+"""The store on both engines (heat, space statistics, journal claims, the change log) and SQLite's WAL
+(checkpointed by its owner, off the write path, when asked to)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,8 +41,10 @@ def test_commits_leave_the_wal_to_background_checkpoints(tmp_path: Path) -> None
     background.close()
 
 
-def test_touch_decays_heat_by_its_half_life_and_counts_hits(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "heat.db")
+def test_touch_decays_heat_by_its_half_life_and_counts_hits(
+    tmp_path: Path, open_store: Callable[[Path], Store]
+) -> None:
+    store = open_store(tmp_path / "heat.db")
     cubes = [MemCube(space="user:ada", content=f"fact {n}") for n in range(3)]
     store.apply(ChangeSet(cubes=cubes, events=[HistoryEvent(cube, "ADD") for cube in cubes]))
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -54,8 +58,10 @@ def test_touch_decays_heat_by_its_half_life_and_counts_hits(tmp_path: Path) -> N
     store.close()
 
 
-def test_space_stats_count_every_state_and_estimate_the_size_of_a_large_space(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "m.db")
+def test_space_stats_count_every_state_and_estimate_the_size_of_a_large_space(
+    tmp_path: Path, open_store: Callable[[Path], Store]
+) -> None:
+    store = open_store(tmp_path / "m.db")
     cubes = [MemCube(space="user:big", content=f"memory {i:05d} " + "x" * 80) for i in range(SIZE_SAMPLE + 500)]
     cubes[0].state = CubeState.DELETED
     store.apply(ChangeSet(cubes=cubes, events=[HistoryEvent(cubes[-1], "ADD")]))
@@ -80,8 +86,10 @@ def test_space_stats_count_every_state_and_estimate_the_size_of_a_large_space(tm
     store.close()
 
 
-def test_journal_claims_hold_against_other_processes_until_their_lease_expires(tmp_path: Path) -> None:
-    first, second = Store.open(tmp_path / "m.db"), Store.open(tmp_path / "m.db")  # two processes' stores
+def test_journal_claims_hold_against_other_processes_until_their_lease_expires(
+    tmp_path: Path, open_store: Callable[[Path], Store]
+) -> None:
+    first, second = open_store(tmp_path / "m.db"), open_store(tmp_path / "m.db")  # two processes' stores
     assert first.journal_put("ex1", "user:ada", {"turns": []}, lease=60)
     assert first.journal_put("ex2", "user:ada", {"turns": []})
     assert second.journal_claim(["ex1", "ex2"], lease=0.2) == {"ex2"}  # ex1 is the first's
@@ -96,8 +104,10 @@ def test_journal_claims_hold_against_other_processes_until_their_lease_expires(t
     assert second.journal_claim(["ex1"], lease=60) == {"ex1"}
 
 
-def test_the_change_log_names_other_processes_writes_by_space(tmp_path: Path) -> None:
-    mine, theirs = Store.open(tmp_path / "m.db"), Store.open(tmp_path / "m.db")
+def test_the_change_log_names_other_processes_writes_by_space(
+    tmp_path: Path, open_store: Callable[[Path], Store]
+) -> None:
+    mine, theirs = open_store(tmp_path / "m.db"), open_store(tmp_path / "m.db")
     start = mine.last_change()
     version = mine.data_version()
     cube = MemCube(space="user:ada", content="Ada likes tea.")

@@ -97,6 +97,8 @@ class Dialect(Protocol):
 class StripeLocks(Protocol):
     """Exclusive locks on numbered stripes of spaces, across every process of the store."""
 
+    local: bool  # try_take and release need no I/O (may run on the event loop)
+
     def try_take(self, stripe: int) -> bool: ...
 
     def take(self, stripe: int) -> None:

@@ -1,0 +1,317 @@
+"""The PostgreSQL engine (``memory.database_url``): the system of record of replicas on several
+machines sharing one server, through psycopg 3 and a ``psycopg_pool.ConnectionPool``.
+
+What differs from SQLite, and how the same behaviour is kept:
+
+- Transactions run concurrently (no writer queue): ``wait`` bounds the wait for a connection of
+  the pool and, inside, for row locks (``lock_timeout``).
+- Journal claims lock their rows ``FOR UPDATE SKIP LOCKED``. A replica's pid means nothing on
+  another host, so a dead replica's claims and outbox rows are taken over when their lease
+  expires (or at once, for a store this process closed).
+- Other replicas' writes: ``data_version`` is the server's current snapshot (it changes whenever
+  any write transaction starts or commits; no table is read), asked from a worker thread; then
+  the ``changes`` log is read as on SQLite. Sequence numbers are taken in one transaction and may
+  commit in another order: a transaction adding to the log first takes an advisory lock held to
+  its commit (``note_changes``), so that a reader never sees number 11 before 10 commits.
+- One writer per space across replicas: session advisory locks per stripe (``AdvisoryStripes``).
+- A request's deadline stops a read with ``statement_timeout`` (set for that one statement).
+- Deleting leaves no copy in the tables: deleted rows stay as dead tuples in their pages until
+  VACUUM, which ``scrub`` runs on the tables holding user text after a purge or a forgotten space;
+  afterwards their space is free for reuse, and what remains is the server's WAL (recycled after
+  checkpoints) and its backups: the operator's to manage.
+- Lexical search: NOT YET on PostgreSQL (``lexical`` returns no hits, so retrieval is by vectors
+  alone); the portable postings index of ``memcubes.lexicon`` brings it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg.rows import RowMaker
+from psycopg_pool import ConnectionPool
+
+from memcubes import deadline
+from memcubes.errors import DeadlineExceeded, StoreUnavailable
+from memcubes.store.engine import Connection, Cursor, Dialect, Row
+from memcubes.store.records import Writers
+
+_POOL_SIZE = 16  # worker threads using the store at once (asyncio's default executor has up to 32)
+_CONNECT_SECONDS = 10.0
+_LOG_LOCK = (7142, 1)  # advisory lock keys: the ``changes`` log's writers
+_STRIPES_KEY = 7143  # first key of the space stripes' advisory locks
+_SCRUBBED = ("cubes", "history", "journal", "vectors", "responses", "import_undo", "seen")
+_TYPES = {"TEXT": "text", "INTEGER": "bigint", "REAL": "double precision"}
+
+
+class PostgresDialect:
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def members(self, column: str) -> str:
+        return f"{column} = ANY(?)"
+
+    def listed(self, values: Iterable[Any]) -> Any:
+        return list(values)
+
+    def group_array(self, expression: str) -> str:
+        return f"coalesce(json_agg({expression})::text, '[]')"
+
+    def json_array(self, *expressions: str) -> str:
+        return f"json_build_array({', '.join(expressions)})"
+
+    def json_text(self, column: str, path: str) -> str:
+        return f"({column}::jsonb #>> '{_path(path)}')"
+
+    def json_value(self, column: str, path: str) -> str:
+        return f"({column}::jsonb #> '{_path(path)}')"
+
+    def json_each(self, column: str, path: str, alias: str) -> str:
+        value = f"{column}::jsonb #> '{_path(path)}'"
+        return (
+            f"jsonb_array_elements_text(CASE WHEN jsonb_typeof({value}) = 'array' THEN {value} "
+            f"ELSE '[]'::jsonb END) AS {alias}(value)"
+        )
+
+    def json_rows(self, alias: str) -> str:
+        return f"jsonb_array_elements(CAST(? AS jsonb)) AS {alias}(value)"
+
+    def json_item(self, expression: str, index: int, kind: str) -> str:
+        return f"CAST({expression} ->> {index} AS {_TYPES[kind]})"
+
+    def byte_length(self, expression: str) -> str:
+        return f"octet_length({expression})"
+
+
+def _path(dotted: str) -> str:
+    return "{" + ",".join(dotted.split(".")) + "}"
+
+
+@lru_cache(maxsize=2048)
+def _placeholders(sql: str) -> str:
+    """The store's SQL (``?`` placeholders) as psycopg's (``%s``, a literal ``%`` doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _Row:
+    """A row indexable by position and by column name, like ``sqlite3.Row``."""
+
+    __slots__ = ("_names", "_values")
+
+    def __init__(self, names: dict[str, int], values: Sequence[Any]) -> None:
+        self._names = names
+        self._values = values
+
+    def __getitem__(self, key: int | str) -> Any:
+        return self._values[key if isinstance(key, int) else self._names[key]]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+
+def _rows(cursor: Any) -> RowMaker[_Row]:
+    names = {column.name: number for number, column in enumerate(cursor.description or ())}
+    return lambda values: _Row(names, values)
+
+
+class _Connection:
+    """A pooled connection inside a transaction, taking the store's SQL."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
+        return self._conn.execute(_placeholders(sql), parameters)
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor:
+        cursor = self._conn.cursor()
+        cursor.executemany(_placeholders(sql), list(parameters))
+        return cursor
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+class PostgresEngine:
+    name = "postgresql"
+    sql: Dialect = PostgresDialect()
+    version_is_local = False  # data_version asks the server: called from worker threads
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.location = redacted(url)
+        self.interrupted = 0
+        self._counting = threading.Lock()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=_POOL_SIZE,
+            kwargs={"autocommit": True, "row_factory": _rows},
+            open=False,
+            name="memproxy",
+        )
+        try:
+            self._pool.open(wait=True, timeout=_CONNECT_SECONDS)
+        except psycopg.Error as exc:
+            self._pool.close()
+            raise StoreUnavailable(f"PostgreSQL store at {self.location} unreachable: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"PostgreSQL store at {self.location} failed: {_said(exc)}") from exc
+
+    @contextmanager
+    def write(self, *, wait: float = 30.0) -> Iterator[Connection]:
+        started = time.monotonic()
+        with self._translate(), self._pool.connection(timeout=wait) as conn, conn.transaction():
+            left = max(0.001, wait - (time.monotonic() - started))
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(left * 1000)}ms",))
+            yield _Connection(conn)
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        at = deadline.current()
+        with self._translate(), self._pool.connection() as conn:
+            if at is None:
+                return conn.execute(_placeholders(sql), params).fetchall()
+            return self._read_until(conn, at, sql, params)
+
+    def _read_until(self, conn: psycopg.Connection[Any], at: float, sql: str, params: Sequence[Any]) -> list[Row]:
+        """A read for a request that gives up at ``at`` (``memcubes.deadline``): not started
+        after it, and cancelled by the server (``statement_timeout``) once it passes."""
+        left = at - time.monotonic()
+        if left <= 0:
+            self._count_interrupted()
+            raise DeadlineExceeded("memory read not started: its request's deadline passed")
+        try:
+            with conn.transaction():
+                conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{max(1, int(left * 1000))}ms",))
+                return conn.execute(_placeholders(sql), params).fetchall()
+        except psycopg.errors.QueryCanceled as exc:
+            self._count_interrupted()
+            raise DeadlineExceeded("memory read stopped: its request's deadline passed") from exc
+
+    def _count_interrupted(self) -> None:
+        with self._counting:
+            self.interrupted += 1
+
+    def data_version(self) -> str:
+        """The server's current snapshot (xmin:xmax:running xids): it changes whenever a write
+        transaction starts or ends, by any replica; no table is read."""
+        with self._translate(), self._pool.connection() as conn:
+            row = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+        return str(row[0]) if row is not None else ""
+
+    def gone(self, writers: Iterable[str]) -> list[str]:
+        """Only the stores this process closed: another replica's pid cannot be asked about."""
+        return [writer for writer in writers if writer in Writers.closed]
+
+    def note_changes(self, conn: Connection) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(?, ?)", _LOG_LOCK)
+
+    def scrub(self) -> None:
+        with self._translate(), self._pool.connection() as conn:
+            conn.execute(f"VACUUM (SKIP_LOCKED) {', '.join(_SCRUBBED)}")
+
+    def checkpoint(self) -> None:
+        """Nothing: the server checkpoints."""
+
+    def checkpoint_in_background(self) -> None:
+        """Nothing: the server checkpoints."""
+
+    def stripe_locks(self, directory: str) -> AdvisoryStripes:
+        return AdvisoryStripes(self.url)
+
+    # -- the lexical index: a gap until memcubes.lexicon's postings ---------------------------
+
+    def index_text(self, conn: Connection, rid: int, space: str, content: str) -> None:
+        """Nothing yet (see the module's docstring: lexical search is not on PostgreSQL yet)."""
+
+    def unindex_text(self, conn: Connection, rid: int) -> None:
+        """Nothing yet (no lexical index on PostgreSQL)."""
+
+    def unindex_space(self, conn: Connection, space: str) -> None:
+        """Nothing yet (no lexical index on PostgreSQL)."""
+
+    def compact_text(self, conn: Connection) -> None:
+        """Nothing yet (no lexical index on PostgreSQL)."""
+
+    def reindex_text(self, conn: Connection, rows: Iterator[tuple[int, str, str]]) -> None:
+        """Nothing yet (no lexical index on PostgreSQL)."""
+
+    def lexical(self, space: str, terms: Sequence[str], *, limit: int, grams: bool) -> list[tuple[str, float]]:
+        """No hits: lexical search is not on PostgreSQL yet (retrieval ranks by vectors alone)."""
+        return []
+
+
+class AdvisoryStripes:
+    """Stripes of spaces as session advisory locks of one connection of this process (not
+    pooled: a session lock belongs to its connection). The server lets go of a dead replica's
+    locks with its connection. Every call asks the server, so none runs on the event loop:
+    ``try_take`` answers False at once and ``take`` (in a worker thread) polls."""
+
+    local = False
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+
+    def _ask(self, sql: str, stripe: int) -> bool:
+        with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self._url, autocommit=True)
+            row = self._conn.execute(sql, (_STRIPES_KEY, stripe)).fetchone()
+            return bool(row and row[0])
+
+    def try_take(self, stripe: int) -> bool:
+        return False
+
+    def take(self, stripe: int) -> None:
+        try:
+            while not self._ask("SELECT pg_try_advisory_lock(%s, %s)", stripe):
+                time.sleep(0.01)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"PostgreSQL space lock failed: {_said(exc)}") from exc
+
+    def release(self, stripe: int) -> None:
+        try:
+            self._ask("SELECT pg_advisory_unlock(%s, %s)", stripe)
+        except psycopg.Error:
+            self.close()  # the session's locks went with it
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _said(exc: psycopg.Error) -> str:
+    """The server's message without the query or its parameters (they may hold memory text)."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    return f"{type(exc).__name__}: {primary}" if primary else type(exc).__name__
