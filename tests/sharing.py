@@ -5,7 +5,6 @@ started with, and the checks both kinds of sharing must pass."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import Backend
 
@@ -26,18 +24,6 @@ WORDS = (
 ).split()
 BURST = 240
 
-
-def _postgres_store_missing() -> bool:
-    try:
-        return importlib.util.find_spec("memcubes.store.postgres") is None
-    except ModuleNotFoundError:  # memcubes.store is one module
-        return True
-
-
-needs_postgres_store = pytest.mark.skipif(
-    _postgres_store_missing(),
-    reason="the PostgreSQL store (memcubes.store.postgres, for memory.database_url) is not in this tree",
-)
 
 # Runs one query (no parameters) against the shared system of record and returns its rows.
 Query = Callable[[str], Sequence[tuple[Any, ...]]]

@@ -19,12 +19,16 @@ from memcubes.store import Store
 from proxy.cli import main as cli_main
 from tests.conftest import Backend, Proxy, own_proxy, proxy_settings
 from tests.postgres import PostgresServer
-from tests.sharing import WORDS, needs_postgres_store
+from tests.sharing import WORDS
 
 MASTER = "sk-migrate-master"
 USERS = ("mia", "noor", "omar")
 PER_USER = 120
 RUNS = [f"I ran {n + 3} km along the {WORDS[n]} {WORDS[n + 13]} trail." for n in range(6)]
+
+
+def fact(user: str, n: int, i: int) -> str:
+    return f"{user.title()} keeps the {WORDS[i % 26]} {WORDS[(i * 5 + n) % 26]} crate number {i * 7 + n}."
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +43,7 @@ def data_dir(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> tu
         proxy.api_key = MASTER
         with proxy.http() as http:
             for n, user in enumerate(USERS):
-                facts = [
-                    f"{user.title()} keeps the {WORDS[i % 26]} {WORDS[(i * 5 + n) % 26]} crate number {i * 7 + n}."
-                    for i in range(PER_USER)
-                ]
+                facts = [fact(user, n, i) for i in range(PER_USER)]
                 assert http.post("/v1/memories", json={"user": user, "facts": facts, "sync": True}).status_code == 200
             for name, settings in (("kept", {"user": "mia"}), ("revoked", {"user": "noor"})):
                 created = http.post("/v1/keys", json=settings).json()
@@ -63,7 +64,6 @@ def migrate(*argv: str) -> int:
     return cli_main(["migrate", *argv])
 
 
-@needs_postgres_store
 def test_a_data_dir_copied_into_postgresql_is_verified_and_served_from_there(
     data_dir: tuple[Path, dict[str, str]],
     postgres_url: str,
@@ -80,7 +80,7 @@ def test_a_data_dir_copied_into_postgresql_is_verified_and_served_from_there(
     with sqlite3.connect(path / "memproxy.db") as db:
         cubes = db.execute("SELECT count(*) FROM cubes").fetchone()[0]
         journal = dict(db.execute("SELECT state, count(*) FROM journal GROUP BY state").fetchall())
-    assert cubes >= PER_USER * len(USERS) and journal == {"done": 6}
+    assert cubes >= PER_USER * len(USERS) and set(journal) == {"done"} and journal["done"] >= len(RUNS)
     assert tables["cubes"].split()[0] == f"{cubes:,}"
     assert f"migrate: cubes: {cubes:,} rows copied" in err and "copied and verified" in out
 
@@ -93,9 +93,11 @@ def test_a_data_dir_copied_into_postgresql_is_verified_and_served_from_there(
     served = start_proxy(settings)
     served.api_key = MASTER
     with served.http() as http:
-        found = http.post("/v1/memories/search", json={"user": "noor", "query": "Which crate is number 36?"}).json()
-        assert any("crate number 36." in result["text"] for result in found["results"][:3]), found
-        assert http.get("/readyz").json()["checks"]["journal"].get("done") == 6
+        for n, user in enumerate(USERS):  # each memory's own words find it first: its vectors came along
+            query = fact(user, n, 5)
+            found = http.post("/v1/memories/search", json={"user": user, "query": query}).json()["results"]
+            assert found[0]["text"].endswith(query), (query, found[:2])
+        assert http.get("/readyz").json()["checks"]["journal"].get("done") == journal["done"]
         listed = http.get("/v1/memories", params={"user": "omar", "limit": 500}).json()["data"]
         assert {f"user: {said}" for said in RUNS} <= {memory["content"] for memory in listed}, listed[:3]
         assert http.get(f"/v1/responses/{keys['response']}").status_code == 200
@@ -111,7 +113,6 @@ def test_a_data_dir_copied_into_postgresql_is_verified_and_served_from_there(
     assert "is not empty" in capsys.readouterr().err
 
 
-@needs_postgres_store
 def test_a_copy_that_differs_from_its_source_fails_verification(
     data_dir: tuple[Path, dict[str, str]], postgres_server: PostgresServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,16 +22,12 @@ from tests.sharing import (
     ask,
     check_a_killed_process_leaves_its_claims_to_the_other,
     check_written_through_one_injected_through_the_other,
-    needs_postgres_store,
     shared_config,
 )
 from tests.test_cli import start_server
 
 MASTER = "sk-replicas-master"
 ADMIN = {"authorization": f"Bearer {MASTER}"}
-
-
-pytestmark = needs_postgres_store
 
 
 class Replicas:
