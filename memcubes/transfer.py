@@ -6,7 +6,8 @@ The source is read in one read transaction: SQLite in WAL mode gives it a consis
 while a running proxy keeps writing (its later writes are not copied: stop it, or point it at the
 database, before the replicas take over). The target must have the store's schema (created by
 ``prepare``, the same upgrade a server runs when it starts) and hold no rows yet in the tables
-copied: a copy merged into live data could not be verified.
+copied: a copy merged into live data could not be verified. The source must be up to date with
+this version (its schema migrations applied, its vectors in SQLite): it is never written.
 
 Every table the two databases have in common is copied but those listed in ``DERIVED`` (rebuilt
 by the target itself, or meaningful only to the processes of one data dir). The column types are
@@ -38,6 +39,9 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
+
+from memcubes.store import migrations
+from memcubes.vector_migration import LAYOUT, LAYOUT_META
 
 # Tables of the SQLite file that are not copied, and why.
 DERIVED = {
@@ -105,6 +109,7 @@ def transfer(
     reader = sqlite3.connect(f"file:{source}?mode=ro", uri=True, isolation_level=None)
     try:
         reader.execute("BEGIN")  # one snapshot for the copy and the source's checksums
+        _check_source(reader, source)
         with psycopg.connect(target_url) as target:
             plan = _plan(reader, target)
             checks = []
@@ -116,6 +121,28 @@ def transfer(
             return checks
     finally:
         reader.close()
+
+
+def _check_source(reader: sqlite3.Connection, source: Path) -> None:
+    """Refuse a data dir this version has not brought up to date (it is read, never written): its
+    schema behind, or its vectors still in Chroma (the layout before vectors moved into SQLite)."""
+    tables = {row[0] for row in reader.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    version = (
+        reader.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+        if "schema_migrations" in tables
+        else None
+    )
+    if version is None or version < migrations.latest():
+        raise TransferError(
+            f"{source} has schema version {version or 0}, this memproxy writes {migrations.latest()}: bring it up "
+            f"to date first (memproxy migrate --data-dir {source.parent})"
+        )
+    layout = reader.execute("SELECT value FROM meta WHERE key = ?", (LAYOUT_META,)).fetchone()
+    if (layout is None or layout[0] != LAYOUT) and reader.execute("SELECT 1 FROM cubes LIMIT 1").fetchone():
+        raise TransferError(
+            f"the vectors of {source.parent} are still in Chroma (the layout before they moved into SQLite): "
+            "serve it once with this memproxy, which moves them, then copy it"
+        )
 
 
 def _plan(reader: sqlite3.Connection, target: psycopg.Connection[Any]) -> dict[str, list[_Column]]:

@@ -6,6 +6,7 @@ a target that is not empty is refused, and a copy that differs from its source i
 from __future__ import annotations
 
 import sqlite3
+import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from tests.sharing import WORDS
 MASTER = "sk-migrate-master"
 USERS = ("mia", "noor", "omar")
 PER_USER = 120
+PREVIOUS_LAYOUT = Path(__file__).parent / "fixtures" / "previous-layout" / "data-dir.tar.gz"
 RUNS = [f"I ran {n + 3} km along the {WORDS[n]} {WORDS[n + 13]} trail." for n in range(6)]
 
 
@@ -131,6 +133,18 @@ def test_a_copy_that_differs_from_its_source_fails_verification(
     lines: dict[str, Any] = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "MISMATCH" in lines["spaces"] and lines["cubes"].endswith("ok")
     assert "the copy of spaces does not match the source" in err
+
+
+def test_a_data_dir_this_version_has_not_opened_is_refused(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with tarfile.open(PREVIOUS_LAYOUT) as archive:  # vectors in Chroma, no schema_migrations
+        archive.extractall(tmp_path / "old", filter="data")
+    assert migrate("--from", f"sqlite://{tmp_path / 'old'}", "--to", postgres_url) == 2
+    assert f"bring it up to date first (memproxy migrate --data-dir {tmp_path / 'old'})" in capsys.readouterr().err
+    assert cli_main(["migrate", "--data-dir", str(tmp_path / "old")]) == 0  # its schema, not its vectors
+    assert migrate("--from", f"sqlite://{tmp_path / 'old'}", "--to", postgres_url) == 2
+    assert "are still in Chroma" in capsys.readouterr().err
 
 
 def test_bad_arguments_are_refused_with_a_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
