@@ -1,7 +1,8 @@
 """The memory layer on PostgreSQL end to end: two proxies with data dirs of their own sharing one
 database, as replicas on two machines would (the replicas' own test runs them as processes).
 What one writes the other injects on its next request, an edit is seen through the other, a
-purge leaves no row anywhere, and forgetting a user through one is visible through the other."""
+purge leaves no row anywhere, and forgetting a user through one is visible through the other.
+And an import that fails half way is undone (the undo log's SQL on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,16 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
+from memcubes.config import MemorySettings
+from memcubes.embedder import Embedder
+from memcubes.errors import IndexUnavailable
+from memcubes.importing import CHUNK
+from memcubes.memory_os import MemoryOS
 from tests.conftest import Backend, Proxy, proxy_settings
 from tests.postgres import PostgresServer
+from tests.test_imports import SPACE, FailingVectors, body, mem0, seeded
 
 
 def ask(proxy: Proxy, user: str, question: str) -> httpx.Response:
@@ -72,3 +80,48 @@ def test_two_replicas_share_one_database(
         assert http.get("/v1/memories", params={"user": "ola"}).json()["data"] == []
     assert ask(two, "ola", "Do I play an instrument?").headers["x-memory-injected"] == "0"
     assert kept.status_code == 200
+
+
+def _state(memory: MemoryOS, space: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Everything of ``space`` in the database, and no import log left behind."""
+    read = memory.store.read
+    return {
+        "cubes": [
+            tuple(r) for r in read("SELECT id, state, doc, hits FROM cubes WHERE space = ? ORDER BY id", (space,))
+        ],
+        "history": [
+            tuple(r) for r in read("SELECT cube_id, event, doc FROM history WHERE space = ? ORDER BY seq", (space,))
+        ],
+        "space": [tuple(r) for r in read("SELECT space FROM spaces WHERE space = ?", (space,))],
+        "imports": [
+            tuple(r) for r in read("SELECT (SELECT count(*) FROM imports), (SELECT count(*) FROM import_undo)")
+        ],
+    }
+
+
+async def test_an_import_failing_half_way_leaves_nothing(
+    embedder: Embedder, tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The undo log on PostgreSQL: three chunks committed (two cubes overwritten), the fourth
+    chunk's vectors fail, and the space is exactly as it was."""
+    failing = FailingVectors(monkeypatch)
+    memory = await MemoryOS.open(
+        MemorySettings(data_dir=tmp_path / "data", database_url=postgres_url), embedder=embedder
+    )
+    await memory.start()
+    try:
+        await seeded(memory)
+        before = _state(memory, SPACE)
+        assert len(before["cubes"]) == 4
+        upload = body(mem0(4 * CHUNK - 10, text="Changed note {n}: Ivy now studies subject {n} at night"))
+        plan = await memory.prepare_import(upload, space=SPACE, format="mem0", on_conflict="overwrite")
+        failing.fail_after = 3 * CHUNK
+        with pytest.raises(IndexUnavailable):
+            await memory.run_import(plan)
+        assert _state(memory, SPACE) == before
+        report = await memory.run_import(
+            await memory.prepare_import(upload, space=SPACE, format="mem0", on_conflict="overwrite")
+        )
+        assert (report.imported, report.overwritten) == (4 * CHUNK - 12, 2)
+    finally:
+        await memory.close()
