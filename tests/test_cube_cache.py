@@ -29,9 +29,9 @@ class CountingStore(Store):
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[CountingStore]:
+def store(tmp_path: Path, database_url: str) -> Iterator[CountingStore]:
     path = tmp_path / "memproxy.db"
-    counting = CountingStore.open(path)
+    counting = CountingStore.open(path, database_url=database_url)
     yield counting
     counting.close()
 

@@ -193,10 +193,10 @@ def test_a_huge_chat_message_becomes_a_bounded_lexical_query(proxy: Proxy) -> No
         assert int(response.headers["x-memory-considered"]) >= 1, response.headers  # Anna's memory was still found
 
 
-def test_a_read_past_its_deadline_stops_in_its_thread(tmp_path: Path) -> None:
+def test_a_read_past_its_deadline_stops_in_its_thread(tmp_path: Path, open_store: Callable[[Path], Store]) -> None:
     """Attack 5 (the thread): wait_for cancelled the coroutine, not the SQLite query its thread
-    ran; a read now stops once the deadline of the request waiting for it passes."""
-    store = Store.open(tmp_path / "m.db")
+    ran; a read now stops once the deadline of the request waiting for it passes (on both engines)."""
+    store = open_store(tmp_path / "m.db")
     endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1e12) SELECT count(*) FROM n"
     outcome: list[BaseException] = []
 

@@ -4,6 +4,7 @@ file stand for two workers on one data dir."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,9 @@ def _response(response_id: str, text: str = "hello") -> dict[str, Any]:
 
 
 @pytest.fixture
-def stores(tmp_path: Path) -> Any:
-    opened = [Store.open(tmp_path / "memproxy.db"), Store.open(tmp_path / "memproxy.db")]
-    yield opened
-    for store in opened:
-        store.close()
+def stores(tmp_path: Path, open_store: Callable[[Path], Store]) -> list[Store]:
+    """Two processes' stores on one data dir (or one database), on each engine."""
+    return [open_store(tmp_path / "memproxy.db"), open_store(tmp_path / "memproxy.db")]
 
 
 def test_workers_share_responses_and_keys_stay_apart(stores: list[Store]) -> None:

@@ -343,13 +343,14 @@ def test_space_names_are_validated_on_import_too(secured: Proxy) -> None:
 
 
 def test_revoked_key_is_refused_at_once_by_another_instance(
-    embedder: Embedder, backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path
+    embedder: Embedder, backend: Backend, start_proxy: Callable[..., Proxy], tmp_path: Path, database_url: str
 ) -> None:
-    """Attack: a revoked key used against a second worker on the same data dir."""
-    settings = proxy_settings(backend.url, tmp_path / "shared", general_settings={"master_key": MASTER})
-    first = start_proxy(settings)
+    """Attack: a revoked key used against a second worker on the same data dir (on PostgreSQL:
+    a replica with a data dir of its own, sharing the database)."""
+    secured: dict[str, Any] = {"general_settings": {"master_key": MASTER}, "memory": {"database_url": database_url}}
+    first = start_proxy(proxy_settings(backend.url, tmp_path / "shared", **secured))
     first.api_key = MASTER
-    second = start_proxy(settings)
+    second = start_proxy(proxy_settings(backend.url, tmp_path / ("other" if database_url else "shared"), **secured))
     key_id, secret = new_key(first, user="rev-alice")
     body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
     with as_key(second, secret) as http:

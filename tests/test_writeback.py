@@ -23,10 +23,14 @@ def exchange(number: int, *said: str) -> Exchange:
     return Exchange(id=f"req-{number}", space=SPACE, turns=turns, mode="heuristic", skip_seen=True)
 
 
-async def test_history_two_concurrent_exchanges_share_is_distilled_once(embedder: Embedder, tmp_path: Path) -> None:
+async def test_history_two_concurrent_exchanges_share_is_distilled_once(
+    embedder: Embedder, tmp_path: Path, database_url: str
+) -> None:
     """Both resend the same first message (chat history); whichever commits second must not
     distil it again: exactly one exchange reports it, as an ADD."""
-    memory = await MemoryOS.open(MemorySettings(data_dir=tmp_path / "data"), embedder=embedder)
+    memory = await MemoryOS.open(
+        MemorySettings(data_dir=tmp_path / "data", database_url=database_url), embedder=embedder
+    )
     await memory.start()
     try:
         await both_distilled(memory)
@@ -53,9 +57,13 @@ async def both_distilled(memory: MemoryOS) -> None:
     assert texts == ["I also grow tomatoes on the balcony.", bees]
 
 
-async def test_one_exchange_processed_twice_at_once_is_distilled_once(embedder: Embedder, tmp_path: Path) -> None:
+async def test_one_exchange_processed_twice_at_once_is_distilled_once(
+    embedder: Embedder, tmp_path: Path, database_url: str
+) -> None:
     """As when the sweeper and a worker (or two processes) pick up the same journalled exchange."""
-    memory = await MemoryOS.open(MemorySettings(data_dir=tmp_path / "data"), embedder=embedder)
+    memory = await MemoryOS.open(
+        MemorySettings(data_dir=tmp_path / "data", database_url=database_url), embedder=embedder
+    )
     try:
         said = exchange(1, "I keep bees on the roof of my building.")
         await asyncio.to_thread(memory.store.journal_put, said.id, SPACE, said.model_dump(mode="json"))
@@ -81,7 +89,9 @@ class Recording(Embedder):
         return await self._inner.embed(texts, urgent=urgent)
 
 
-async def test_a_duplicate_gaining_sources_is_not_indexed_again(embedder: Embedder, tmp_path: Path) -> None:
+async def test_a_duplicate_gaining_sources_is_not_indexed_again(
+    embedder: Embedder, tmp_path: Path, database_url: str
+) -> None:
     """Only what is searched (content, state, space) needs the indexes: a near duplicate that merges
     its message id into the existing memory leaves no outbox row, so nothing is re-embedded; an
     edit of the text still is re-indexed."""
