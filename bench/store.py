@@ -1,7 +1,8 @@
 """The system of record a benchmark runs memproxy on (``--store``, shared by the sections):
 ``sqlite``, a data dir's file as by default, or ``postgresql``, a throwaway PostgreSQL server
 started for the run (``tests/postgres.py``, as the tests start it: Debian's binaries, ``initdb``
-in a temporary directory, a unix socket, stopped and deleted at the end)."""
+in a temporary directory, a unix socket, stopped and deleted at the end), but durable: commits
+are flushed to disk, as on a production server."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class Databases:
 
     @property
     def description(self) -> str:
-        return "PostgreSQL 15 (throwaway server: fsync off)" if self.server is not None else "SQLite"
+        return "PostgreSQL (a throwaway server, commits flushed to disk)" if self.server is not None else "SQLite"
 
 
 @contextlib.contextmanager
@@ -41,7 +42,7 @@ def databases(store: str) -> Iterator[Databases]:
     if store == "sqlite":
         yield Databases(None)
         return
-    with PostgresServer.start() as server:
+    with PostgresServer.start(durable=True) as server:
         yield Databases(server)
 
 
