@@ -9,6 +9,9 @@ what was measured and how, then a plain-text table; its module docstring says ho
     python -m bench overhead --rounds 6 --requests 1200 --requests-loaded 4800 --max-seconds 30
                                              # more samples per cell for a steadier p99 (~30 min)
     python -m bench scale --max 1000000      # up to 1M memories (about 15-20 minutes)
+    python -m bench scale --store postgresql # the same on a throwaway PostgreSQL server
+    python -m bench overhead --store postgresql --replicas 2
+                                             # two replicas sharing PostgreSQL against one
     python -m bench ann                      # exact search vs Chroma by space size (ann_min_entries)
     python -m bench cache                    # prompt-cache hits over a 50-turn conversation (~3 min)
     python -m bench imports --items 20000    # a mem0 import beside other users' adds and chats (~3 min)
@@ -26,7 +29,7 @@ from types import ModuleType
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench import activation, ann, cache, imports, languages, overhead, scale
+from bench import activation, ann, cache, imports, languages, overhead, scale, store
 
 SECTIONS: dict[str, ModuleType] = {
     "overhead": overhead,
@@ -45,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("sections", nargs="*", metavar="SECTION", help=f"any of {', '.join(SECTIONS)} (default: all)")
+    store.add_argument(parser)  # shared by scale and overhead
     for section in SECTIONS.values():
         section.add_arguments(parser)
     return parser

@@ -40,6 +40,13 @@ class Target:
     settle: Callable[[], Awaitable[None]] | None = None
     memory_status: str | None = None  # the x-memory-status every answer must carry, if any
     wire: Wire = CHAT  # the API it speaks (the url is that API's path)
+    # the same URL on other replicas: requests alternate between ``url`` and these, as a
+    # round-robin load balancer would send them
+    replicas: tuple[str, ...] = ()
+
+    def url_of(self, request: int) -> str:
+        urls = (self.url, *self.replicas)
+        return urls[request % len(urls)]
 
 
 @dataclass
@@ -91,12 +98,12 @@ class Outcome:
     error: str | None = None
 
 
-async def _request(client: aiohttp.ClientSession, target: Target, body: bytes, *, stream: bool) -> Outcome:
+async def _request(client: aiohttp.ClientSession, target: Target, body: bytes, *, stream: bool, url: str) -> Outcome:
     headers = {"content-type": "application/json", "authorization": f"Bearer {MASTER_KEY}", **target.headers}
     started = time.perf_counter()
     ttft: float | None = None
     try:
-        async with client.post(target.url, data=body, headers=headers) as response:
+        async with client.post(url, data=body, headers=headers) as response:
             if response.status != 200:
                 await response.read()
                 return Outcome(error=f"HTTP {response.status}")
@@ -162,7 +169,7 @@ async def run_load(
         while remaining > 0 and time.perf_counter() < deadline:
             remaining -= 1
             body = json.dumps({**target.wire.request(next(bodies)), "stream": stream}).encode()
-            outcome = await _request(client, target, body, stream=stream)
+            outcome = await _request(client, target, body, stream=stream, url=target.url_of(remaining))
             if outcome.error is not None:
                 sample.errors[outcome.error] += 1
                 continue

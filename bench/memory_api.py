@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 
@@ -58,5 +58,16 @@ def settle(client: aiohttp.ClientSession, url: str, *, timeout: float = 120.0) -
                 return
             await asyncio.sleep(0.02)
         raise TimeoutError(f"memproxy write-back did not settle in {timeout:.0f} s: {counts}")
+
+    return wait
+
+
+def settle_all(client: aiohttp.ClientSession, urls: Sequence[str]) -> Callable[[], Awaitable[None]]:
+    """``settle`` for replicas: each one's queue (their journal is shared, their queues in RAM are not)."""
+    waits = [settle(client, url) for url in urls]
+
+    async def wait() -> None:
+        for each in waits:
+            await each()
 
     return wait

@@ -19,6 +19,13 @@ after a warm-up of every target:
 - ``memory on, N workers`` (only with ``--workers N``): the same with ``memproxy serve --workers N``
   on a data dir of its own, the vector index a ``chroma run`` server the workers share (its RSS
   column is the supervising process's only);
+- ``memory on, N replicas`` (only with ``--replicas N --store postgresql``): the same with N
+  ``memproxy serve`` processes, each with a data dir of its own, sharing one PostgreSQL database
+  and a ``chroma run`` server, the load generator sending its requests to each in turn (a
+  round-robin load balancer); compared with ``memory on``, one replica on the same PostgreSQL
+  server (a database of its own). ``--store postgresql`` starts a throwaway PostgreSQL
+  (``bench.store``) and puts ``memory on`` (and the workers) on it too; its RSS column is the
+  first replica's;
 - ``messages on``, ``responses on``: memory on through ``/v1/messages`` and ``/v1/responses``
   (translated to chat for the backend; ``--surfaces`` picks them), in the same space;
   ``responses-native on``: ``/v1/responses`` relayed to the backend's own ``/v1/responses``
@@ -57,6 +64,7 @@ from bench.load import Sample, Target, run_load, session
 from bench.machine import cpu_description
 from bench.servers import Server, chroma_server, litellm_proxy, memproxy, scripted_backend
 from bench.stats import percentile, table
+from bench.store import databases
 from bench.wires import WIRES
 
 DIRECT, LITELLM, OFF, READ, ON = "direct", "litellm", "memory off", "memory read", "memory on"
@@ -65,6 +73,7 @@ KEY_CHECK_TARGET_MS = 1.0
 ADDED_P50_TARGET_MS = 10.0
 SURFACE_GAP_MS = 2.0  # /v1/messages and /v1/responses with memory against chat completions with memory
 WORKERS_SPEEDUP = 1.4  # memory-on throughput of --workers 2 against one worker, same cell
+REPLICAS_SPEEDUP = 1.4  # memory-on throughput of --replicas 2 against one replica, same cell
 
 
 @dataclass(frozen=True)
@@ -95,10 +104,15 @@ class Servers:
     user_key: str | None = None
     workers: Server | None = None  # memproxy serve --workers N (``--workers``)
     worker_count: int = 1
+    replicas: tuple[Server, ...] = ()  # memproxy serve processes sharing PostgreSQL (``--replicas``)
 
     @property
     def workers_target(self) -> str:
         return f"{ON}, {self.worker_count} workers"
+
+    @property
+    def replicas_target(self) -> str:
+        return f"{ON}, {len(self.replicas)} replicas"
 
 
 def targets(
@@ -135,6 +149,19 @@ def targets(
                 servers.workers,
                 memory_api.settle(client, url),
                 memory_status="ok",
+            )
+        )
+    if servers.replicas:
+        first, *rest = servers.replicas
+        others.append(
+            Target(
+                servers.replicas_target,
+                first.url + chat,
+                {"X-Memory-User": cell.user},
+                first,
+                memory_api.settle_all(client, [r.url for r in servers.replicas]),
+                memory_status="ok",
+                replicas=tuple(r.url + chat for r in rest),
             )
         )
     return [*found, on, *others]
@@ -239,12 +266,13 @@ def verdicts(measured: list[tuple[Cell, dict[str, Sample]]]) -> list[str]:
                 f"{where}: memory on adds p50 {added[ON][0]:.1f} ms <= {ADDED_P50_TARGET_MS:.0f} ms: "
                 f"{'met' if ok else 'MISSED'}"
             )
-        for name in (n for n in results if n.endswith(" workers")):
+        for name in (n for n in results if n.endswith((" workers", " replicas"))):
+            one, target = ("worker", WORKERS_SPEEDUP) if name.endswith(" workers") else ("replica", REPLICAS_SPEEDUP)
             ratio = results[name].rps / on.rps if on.rps else float("nan")
-            ok = ratio >= WORKERS_SPEEDUP
+            ok = ratio >= target
             lines.append(
-                f"{where}: {name} {results[name].rps:.0f} req/s = {ratio:.2f}x one worker's {on.rps:.0f} "
-                f">= {WORKERS_SPEEDUP}x: {'met' if ok else 'MISSED'}"
+                f"{where}: {name} {results[name].rps:.0f} req/s = {ratio:.2f}x one {one}'s {on.rps:.0f} "
+                f">= {target}x: {'met' if ok else 'MISSED'}"
             )
             if LITELLM in results:
                 ok = results[name].rps >= results[LITELLM].rps
@@ -288,15 +316,31 @@ async def run(args: argparse.Namespace) -> str:
     cells = [Cell(mode == "stream", c) for c in args.concurrency for mode in args.modes]
     load_before = os.getloadavg()[0]
     litellm = None if args.no_litellm else (args.litellm or ensure_litellm())
+    if args.replicas > 1 and args.store != "postgresql":
+        raise SystemExit("bench overhead: --replicas needs --store postgresql (replicas share a database)")
     with tempfile.TemporaryDirectory(prefix="memproxy-bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
+        store = stack.enter_context(databases(args.store))  # a database of its own for each target
         backend = stack.enter_context(scripted_backend(latency=args.latency, workdir=work))
-        proxy = stack.enter_context(memproxy(backend_url=backend.url, workdir=work))
-        workers = None
+        proxy = stack.enter_context(memproxy(backend_url=backend.url, workdir=work, database_url=store.url()))
+        workers: Server | None = None
+        replicas: tuple[Server, ...] = ()
+        chroma = stack.enter_context(chroma_server(workdir=work)) if args.workers > 1 or args.replicas > 1 else None
         if args.workers > 1:
-            chroma = stack.enter_context(chroma_server(workdir=work))
             workers = stack.enter_context(
-                memproxy(backend_url=backend.url, workdir=work, workers=args.workers, chroma=chroma)
+                memproxy(
+                    backend_url=backend.url, workdir=work, workers=args.workers, chroma=chroma, database_url=store.url()
+                )
+            )
+        if args.replicas > 1:
+            shared = store.url()
+            replicas = tuple(
+                stack.enter_context(
+                    memproxy(
+                        backend_url=backend.url, workdir=work, chroma=chroma, database_url=shared, name=f"replica{n}"
+                    )
+                )
+                for n in range(args.replicas)
             )
         lite = None
         if litellm is not None:
@@ -304,23 +348,30 @@ async def run(args: argparse.Namespace) -> str:
         started = time.perf_counter()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as control:
             key = await memory_api.create_key(control, proxy.url, user_prefix="bench-") if args.with_key else None
-            servers = Servers(backend, proxy, lite, key, workers, args.workers)
-            for server in (proxy, workers):
+            servers = Servers(backend, proxy, lite, key, workers, args.workers, replicas)
+            for server in (proxy, workers, *replicas[:1]):  # the replicas' spaces are one database's
                 if server is not None:
                     for cell in cells:
                         await memory_api.seed_space(control, server.url, user=cell.user, count=args.memories)
-                    await memory_api.settle(control, server.url)()
+            await memory_api.settle_all(control, [s.url for s in (proxy, workers, *replicas) if s is not None])()
         print(f"  overhead: seeded {len(cells)} spaces in {time.perf_counter() - started:.0f} s", flush=True)
         measured = []
         for cell in cells:
             measured.append((cell, await measure(servers, cell, args)))
             print(f"  overhead: {cell.mode} c={cell.concurrency} done", flush=True)
-        peaks = {s.name: s.peak_rss_mib() for s in (proxy, lite, workers) if s is not None}
+        peaks = {s.name: s.peak_rss_mib() for s in (proxy, lite, workers, *replicas) if s is not None}
     header = (
         f"overhead: scripted backend with {args.latency * 1e3:.0f} ms latency and one fixed 40-word answer, "
         "each target in its own process; "
         f"litellm[proxy]=={LITELLM_VERSION} (1 worker, no DB/callbacks) vs memproxy (1 worker, embedded Chroma"
         + (f"; and {args.workers} workers sharing a `chroma run` server" if args.workers > 1 else "")
+        + (
+            f"; and {args.replicas} replicas sharing a PostgreSQL database and a `chroma run` server, "
+            "requests sent to each in turn"
+            if args.replicas > 1
+            else ""
+        )
+        + f"; store {store.description}"
         + "); "
         f"memory on: {args.memories:,} memories per space at the start of its cell (+1 per request), "
         "every request retrieves (stable block off); "
@@ -374,6 +425,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="also measure memory on with `memproxy serve --workers N` (and a Chroma server) beside one worker",
+    )
+    group.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="also measure memory on with N serve processes sharing PostgreSQL (needs --store postgresql), "
+        "requests alternating between them, beside one replica",
     )
     group.add_argument("--litellm", type=Path, default=None, help="a litellm executable to use instead of the venv")
     group.add_argument("--no-litellm", action="store_true", help="skip LiteLLM proxy")

@@ -124,19 +124,28 @@ def scripted_backend(*, latency: float, workdir: Path) -> contextlib.AbstractCon
 
 
 def memproxy(
-    *, backend_url: str, workdir: Path, workers: int = 1, chroma: Server | None = None
+    *,
+    backend_url: str,
+    workdir: Path,
+    workers: int = 1,
+    chroma: Server | None = None,
+    database_url: str = "",
+    name: str = "",
 ) -> contextlib.AbstractContextManager[Server]:
     """``memproxy serve`` with heuristic extraction and its data under ``workdir``. Hot memories
     are never promoted into the stable block (``stable_max: 0``): once that block is full the
     scheduler skips retrieval, and every memory-on request must pay for a real lookup.
-    ``workers`` processes (``serve --workers``) need ``chroma``, a Chroma server, for the index."""
+    ``workers`` processes (``serve --workers``) need ``chroma``, a Chroma server, for the index;
+    so do replicas, each started with a ``name`` of its own and the same ``database_url``."""
     port = free_port()
-    name = "memproxy" if workers == 1 else f"memproxy-{workers}w"
+    name = name or ("memproxy" if workers == 1 else f"memproxy-{workers}w")
     memory: dict[str, Any] = {
         "data_dir": str(workdir / f"{name}-data"),
         "extraction": {"mode": "heuristic"},
         "scheduler": {"stable_max": 0},
     }
+    if database_url:
+        memory["database_url"] = database_url
     if chroma is not None:
         memory["vector_index"] = {"host": "127.0.0.1", "port": int(chroma.url.rsplit(":", 1)[1])}
     config = {

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,10 +25,11 @@ from memcubes.embedder import Embedder, build_embedder
 from memcubes.store import Store
 from proxy import Settings, build_app
 from proxy.dev.scripted_backend import BackendScript, build_scripted_backend
-from proxy.dev.serve_thread import ServerThread
+from proxy.dev.serve_thread import ServerThread, free_port
 from tests.postgres import PostgresServer, missing_reason
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+CHROMA = Path(sys.executable).parent / "chroma"
 
 
 @pytest.fixture(scope="session")
@@ -131,6 +134,28 @@ def own_proxy(embedder: Embedder, data_dir: Path, **overrides: Any) -> Iterator[
             yield proxy
         finally:
             proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def chroma(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The port of a ``chroma run`` server (from the venv): the vector index several memproxy
+    processes share."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(CHROMA), "run", "--path", str(tmp_path_factory.mktemp("chroma")), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    yield port
+    server.terminate()
+    server.wait(timeout=30)
 
 
 @pytest.fixture

@@ -64,7 +64,9 @@ class PostgresServer:
 
     @classmethod
     @contextmanager
-    def start(cls, parent: Path | None = None) -> Iterator[PostgresServer]:
+    def start(cls, parent: Path | None = None, *, durable: bool = False) -> Iterator[PostgresServer]:
+        """``durable``: commits flushed to disk as a production server would (benchmarks); by
+        default they are not (fsync, synchronous_commit and full_page_writes off: tests)."""
         bin_dir = binaries()
         if bin_dir is None:
             raise RuntimeError(missing_reason() or "no PostgreSQL")
@@ -92,8 +94,9 @@ class PostgresServer:
                 ]
             )
             options = (
-                f"-c listen_addresses='' -c unix_socket_directories={root / 'socket'} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=64MB"
+                f"-c listen_addresses='' -c unix_socket_directories={root / 'socket'} "
+                + ("" if durable else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off ")
+                + "-c max_connections=200 -c shared_buffers=64MB"
             )
             server._run(
                 [

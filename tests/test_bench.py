@@ -40,6 +40,9 @@ def test_table_aligns_columns_and_marks_missing_values() -> None:
 def test_every_section_registers_its_options_without_clashes() -> None:
     args = build_parser().parse_args(["scale", "--max", "1000", "--concurrency", "1", "--modes", "json"])
     assert args.sections == ["scale"] and args.max == 1000 and args.concurrency == [1]
+    assert args.store == "sqlite" and args.replicas == 1
+    args = build_parser().parse_args(["overhead", "scale", "--store", "postgresql", "--replicas", "2"])
+    assert (args.store, args.replicas) == ("postgresql", 2)  # one option for both sections
     for section in SECTIONS.values():
         assert callable(section.add_arguments) and callable(section.main)
         assert section.__doc__

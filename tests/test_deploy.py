@@ -60,6 +60,26 @@ def test_compose_file_follows_the_compose_spec_and_runs_memproxy_as_the_apps_sid
     assert (DEPLOY / app["volumes"][0].split(":")[0]).resolve() == DEPLOY / "example-app"
 
 
+def test_replicas_compose_file_shares_postgres_and_chroma_and_balances_both_replicas() -> None:
+    compose = yaml.safe_load((DEPLOY / "replicas" / "docker-compose.yml").read_text())
+    jsonschema.validate(compose, json.loads((ROOT / "tests" / "fixtures" / "compose-spec.json").read_text()))
+    services = compose["services"]
+    replicas = {name: services[name] for name in services if name.startswith("replica-")}
+    assert len(replicas) == 2
+    shared = {"MEMPROXY_MEMORY__DATABASE_URL", "MEMPROXY_MEMORY__VECTOR_INDEX__HOST"}
+    assert len({tuple(r["environment"][k] for k in sorted(shared)) for r in replicas.values()}) == 1
+    assert all(r["environment"]["MEMPROXY_MEMORY__DATABASE_URL"].startswith("postgresql://") for r in replicas.values())
+    assert len({r["volumes"][0].split(":")[0] for r in replicas.values()}) == 2  # a data dir each
+    assert (
+        services["migrate"]["environment"]["MEMPROXY_MEMORY__DATABASE_URL"]
+        == next(iter(replicas.values()))["environment"]["MEMPROXY_MEMORY__DATABASE_URL"]
+    )
+    assert all(r["depends_on"]["migrate"]["condition"] == "service_completed_successfully" for r in replicas.values())
+    nginx = (DEPLOY / "replicas" / "nginx.conf").read_text()
+    assert sorted(re.findall(r"server (replica-\w+):8080", nginx)) == sorted(replicas)
+    assert "./nginx.conf" in services["balancer"]["volumes"][0]
+
+
 def test_kubernetes_manifests_validate_and_wire_probes_volume_and_secret() -> None:
     documents: dict[str, Any] = {}
     for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from proxy.commands.copy_store import add_copy_arguments, cmd_copy
 from proxy.commands.server import load
 from proxy.config import default_config_path
 
@@ -16,6 +17,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from memcubes.store import Store
     from memcubes.store.migrations import latest
 
+    if args.source or args.target:
+        return cmd_copy(args)
     if args.data_dir is not None:
         data_dir, url = args.data_dir, args.database_url or ""
     else:
@@ -42,4 +45,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     migrate.add_argument("--config", type=Path, default=default_config_path(), help="the YAML config naming the store")
     migrate.add_argument("--data-dir", type=Path, help="this data dir's SQLite file instead of the config's store")
     migrate.add_argument("--database-url", help="this PostgreSQL database (postgresql://...) instead")
+    add_copy_arguments(migrate)
     migrate.set_defaults(run=cmd_migrate)
