@@ -52,6 +52,9 @@ DERIVED = {
 # A table SQLite keys by its implicit ``rowid`` whose PostgreSQL twin has the column (the order
 # rows were written in, which the store reads): copied as a column.
 ROWID = "rowid"
+# Written by the target's store when it is opened (schema facts such as the lexical tokenizer's
+# version): the source's rows, of the same version, replace them.
+REPLACED = {"meta"}
 DATABASE_FILE = "memproxy.db"
 _MASK = (1 << 64) - 1
 _PROGRESS_SECONDS = 2.0
@@ -114,6 +117,8 @@ def transfer(
             plan = _plan(reader, target)
             checks = []
             for table, columns in plan.items():
+                if table in REPLACED:
+                    target.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
                 rows, digest = _copy(reader, target, table, columns, batch=batch, progress=progress)
                 target.commit()
                 target_rows, target_digest = _target_digest(target, table, [c.name for c in columns])
@@ -163,7 +168,7 @@ def _plan(reader: sqlite3.Connection, target: psycopg.Connection[Any]) -> dict[s
         if lost:
             raise TransferError(f"the target's table {table} has no column {', '.join(lost)}")
         held = target.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
-        if held and held[0]:
+        if held and held[0] and table not in REPLACED:
             raise TransferError(f"the target is not empty ({table} holds {held[0]} rows): migrate into a new database")
         plan[table] = [_Column(name, _converter(table, name, types[name])) for name in source]
     return plan
