@@ -8,9 +8,11 @@ are errors, so a typo in a config file is reported instead of silently ignored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from memcubes.database_url import parameters
 
 # Entries above which a space is searched through an ANN index: measured with ``python -m bench ann``
 # (see the README's "How memory is stored"): up to 10,000 entries an exact search costs about what a
@@ -230,11 +232,23 @@ class ResponseStoreSettings(_Strict):
     max_mb: float = Field(256.0, gt=0, description="all stored responses together; the oldest go first")
 
 
+def _database_url(value: str) -> str:
+    """Checked once, here, with libpq's parser: a server would otherwise find a malformed URL
+    only when its pool connects, and libpq's message quotes the part it could not read."""
+    if value and not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL (or empty: SQLite under data_dir)")
+    if value:
+        parameters(value)
+    return value
+
+
+DatabaseUrl = Annotated[str, AfterValidator(_database_url)]
+
+
 class MemorySettings(_Strict):
     data_dir: Path = Path("./data")
-    database_url: str = Field(
+    database_url: DatabaseUrl = Field(
         "",
-        pattern=r"^(|postgres(ql)?://.*)$",
         description="the system of record on a PostgreSQL server shared by replicas "
         "(postgresql://user:pass@host:5432/db; ${ENV} works); empty: SQLite under data_dir",
     )

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from memcubes.ids import new_id
 
@@ -34,11 +34,26 @@ def _utc(moment: datetime, info: ValidationInfo) -> datetime:
 
 
 def _text(value: str) -> str:
-    """SQLite stores text as UTF-8: a lone surrogate can be held by Python but never stored."""
+    """Stores keep text as UTF-8: a lone surrogate can be held by Python but never stored. NUL
+    characters are dropped: PostgreSQL's text and jsonb refuse them (SQLite keeps them), and a
+    memory must read the same on both engines; no one means a NUL in what they said."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError("text holds a lone surrogate (not valid Unicode)") from exc
+    return value.replace("\x00", "")
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` with NUL characters dropped from every string in it (keys, items, recursively):
+    for the free-form parts of a cube (``meta``, a source's extra fields), as ``_text`` does for
+    its text fields."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nul(item) for item in value]
     return value
 
 
@@ -64,6 +79,11 @@ class Source(BaseModel):
     """Where a cube came from: enough to trace it back to the exact messages of an exchange."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return without_nul(data) if isinstance(data, dict) else data
 
     exchange_id: Text | None = None
     message_ids: list[Text] = Field(default_factory=list)
@@ -110,7 +130,7 @@ class MemCube(BaseModel):
     access: Access = Field(default_factory=Access)
     expires_at: UTCDatetime | None = None
     pinned: bool = False
-    meta: dict[str, Any] = Field(default_factory=dict)
+    meta: Annotated[dict[str, Any], AfterValidator(without_nul)] = Field(default_factory=dict)
 
     def is_live(self, now: datetime | None = None) -> bool:
         """True when the cube may be retrieved: active and not expired. A fact whose world validity

@@ -9,6 +9,13 @@ import time
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+def storable(value: str) -> bool:
+    """False for an id no stored row can have: one holding a NUL (PostgreSQL's text cannot hold
+    it, and memory drops it from what it keeps). Looked up as given, PostgreSQL would fail the
+    statement and the lookup read as the store being down; such an id is simply not found."""
+    return "\x00" not in value
+
+
 class _UlidClock:
     """Keeps ids monotonic inside one millisecond (random part incremented), as the ULID spec says."""
 

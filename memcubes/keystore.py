@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from memcubes.cube import utcnow
-from memcubes.ids import new_id
+from memcubes.ids import new_id, storable
 from memcubes.store import Row, Store
 
 MemoryAPI = Literal["none", "read", "write"]
@@ -135,6 +135,8 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> StoredKey | None:
         """Revoke a key (kept, marked, for the audit trail); ``None`` when there is no such key."""
+        if not storable(key_id):
+            return None
         with self._store.transaction() as conn:
             conn.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (utcnow().isoformat(), key_id)

@@ -23,6 +23,7 @@ from memcubes.errors import BundleError, CubeNotFound, InvalidMemoryInput, Space
 from memcubes.exchange import Exchange, Turn
 from memcubes.foreground import Foreground
 from memcubes.hot_vectors import HotVectors
+from memcubes.ids import storable
 from memcubes.indexing import IndexSync
 from memcubes.keystore import KeyStore
 from memcubes.lifecycle import Lifecycle, fact_slot
@@ -372,7 +373,7 @@ class MemoryOS:
     async def get(self, cube_id: str, *, visible: SpaceFilter | None = None) -> MemCube:
         """The cube, if it exists in a space ``visible`` accepts; else ``CubeNotFound``, the same
         answer either way, so a caller cannot learn which ids exist in spaces it may not see."""
-        cube = await asyncio.to_thread(self.store.get, cube_id)
+        cube = await asyncio.to_thread(self.store.get, cube_id) if storable(cube_id) else None
         if cube is None or (visible is not None and not visible(cube.space)):
             raise CubeNotFound(f"no memory with id {cube_id}")
         return cube

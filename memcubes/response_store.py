@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memcubes.config import ResponseStoreSettings
+from memcubes.ids import storable
 from memcubes.store import Connection, Row, Store
 
 
@@ -83,6 +84,8 @@ class ResponseStore:
         return True
 
     def get(self, key: str | None, response_id: str) -> StoredResponse | None:
+        if not storable(response_id):
+            return None
         rows = self._store.read(
             "SELECT response, conversation FROM responses WHERE key = ? AND id = ? AND created >= ?",
             (key_digest(key), response_id, time.time() - self._settings.max_age_hours * 3600),
@@ -92,6 +95,8 @@ class ResponseStore:
         return StoredResponse(json.loads(rows[0]["response"]), json.loads(rows[0]["conversation"]))
 
     def delete(self, key: str | None, response_id: str) -> bool:
+        if not storable(response_id):
+            return False
         with self._store.transaction() as conn:
             deleted = conn.execute("DELETE FROM responses WHERE key = ? AND id = ?", (key_digest(key), response_id))
             return deleted.rowcount > 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,6 +41,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from memcubes.cube import without_nul
+from memcubes.database_url import split
 from memcubes.store import migrations
 from memcubes.vector_migration import LAYOUT, LAYOUT_META
 
@@ -57,6 +60,8 @@ ROWID = "rowid"
 REPLACED = {"meta"}
 DATABASE_FILE = "memproxy.db"
 _MASK = (1 << 64) - 1
+# A NUL escaped in JSON text: ``\u0000`` after an even number of backslashes (not itself escaped).
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 _PROGRESS_SECONDS = 2.0
 
 
@@ -107,22 +112,29 @@ def transfer(
 ) -> list[TableCheck]:
     """Copy ``source`` into the PostgreSQL database of ``target_url`` (its schema made by
     ``prepare(target_url)`` first) and return each table's check; raises ``TransferError`` when
-    the copy cannot be made (the target is not empty, a table or column has no counterpart)."""
+    the copy cannot be made (the target is not empty, a table or column has no counterpart).
+
+    The rows go in one transaction, committed only when every table verifies: a copy that fails
+    or does not match leaves the target without rows (its schema stays), so it can be run again."""
+    conninfo, password = split(target_url)
     prepare(target_url)
     reader = sqlite3.connect(f"file:{source}?mode=ro", uri=True, isolation_level=None)
     try:
         reader.execute("BEGIN")  # one snapshot for the copy and the source's checksums
         _check_source(reader, source)
-        with psycopg.connect(target_url) as target:
+        with psycopg.connect(conninfo, password=password) as target:
             plan = _plan(reader, target)
             checks = []
             for table, columns in plan.items():
                 if table in REPLACED:
                     target.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
                 rows, digest = _copy(reader, target, table, columns, batch=batch, progress=progress)
-                target.commit()
                 target_rows, target_digest = _target_digest(target, table, [c.name for c in columns])
                 checks.append(TableCheck(table, rows, digest, target_rows, target_digest))
+            if all(check.ok for check in checks):
+                target.commit()
+            else:
+                target.rollback()
             return checks
     finally:
         reader.close()
@@ -155,10 +167,10 @@ def _plan(reader: sqlite3.Connection, target: psycopg.Connection[Any]) -> dict[s
     target_columns = _target_columns(target)
     plan = {}
     for table in _source_tables(reader):
-        source = [row[1] for row in reader.execute(f'PRAGMA table_info("{table}")')]
+        source = [row[1] for row in reader.execute(f"PRAGMA table_info({_quoted(table)})")]
         if ROWID in target_columns.get(table, {}) and ROWID not in source and _has_rowid(reader, table):
             source.append(ROWID)
-        rows = reader.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+        rows = reader.execute(f"SELECT count(*) FROM {_quoted(table)}").fetchone()[0]
         if table not in target_columns:
             if rows:
                 raise TransferError(f"the target has no table {table} for the {rows} rows of the source's")
@@ -174,9 +186,14 @@ def _plan(reader: sqlite3.Connection, target: psycopg.Connection[Any]) -> dict[s
     return plan
 
 
+def _quoted(name: str) -> str:
+    """A SQLite identifier in double quotes, an embedded double quote doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _has_rowid(reader: sqlite3.Connection, table: str) -> bool:
     try:
-        reader.execute(f'SELECT rowid FROM "{table}" LIMIT 1')
+        reader.execute(f"SELECT rowid FROM {_quoted(table)} LIMIT 1")
     except sqlite3.OperationalError:  # WITHOUT ROWID
         return False
     return True
@@ -212,8 +229,8 @@ def _target_columns(target: psycopg.Connection[Any]) -> dict[str, dict[str, str]
 def _converter(table: str, column: str, kind: str) -> Callable[[Any], Any]:
     """How a SQLite value of ``table.column`` becomes a value of the target's type ``kind``."""
     simple: dict[str, Callable[[Any], Any]] = {
-        "text": str,
-        "character varying": str,
+        "text": _text,
+        "character varying": _text,
         "bigint": int,
         "integer": int,
         "smallint": int,
@@ -222,14 +239,37 @@ def _converter(table: str, column: str, kind: str) -> Callable[[Any], Any]:
         "numeric": Decimal,
         "boolean": bool,
         "bytea": bytes,
-        "json": json.loads,
-        "jsonb": json.loads,
+        "json": _json,
+        "jsonb": _json,
         "timestamp with time zone": _timestamp,
     }
     if kind not in simple:
         raise TransferError(f"{table}.{column} is of type {kind}, which migrate cannot copy into")
     convert = simple[kind]
     return lambda value: None if value is None else convert(value)
+
+
+def _text(value: Any) -> str:
+    """SQLite text as PostgreSQL can hold it: NUL characters dropped, as the memory model drops
+    them (``memcubes.cube``). In text that is JSON (a cube's document) their ``\\u0000`` escapes
+    go too: PostgreSQL's text keeps those, but its jsonb, which the store's queries cast documents
+    to, refuses them, and one such document would fail every query over its space."""
+    text = str(value).replace("\x00", "")
+    if "\\u0000" in text and _is_json(text):
+        text = _JSON_NUL.sub(r"\1", text)
+    return text
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _json(value: Any) -> Any:
+    return without_nul(json.loads(value))
 
 
 def _timestamp(value: str) -> datetime:
@@ -247,18 +287,21 @@ def _copy(
     progress: TextIO,
 ) -> tuple[int, int]:
     """Copy one table in batches; returns its source row count and checksum."""
-    total = reader.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
-    names = ", ".join(f'"{c.name}"' for c in columns)
-    cursor = reader.execute(f'SELECT {names} FROM "{table}"')
+    total = reader.execute(f"SELECT count(*) FROM {_quoted(table)}").fetchone()[0]
+    names = ", ".join(_quoted(c.name) for c in columns)
+    cursor = reader.execute(f"SELECT {names} FROM {_quoted(table)}")
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     )
-    copied = digest = 0
+    copied = digest = cleaned = 0
     shown = time.monotonic()
     with target.cursor() as out, out.copy(statement) as copy:
         while chunk := cursor.fetchmany(batch):
             for row in chunk:
                 values = [column.convert(value) for column, value in zip(columns, row, strict=True)]
+                cleaned += any(
+                    isinstance(v, str) and isinstance(c, str) and v != c for v, c in zip(row, values, strict=True)
+                )
                 digest = (digest + _row_hash(values)) & _MASK
                 copy.write_row([Jsonb(v) if isinstance(v, dict | list) else v for v in values])
             copied += len(chunk)
@@ -266,6 +309,12 @@ def _copy(
                 print(f"migrate: {table}: {copied:,}/{total:,} rows", file=progress, flush=True)
                 shown = time.monotonic()
     _advance_sequences(target, table, columns)
+    if cleaned:
+        print(
+            f"migrate: {table}: NUL characters dropped from {cleaned:,} rows (PostgreSQL text cannot hold them)",
+            file=progress,
+            flush=True,
+        )
     print(f"migrate: {table}: {copied:,} rows copied", file=progress, flush=True)
     return copied, digest
 
@@ -292,7 +341,6 @@ def _target_digest(target: psycopg.Connection[Any], table: str, names: Sequence[
         cursor.itersize = 2000
         cursor.execute(query)
         rows, digest = _digest(cursor)
-    target.commit()
     return rows, digest
 
 

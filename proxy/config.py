@@ -26,6 +26,9 @@ from memcubes.config import MemorySettings
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _LITELLM_ENV = "os.environ/"
 _OVERRIDE_PREFIX = "MEMPROXY_"
+# How the names of settings that may hold a secret end (database_url, master_key, api_key,
+# extra_headers, a provider's aws_secret_access_key or *_token...): their input is never echoed.
+_SECRET_ENDINGS = ("key", "password", "secret", "token", "url", "api_base", "headers", "authorization", "credentials")
 
 
 class ConfigError(Exception):
@@ -297,9 +300,15 @@ def _describe(error: Any) -> str:
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(parent.model_fields)})"
         return f"{location}: unknown key{hint}"
     message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] not in ("missing", "value_error") and "input" in error:
+    if error["type"] not in ("missing", "value_error") and "input" in error and not _secret(error["loc"]):
         return f"{location}: {message} (got {error['input']!r})"
     return f"{location}: {message}" if location else message
+
+
+def _secret(location: tuple[Any, ...]) -> bool:
+    """Whether a setting at ``location`` may hold a secret (a key, a password, a URL with one in
+    it): its input is never quoted back in an error, which may end up in a log."""
+    return any(isinstance(part, str) and part.lower().endswith(_SECRET_ENDINGS) for part in location)
 
 
 def _model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:

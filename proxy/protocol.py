@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from memcubes.config import ExtractionMode
+from memcubes.ids import storable
 from memcubes.names import space_name
 from proxy.scope import clean_identifier
 
@@ -33,6 +34,14 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 def _valid_unicode(value: str) -> str:
     if not value.isascii() and _SURROGATES.search(value):
         raise ValueError("text contains a lone UTF-16 surrogate (\\ud800-\\udfff); send valid Unicode")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    """A filter or cursor no stored text can match (``memcubes.ids.storable``): refused rather
+    than looked up (PostgreSQL would fail the statement: a 503 as if the store were down)."""
+    if not storable(value):
+        raise ValueError("must not contain a NUL character")
     return value
 
 
@@ -76,6 +85,7 @@ def _has_non_finite(data: Any) -> bool:
 
 
 Text = Annotated[str, AfterValidator(_valid_unicode)]
+NoNulText = Annotated[str, AfterValidator(_no_nul)]  # compared with stored text
 ShortText = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_valid_unicode)]
 LongText = Annotated[str, Field(min_length=1, max_length=100_000), AfterValidator(_valid_unicode)]
 Timestamp = Annotated[datetime, BeforeValidator(_iso_time), AfterValidator(_utc)]

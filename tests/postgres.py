@@ -12,9 +12,12 @@ user (created by the Debian package) through ``runuser``. Tests get fresh databa
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+def _version(bin_dir: Path) -> tuple[int, ...]:
+    """``/usr/lib/postgresql/17/bin`` -> (17,): sorted as numbers (9.6 < 10)."""
+    return tuple(int(part) for part in bin_dir.parent.name.split(".") if part.isdigit())
+
+
+BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version, reverse=True)
 _USER = "postgres"
 
 
@@ -42,6 +51,11 @@ def missing_reason() -> str | None:
         return "PostgreSQL binaries (initdb, pg_ctl) not installed: apt-get install postgresql"
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         return "running as root without runuser: cannot start PostgreSQL as a non-root user"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(_USER)
+        except KeyError:
+            return f"running as root and no {_USER} user to run PostgreSQL as (the Debian package creates it)"
     return None
 
 
@@ -95,8 +109,9 @@ class PostgresServer:
             )
             options = (
                 f"-c listen_addresses='' -c unix_socket_directories={root / 'socket'} "
+                "-c unix_socket_permissions=0700 "
                 + ("" if durable else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off ")
-                + "-c max_connections=200 -c shared_buffers=64MB"
+                + "-c max_connections=200 -c shared_buffers=64MB -c max_parallel_workers_per_gather=0"
             )
             server._run(
                 [
@@ -115,9 +130,21 @@ class PostgresServer:
             )
             yield server
         finally:
-            if (root / "data" / "postmaster.pid").exists():
-                server._run([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"], check=False)
-            shutil.rmtree(root, ignore_errors=True)
+            try:
+                server._stop()
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+
+    def _stop(self) -> None:
+        """``pg_ctl stop -m immediate``; the postmaster killed when that does not finish in time."""
+        pid_file = self.root / "data" / "postmaster.pid"
+        if not pid_file.exists():
+            return
+        try:
+            self._run([str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop"], check=False)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError, ValueError, IndexError):  # gone meanwhile
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)  # the postmaster started here
 
     def _run(self, argv: list[str], *, check: bool = True) -> None:
         result = subprocess.run(_as_server_user(argv), capture_output=True, text=True, timeout=120, cwd=self.root)

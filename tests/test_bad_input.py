@@ -595,10 +595,11 @@ def test_surrogates_encoded_as_utf8_bytes_are_rejected(http: httpx.Client, path:
 
 
 def test_control_characters_in_text_are_kept_as_text(http: httpx.Client) -> None:
-    """NUL and other controls are valid Unicode: text that carries them is stored as sent."""
+    """Controls are valid Unicode: text that carries them is stored as sent, but for NUL, which
+    PostgreSQL cannot store and memory drops on both engines (tests/test_nul_text.py)."""
     text = "tab\there, nul\x00, bell\x07, escape\x1b[31m"
     added = http.post("/v1/memories", json={"user": "controls", "facts": [text], "sync": True})
-    assert added.status_code == 200 and added.json()["results"][0]["text"] == text
+    assert added.status_code == 200 and added.json()["results"][0]["text"] == text.replace("\x00", "")
     chat = http.post(
         "/v1/chat/completions", json={**CHAT, "user": "controls", "messages": [{"role": "user", "content": text}]}
     )

@@ -23,6 +23,7 @@ from tests.postgres import PostgresServer
 from tests.sharing import WORDS
 
 MASTER = "sk-migrate-master"
+SECRET = "hunter2-s3cr"
 USERS = ("mia", "noor", "omar")
 PER_USER = 120
 PREVIOUS_LAYOUT = Path(__file__).parent / "fixtures" / "previous-layout" / "data-dir.tar.gz"
@@ -154,3 +155,57 @@ def test_bad_arguments_are_refused_with_a_sentence(tmp_path: Path, capsys: pytes
     assert "--from must be sqlite:///path/to/data_dir" in capsys.readouterr().err
     assert migrate("--from", f"sqlite://{tmp_path}", "--to", "sqlite:///elsewhere") == 2
     assert "--to must be a postgresql:// URL" in capsys.readouterr().err
+
+
+def test_a_copy_that_fails_midway_leaves_no_rows_and_no_password_printed(
+    data_dir: tuple[Path, dict[str, str]],
+    postgres_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One transaction: a failure after some tables went in leaves none of their rows, so the same
+    command works once the fault is gone. The URL's ``?password=`` (ignored by the test server's
+    trust authentication) is printed nowhere. Raw NULs and escaped ones in a cube's JSON document
+    are dropped as the memory model drops them (PostgreSQL's text and jsonb refuse them)."""
+    path, _ = data_dir
+    source = tmp_path / "data"
+    source.mkdir()
+    with sqlite3.connect(path / "memproxy.db") as db, sqlite3.connect(source / "memproxy.db") as copy:
+        db.backup(copy)
+    with sqlite3.connect(source / "memproxy.db") as copy:
+        copy.execute(
+            "UPDATE cubes SET doc = json_set(doc, '$.content', 'Mo' || char(0) || 'chi') "
+            "WHERE rowid = (SELECT min(rowid) FROM cubes)"
+        )
+        copy.execute("UPDATE history SET reason = 'so' || char(0) WHERE seq = (SELECT min(seq) FROM history)")
+    url = f"{postgres_url}&password={SECRET}"
+    with tempfile.TemporaryDirectory() as scratch:
+        Store.open(Path(scratch), database_url=postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as db:  # responses go in after cubes and journal
+        db.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE 'disk full'; END $$")
+        db.execute("CREATE TRIGGER refused BEFORE INSERT ON responses FOR EACH ROW EXECUTE FUNCTION refuse()")
+    assert migrate("--from", f"sqlite://{source}", "--to", url) == 2
+    out, err = capsys.readouterr()
+    assert "disk full" in err and "no rows were copied" in err and "password=***" in err
+    assert SECRET not in out + err + caplog.text
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        assert db.execute("SELECT count(*) FROM cubes").fetchone() == (0,)
+        db.execute("DROP TRIGGER refused ON responses")
+    assert migrate("--from", f"sqlite://{source}", "--to", url) == 0
+    out, err = capsys.readouterr()
+    assert "migrate: cubes: NUL characters dropped from 1 rows" in err and "history: NUL characters" in err
+    assert SECRET not in out + err + caplog.text
+    with psycopg.connect(postgres_url) as db:
+        contents = [row[0] for row in db.execute("SELECT doc::jsonb ->> 'content' FROM cubes")]
+        assert "Mochi" in contents and not any("\x00" in text for text in contents)
+
+
+def test_a_malformed_url_is_refused_without_echoing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """libpq quotes the token it cannot parse (here the password): checked before any connection."""
+    assert migrate("--from", f"sqlite://{tmp_path}", "--to", f"postgresql://app:{SECRET}%zz@db.internal/memproxy") == 2
+    out, err = capsys.readouterr()
+    assert "--to is not a valid PostgreSQL URL" in err and "must be percent-encoded" in err
+    assert SECRET not in out + err + caplog.text

@@ -11,13 +11,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-
-def redacted(url: str) -> str:
-    """``url`` without its password, to print."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+from memcubes.database_url import DatabaseUrlError, hidden_in_logs, parameters, redacted
 
 
 def _prepare(url: str) -> None:
@@ -54,6 +48,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     could not be made."""
     import psycopg  # here: every other command starts without it
 
+    from memcubes.errors import StoreUnavailable
     from memcubes.transfer import TransferError, report, sqlite_database, transfer
 
     if not (args.source and args.target):
@@ -62,24 +57,35 @@ def cmd_copy(args: argparse.Namespace) -> int:
     if urlsplit(args.target).scheme not in ("postgresql", "postgres"):
         print("memproxy: migrate: --to must be a postgresql:// URL", file=sys.stderr)
         return 2
+    target = redacted(args.target)
     try:
-        source = sqlite_database(args.source)
-        print(f"migrate: {source} -> {redacted(args.target)}", file=sys.stderr, flush=True)
-        checks = transfer(source, args.target, prepare=_prepare, batch=args.batch, progress=sys.stderr)
+        password = parameters(args.target).get("password")
+    except DatabaseUrlError as exc:
+        print(f"memproxy: migrate: --to {exc}", file=sys.stderr)
+        return 2
+    try:
+        with hidden_in_logs(password):
+            source = sqlite_database(args.source)
+            print(f"migrate: {source} -> {target}", file=sys.stderr, flush=True)
+            checks = transfer(source, args.target, prepare=_prepare, batch=args.batch, progress=sys.stderr)
     except TransferError as exc:
         print(f"memproxy: migrate: {exc}", file=sys.stderr)
         return 2
     except sqlite3.Error as exc:
         print(f"memproxy: migrate: reading {args.source}: {exc}", file=sys.stderr)
         return 2
-    except psycopg.Error as exc:
-        print(f"memproxy: migrate: {redacted(args.target)}: {str(exc).strip()}", file=sys.stderr)
+    except (psycopg.Error, StoreUnavailable) as exc:  # the store's message names the server redacted
+        said = str(exc).strip().replace(password, "***") if password else str(exc).strip()
+        print(f"memproxy: migrate: {target}: {said} (no rows were copied)", file=sys.stderr)
         return 2
     for line in report(checks):
         print(line)
     failed = [check.table for check in checks if not check.ok]
     if failed:
-        print(f"memproxy: migrate: the copy of {', '.join(failed)} does not match the source", file=sys.stderr)
+        print(
+            f"memproxy: migrate: the copy of {', '.join(failed)} does not match the source: nothing was kept",
+            file=sys.stderr,
+        )
         return 1
     rows = sum(check.rows for check in checks)
     print(f"copied and verified {len(checks)} tables, {rows:,} rows")

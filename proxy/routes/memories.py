@@ -17,6 +17,7 @@ from proxy.protocol import (
     DeletedResponse,
     ErrorResponse,
     MemoryPage,
+    NoNulText,
     PatchMemoryRequest,
     SearchRequest,
     SearchResponse,
@@ -66,12 +67,12 @@ async def list_memories(
     user: Annotated[str | None, Query(max_length=256)] = None,
     space: Annotated[str | None, Query(max_length=512)] = None,
     state: Annotated[list[str] | None, Query()] = None,
-    tag: Annotated[str | None, Query(max_length=256)] = None,
+    tag: Annotated[NoNulText | None, Query(max_length=256)] = None,
     since: Timestamp | None = None,
     until: Timestamp | None = None,
-    q: Annotated[str | None, Query(max_length=256, description="content contains this text")] = None,
+    q: Annotated[NoNulText | None, Query(max_length=256, description="content contains this text")] = None,
     order: Literal["newest", "oldest"] = "newest",
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[NoNulText | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MemoryPage:
     states = state or ["active"]
