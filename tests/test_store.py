@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from memcubes.cube import CubeState, MemCube
-from memcubes.store import SIZE_SAMPLE, ChangeSet, HistoryEvent, SpaceScope, Store
+from memcubes.store import SIZE_SAMPLE, ChangeSet, CubeFilter, HistoryEvent, SpaceScope, Store
 
 MIB = 1024 * 1024
 
@@ -55,6 +55,21 @@ def test_touch_decays_heat_by_its_half_life_and_counts_hits(
     first, second, third = (found[cube.id].access for cube in cubes)
     assert (first.hits, first.heat, first.last_hit_at) == (3, 1.5 * 0.25 + 1.0, start + timedelta(hours=2))
     assert (second.hits, second.heat, third.hits, third.heat) == (1, 0.5, 0, 0.0)
+    store.close()
+
+
+def test_listing_by_text_ignores_case_on_both_engines(tmp_path: Path, open_store: Callable[[Path], Store]) -> None:
+    store = open_store(tmp_path / "m.db")
+    cubes = [MemCube(space="user:ada", content=text) for text in ("Ada likes Tea", "tea_time 100%", "coffee")]
+    store.apply(ChangeSet(cubes=cubes, events=[HistoryEvent(cube, "ADD") for cube in cubes]))
+
+    def found(text: str) -> set[str]:
+        return {cube.content for cube in store.list_cubes(CubeFilter(space="user:ada", text=text))}
+
+    assert found("tEA") == {"Ada likes Tea", "tea_time 100%"}
+    assert found("LIKES t") == {"Ada likes Tea"}
+    assert found("S_T") == found("0%%") == set()  # LIKE's wildcards are matched as themselves
+    assert found("A_T") == found("0%") == {"tea_time 100%"}
     store.close()
 
 

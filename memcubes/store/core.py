@@ -218,7 +218,7 @@ class Store(Handoff):
             sql.append(f"AND EXISTS (SELECT 1 FROM {self._sql.json_each('doc', 'tags', 't')} WHERE t.value = ?)")
             params.append(query.tag)
         if query.text:
-            sql.append(f"AND {self._sql.json_text('doc', 'content')} LIKE ? ESCAPE '\\'")
+            sql.append(f"AND {self._sql.contains(self._sql.json_text('doc', 'content'))}")
             params.append(_like(query.text))
         sql.append("ORDER BY id ASC LIMIT ?" if query.oldest_first else "ORDER BY id DESC LIMIT ?")
         params.append(query.limit)

@@ -16,6 +16,7 @@ two copies of a query.
     json_group_array(x)                     json_agg(x)::text          (group_array)
     json_extract(doc, '$.a.b')              doc::jsonb #>> '{a,b}'     (json_text)
     json_each(doc, '$.a') AS m              jsonb_array_elements_text(...) AS m(value)
+    x LIKE ? ESCAPE '\\'                     x ILIKE ? ESCAPE '\\'       (contains)
 """
 
 from __future__ import annotations
@@ -92,6 +93,11 @@ class Dialect(Protocol):
 
     def byte_length(self, expression: str) -> str:
         """The size of a text in bytes."""
+        ...
+
+    def contains(self, expression: str) -> str:
+        """``expression`` matches the ``LIKE`` pattern parameter (``\\`` escapes) whatever the
+        case: SQLite's ``LIKE`` ignores ASCII case, PostgreSQL's does not (``ILIKE`` does)."""
         ...
 
 

@@ -88,6 +88,9 @@ class PostgresDialect:
     def byte_length(self, expression: str) -> str:
         return f"octet_length({expression})"
 
+    def contains(self, expression: str) -> str:
+        return f"{expression} ILIKE ? ESCAPE '\\'"
+
 
 def _path(dotted: str) -> str:
     return "{" + ",".join(dotted.split(".")) + "}"

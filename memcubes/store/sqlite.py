@@ -61,6 +61,9 @@ class SQLiteDialect:
     def byte_length(self, expression: str) -> str:
         return f"length(CAST({expression} AS BLOB))"
 
+    def contains(self, expression: str) -> str:
+        return f"{expression} LIKE ? ESCAPE '\\'"
+
 
 class SQLiteEngine:
     """The store's file. Create with ``SQLiteEngine(path)``."""
