@@ -11,7 +11,8 @@ translated where they are called, with ``raise ... from exc``.
     ├── EmbedderUnavailable   the embedding model failed to load or run
     ├── CubeNotFound          no cube with that id in the spaces the caller may see
     ├── SpaceNotFound         no space of that name among those the caller may see
-    ├── InvalidMemoryInput    a request the memory OS cannot act on (bad time, empty text ...)
+    ├── InvalidMemoryInput    a request the memory OS cannot act on (bad time, empty text, data the
+    │                         store refuses: a NUL byte ...); write-back counts it as a failed attempt
     ├── ExtractionFailed      the reader could not distil an exchange (the LLM answer was unusable)
     ├── AlreadyApplied        another worker committed that exchange first (nothing was written)
     ├── DeadlineExceeded      the request waiting for this work gave up on it (``memcubes.deadline``)

@@ -39,7 +39,7 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool
 
 from memcubes import deadline
-from memcubes.errors import DeadlineExceeded, StoreUnavailable
+from memcubes.errors import DeadlineExceeded, InvalidMemoryInput, StoreUnavailable
 from memcubes.store.engine import Connection, Cursor, Dialect, Row
 from memcubes.store.records import Writers
 
@@ -182,8 +182,14 @@ class PostgresEngine:
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
+        """psycopg's errors as the memory OS's. Data the server refuses (SQLSTATE classes 22 and
+        23, e.g. a NUL byte in a text, or psycopg's own check of it) is the data's fault, not an
+        outage: ``InvalidMemoryInput`` (a 400; write-back counts a failed attempt) rather than
+        ``StoreUnavailable`` (a 503; write-back waits for the store without counting)."""
         try:
             yield
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise InvalidMemoryInput(f"the memory store refused the data: {_said(exc)}") from exc
         except psycopg.Error as exc:
             raise StoreUnavailable(f"PostgreSQL store at {self.location} failed: {_said(exc)}") from exc
 
