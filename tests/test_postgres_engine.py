@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from memcubes import deadline
 from memcubes.cube import MemCube
-from memcubes.errors import InvalidMemoryInput
+from memcubes.errors import DeadlineExceeded, InvalidMemoryInput
 from memcubes.store import ChangeSet, HistoryEvent, Store
+from memcubes.store.postgres import PostgresEngine
 from proxy.errors import from_memory_error
 from tests.postgres import PostgresServer
 
@@ -37,3 +39,20 @@ def test_data_the_server_refuses_is_invalid_input_not_an_outage(store: Store) ->
     ok = MemCube(space="user:ada", content="still works")
     store.apply(ChangeSet(cubes=[ok], events=[HistoryEvent(ok, "ADD")]))
     assert store.get_many([ok.id])[ok.id].content == "still works"
+
+
+def test_a_read_waits_for_a_connection_no_longer_than_its_deadline(store: Store) -> None:
+    """Every connection of the pool busy: a request's read gives up at its deadline
+    (``DeadlineExceeded``, counted as interrupted) instead of the pool's 30 s wait."""
+    engine = store.engine
+    assert isinstance(engine, PostgresEngine)
+    engine._pool.resize(min_size=1, max_size=1)
+    held = engine._pool.getconn()
+    try:
+        with deadline.within(0.2), pytest.raises(DeadlineExceeded, match="no connection free"):
+            store.read("SELECT 1")
+        assert store.interrupted == 1
+    finally:
+        engine._pool.putconn(held)
+    with deadline.within(5.0):
+        assert [tuple(row) for row in store.read("SELECT 1")] == [(1,)]

@@ -14,7 +14,8 @@ What differs from SQLite, and how the same behaviour is kept:
   commit in another order: a transaction adding to the log first takes an advisory lock held to
   its commit (``note_changes``), so that a reader never sees number 11 before 10 commits.
 - One writer per space across replicas: session advisory locks per stripe (``AdvisoryStripes``).
-- A request's deadline stops a read with ``statement_timeout`` (set for that one statement).
+- A request's deadline bounds a read's wait for a connection of the pool, then stops the read
+  with ``statement_timeout`` (set for that one statement).
 - Deleting leaves no copy in the tables: deleted rows stay as dead tuples in their pages until
   VACUUM, which ``scrub`` runs on the tables holding user text after a purge or a forgotten space;
   afterwards their space is free for reuse, and what remains is the server's WAL (recycled after
@@ -36,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import psycopg.errors
 from psycopg.rows import RowMaker
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from memcubes import deadline
 from memcubes.errors import DeadlineExceeded, InvalidMemoryInput, StoreUnavailable
@@ -45,6 +46,18 @@ from memcubes.store.records import Writers
 
 _POOL_SIZE = 16  # worker threads using the store at once (asyncio's default executor has up to 32)
 _CONNECT_SECONDS = 10.0
+_WAIT_SECONDS = 30.0  # for a connection of the pool, by work without a deadline (write-back, the API)
+_MAX_WAITING = 4 * _POOL_SIZE  # threads waiting for a connection beyond which more fail at once
+# Every connection: a server that does not answer fails the connect in 10 s instead of the OS's
+# minutes, and a peer gone silent (a dead server, a dropped route) is noticed by TCP keepalives
+# in about a minute instead of a read blocked for the OS's two hours.
+_SESSION: dict[str, Any] = {
+    "connect_timeout": int(_CONNECT_SECONDS),
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 _LOG_LOCK = (7142, 1)  # advisory lock keys: the ``changes`` log's writers
 _STRIPES_KEY = 7143  # first key of the space stripes' advisory locks
 _SCRUBBED = ("cubes", "history", "journal", "vectors", "responses", "import_undo", "seen")
@@ -167,8 +180,10 @@ class PostgresEngine:
             url,
             min_size=1,
             max_size=_POOL_SIZE,
-            kwargs={"autocommit": True, "row_factory": _rows},
+            kwargs={"autocommit": True, "row_factory": _rows, **_SESSION},
             open=False,
+            timeout=_WAIT_SECONDS,
+            max_waiting=_MAX_WAITING,
             name="memproxy",
         )
         try:
@@ -203,10 +218,29 @@ class PostgresEngine:
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         at = deadline.current()
-        with self._translate(), self._pool.connection() as conn:
-            if at is None:
+        if at is None:
+            with self._translate(), self._pool.connection(timeout=_WAIT_SECONDS) as conn:
                 return conn.execute(_placeholders(sql), params).fetchall()
+        with self._translate(), self._connection_until(at) as conn:
             return self._read_until(conn, at, sql, params)
+
+    @contextmanager
+    def _connection_until(self, at: float) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the pool for a request that gives up at ``at``: waited for no longer
+        (the pool's default wait is 30 s, far past any request's deadline)."""
+        left = at - time.monotonic()
+        if left <= 0:
+            self._count_interrupted()
+            raise DeadlineExceeded("memory read not started: its request's deadline passed")
+        try:
+            conn = self._pool.getconn(timeout=left)
+        except PoolTimeout as exc:
+            self._count_interrupted()
+            raise DeadlineExceeded("memory read not started: no connection free before its deadline") from exc
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)
 
     def _read_until(self, conn: psycopg.Connection[Any], at: float, sql: str, params: Sequence[Any]) -> list[Row]:
         """A read for a request that gives up at ``at`` (``memcubes.deadline``): not started
@@ -230,7 +264,11 @@ class PostgresEngine:
     def data_version(self) -> str:
         """The server's current snapshot (xmin:xmax:running xids): it changes whenever a write
         transaction starts or ends, by any replica; no table is read."""
-        with self._translate(), self._pool.connection() as conn:
+        at = deadline.current()
+        with (
+            self._translate(),
+            self._pool.connection(timeout=_WAIT_SECONDS) if at is None else self._connection_until(at) as conn,
+        ):
             row = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
         return str(row[0]) if row is not None else ""
 
@@ -242,7 +280,7 @@ class PostgresEngine:
         conn.execute("SELECT pg_advisory_xact_lock(?, ?)", _LOG_LOCK)
 
     def scrub(self) -> None:
-        with self._translate(), self._pool.connection() as conn:
+        with self._translate(), self._pool.connection(timeout=_WAIT_SECONDS) as conn:
             conn.execute(f"VACUUM (SKIP_LOCKED) {', '.join(_SCRUBBED)}")
 
     def checkpoint(self) -> None:
@@ -271,7 +309,7 @@ class AdvisoryStripes:
     def _ask(self, sql: str, stripe: int) -> bool:
         with self._lock:
             if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self._url, autocommit=True)
+                self._conn = psycopg.connect(self._url, autocommit=True, **_SESSION)
             row = self._conn.execute(sql, (_STRIPES_KEY, stripe)).fetchone()
             return bool(row and row[0])
 
