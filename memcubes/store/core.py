@@ -387,7 +387,8 @@ class Store(Handoff):
                 )
                 if cursor.rowcount != 1:
                     raise AlreadyApplied(f"exchange {exchange_id} was already applied")
-            for cube in changes.cubes:
+            # in id order, as ``touch`` locks rows: two transactions never wait for each other
+            for cube in sorted(changes.cubes, key=lambda cube: cube.id):
                 self._upsert(conn, cube, changes.vectors.get(cube.id, ()))
             for event in changes.events:
                 self._record(conn, event)
