@@ -7,7 +7,9 @@ serialises them; across processes the store's engine locks the stripe (``Engine.
 on SQLite an exclusive ``flock`` on the stripe's file under ``<data_dir>/locks`` (``FileStripes``;
 the kernel lets go of a killed process's locks), on PostgreSQL a session advisory lock (the
 server lets go of a dead connection's). The cross-process lock is taken in a thread (it blocks)
-once the asyncio lock is held, so a process asks for a stripe once at a time.
+once the asyncio lock is held, so a process asks for a stripe once at a time. The block runs
+with ``held_stripe`` set: a PostgreSQL session lost while the block runs took the lock with it
+(another replica may hold it now), and the engine then refuses to commit the block's writes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from memcubes.store.engine import held_stripe
 
 if TYPE_CHECKING:
     from memcubes.store.engine import StripeLocks
@@ -81,9 +85,11 @@ class SpaceLocks:
                     # The thread still takes the lock: let go of it then, or the stripe stays locked.
                     taking.add_done_callback(lambda _: self._stripes.release(stripe))
                     raise
+            holding = held_stripe.set(stripe)
             try:
                 yield
             finally:
+                held_stripe.reset(holding)
                 if self._stripes.local:
                     self._stripes.release(stripe)
                 else:  # asks a server: in a thread, finished even if this task is cancelled

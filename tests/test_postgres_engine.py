@@ -4,16 +4,19 @@ space stripes' locks do when their session is lost."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from memcubes import deadline
 from memcubes.cube import MemCube
-from memcubes.errors import DeadlineExceeded, InvalidMemoryInput
+from memcubes.errors import DeadlineExceeded, InvalidMemoryInput, StoreUnavailable
+from memcubes.space_locks import SpaceLocks
 from memcubes.store import ChangeSet, HistoryEvent, Store
-from memcubes.store.postgres import PostgresEngine
+from memcubes.store.postgres import AdvisoryStripes, PostgresEngine
 from proxy.errors import from_memory_error
 from tests.postgres import PostgresServer
 
@@ -56,3 +59,40 @@ def test_a_read_waits_for_a_connection_no_longer_than_its_deadline(store: Store)
         engine._pool.putconn(held)
     with deadline.within(5.0):
         assert [tuple(row) for row in store.read("SELECT 1")] == [(1,)]
+
+
+def _added(content: str) -> ChangeSet:
+    cube = MemCube(space="user:ada", content=content)
+    return ChangeSet(cubes=[cube], events=[HistoryEvent(cube, "ADD")])
+
+
+async def test_a_space_lock_lost_with_its_session_fences_its_holders_writes(store: Store, tmp_path: Path) -> None:
+    """The lock session's backend terminated while a write-back holds a space: the stripe is free
+    on the server (another replica takes it), and the holder's next write is refused instead of
+    committing beside that replica's; taking a stripe held elsewhere gives up after its wait;
+    the next holder here gets a new session."""
+    engine = store.engine
+    assert isinstance(engine, PostgresEngine)
+    locks = SpaceLocks(store.stripe_locks(tmp_path / "locks"))
+    other, late = AdvisoryStripes(engine.url), AdvisoryStripes(engine.url, wait=0.05)  # other replicas'
+    async with locks.hold("user:ada"):
+        await asyncio.to_thread(store.apply, _added("written while held"))
+        with psycopg.connect(engine.url, autocommit=True) as admin:
+            row = admin.execute(
+                "SELECT pid, objid FROM pg_locks WHERE locktype = 'advisory' AND classid = 7143 AND granted"
+            ).fetchone()
+            assert row is not None
+            session, stripe = row
+            admin.execute("SELECT pg_terminate_backend(%s)", (session,))
+        await asyncio.to_thread(other.take, stripe)  # free on the server now
+        with pytest.raises(StoreUnavailable, match="lost with its PostgreSQL session"):
+            await asyncio.to_thread(store.apply, _added("written after the lock was lost"))
+    assert [cube.content for cube in store.live_cubes("user:ada")] == ["written while held"]
+    with pytest.raises(StoreUnavailable, match="locked by another replica"):
+        late.take(stripe)
+    other.release(stripe)
+    async with locks.hold("user:ada"):
+        await asyncio.to_thread(store.apply, _added("again"))
+    assert sorted(cube.content for cube in store.live_cubes("user:ada")) == ["again", "written while held"]
+    for stripes in (other, late, locks):
+        stripes.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeAlias
 
 # A row as read: indexable by position and by column name (``sqlite3.Row`` or the PostgreSQL
@@ -99,6 +100,12 @@ class Dialect(Protocol):
         """``expression`` matches the ``LIKE`` pattern parameter (``\\`` escapes) whatever the
         case: SQLite's ``LIKE`` ignores ASCII case, PostgreSQL's does not (``ILIKE`` does)."""
         ...
+
+
+# The stripe of spaces the work under way holds (set by ``memcubes.space_locks``; threads started
+# with ``asyncio.to_thread`` inherit it): an engine whose stripe locks can be lost without the
+# holder knowing (a PostgreSQL session) refuses to commit that work's writes once it has lost it.
+held_stripe: ContextVar[int | None] = ContextVar("held_stripe", default=None)
 
 
 class StripeLocks(Protocol):

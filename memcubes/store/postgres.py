@@ -13,7 +13,8 @@ What differs from SQLite, and how the same behaviour is kept:
   the ``changes`` log is read as on SQLite. Sequence numbers are taken in one transaction and may
   commit in another order: a transaction adding to the log first takes an advisory lock held to
   its commit (``note_changes``), so that a reader never sees number 11 before 10 commits.
-- One writer per space across replicas: session advisory locks per stripe (``AdvisoryStripes``).
+- One writer per space across replicas: session advisory locks per stripe (``AdvisoryStripes``);
+  a write of work holding a stripe commits only if the session that took the lock still holds it.
 - A request's deadline bounds a read's wait for a connection of the pool, then stops the read
   with ``statement_timeout`` (set for that one statement).
 - Deleting leaves no copy in the tables: deleted rows stay as dead tuples in their pages until
@@ -41,7 +42,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from memcubes import deadline
 from memcubes.errors import DeadlineExceeded, InvalidMemoryInput, StoreUnavailable
-from memcubes.store.engine import Connection, Cursor, Dialect, Row
+from memcubes.store.engine import Connection, Cursor, Dialect, Row, held_stripe
 from memcubes.store.records import Writers
 
 _POOL_SIZE = 16  # worker threads using the store at once (asyncio's default executor has up to 32)
@@ -176,6 +177,7 @@ class PostgresEngine:
         self.location = redacted(url)
         self.interrupted = 0
         self._counting = threading.Lock()
+        self._stripes: AdvisoryStripes | None = None  # fences the writes of work holding a stripe
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
             min_size=1,
@@ -215,6 +217,9 @@ class PostgresEngine:
             left = max(0.001, wait - (time.monotonic() - started))
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(left * 1000)}ms",))
             yield _Connection(conn)
+            stripe = held_stripe.get()
+            if stripe is not None and self._stripes is not None:
+                self._stripes.fence(conn, stripe)
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         at = deadline.current()
@@ -290,42 +295,80 @@ class PostgresEngine:
         """Nothing: the server checkpoints."""
 
     def stripe_locks(self, directory: str) -> AdvisoryStripes:
-        return AdvisoryStripes(self.url)
+        self._stripes = AdvisoryStripes(self.url)
+        return self._stripes
 
 
 class AdvisoryStripes:
     """Stripes of spaces as session advisory locks of one connection of this process (not
     pooled: a session lock belongs to its connection). The server lets go of a dead replica's
     locks with its connection. Every call asks the server, so none runs on the event loop:
-    ``try_take`` answers False at once and ``take`` (in a worker thread) polls."""
+    ``try_take`` answers False at once and ``take`` (in a worker thread) polls, for up to
+    ``wait`` seconds.
+
+    A lost session (its server restarted, its backend terminated, the route dropped) frees every
+    stripe it held, and another replica may take them while this one's holders still run. So each
+    stripe taken remembers the session (its backend pid) that took it, and ``fence`` (run by the
+    engine in every write transaction of work holding a stripe, just before its commit) makes sure
+    that session still holds it on the server; a new session is opened for the next ``take``."""
 
     local = False
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, wait: float = _WAIT_SECONDS) -> None:
         self._url = url
+        self._wait = wait
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
+        self._held: dict[int, int] = {}  # stripe -> backend pid of the session holding it
 
-    def _ask(self, sql: str, stripe: int) -> bool:
+    def _ask(self, sql: str, stripe: int) -> tuple[bool, int]:
+        """The answer of ``sql`` on the lock session (opened anew when lost) and its backend pid."""
         with self._lock:
-            if self._conn is None or self._conn.closed:
+            if self._conn is None or self._conn.closed or self._conn.broken:
                 self._conn = psycopg.connect(self._url, autocommit=True, **_SESSION)
             row = self._conn.execute(sql, (_STRIPES_KEY, stripe)).fetchone()
-            return bool(row and row[0])
+            return bool(row and row[0]), self._conn.info.backend_pid
 
     def try_take(self, stripe: int) -> bool:
         return False
 
     def take(self, stripe: int) -> None:
+        give_up = time.monotonic() + self._wait
+        pause = 0.005
         try:
-            while not self._ask("SELECT pg_try_advisory_lock(%s, %s)", stripe):
-                time.sleep(0.01)
+            while True:
+                taken, session = self._ask("SELECT pg_try_advisory_lock(%s, %s)", stripe)
+                if taken:
+                    self._held[stripe] = session
+                    return
+                if time.monotonic() >= give_up:
+                    raise StoreUnavailable(
+                        f"space stripe {stripe} still locked by another replica after {self._wait:g} s"
+                    )
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
         except psycopg.Error as exc:
             raise StoreUnavailable(f"PostgreSQL space lock failed: {_said(exc)}") from exc
 
+    def fence(self, conn: psycopg.Connection[Any], stripe: int) -> None:
+        """Raise ``StoreUnavailable`` (in ``conn``'s transaction: it rolls back, and write-back
+        retries the work) unless the session that took ``stripe`` still holds it."""
+        session = self._held.get(stripe)
+        held = conn.execute(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s "
+            "AND objsubid = 2 AND pid = %s AND granted",
+            (_STRIPES_KEY, stripe, session),
+        ).fetchone()
+        if held is None:
+            raise StoreUnavailable(f"space stripe {stripe} lost with its PostgreSQL session: not committed")
+
     def release(self, stripe: int) -> None:
+        session = self._held.pop(stripe, None)
         try:
-            self._ask("SELECT pg_advisory_unlock(%s, %s)", stripe)
+            with self._lock:
+                if self._conn is None or self._conn.closed or self._conn.info.backend_pid != session:
+                    return  # taken on a session since lost: the server let go of it then
+                self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_STRIPES_KEY, stripe))
         except psycopg.Error:
             self.close()  # the session's locks went with it
 
