@@ -5,6 +5,7 @@ space stripes' locks do when their session is lost."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +97,26 @@ async def test_a_space_lock_lost_with_its_session_fences_its_holders_writes(stor
     assert sorted(cube.content for cube in store.live_cubes("user:ada")) == ["again", "written while held"]
     for stripes in (other, late, locks):
         stripes.close()
+
+
+def test_purges_share_one_background_vacuum(store: Store) -> None:
+    """A purge's rows are unreachable at its commit; the VACUUM after it runs in the background,
+    and purges meanwhile wait for the next one (at most one a minute) instead of each running its
+    own; one still due when the store closes runs then."""
+    engine = store.engine
+    assert isinstance(engine, PostgresEngine)
+    cubes = [MemCube(space="user:ada", content=f"secret {n}") for n in range(3)]
+    store.apply(ChangeSet(cubes=cubes, events=[HistoryEvent(cube, "ADD") for cube in cubes]))
+    store.purge(cubes[0].id)
+    for _ in range(3000):
+        if engine.scrubs:
+            break
+        time.sleep(0.01)
+    assert engine.scrubs == 1
+    store.purge(cubes[1].id)
+    store.purge(cubes[2].id)
+    assert store.get_many([cube.id for cube in cubes]) == {}
+    assert [tuple(row) for row in store.read("SELECT count(*) FROM history")] == [(0,)]
+    assert engine.scrubs == 1
+    store.close()
+    assert engine.scrubs == 2

@@ -512,9 +512,10 @@ class Store(Handoff):
         from go together): the rows, their vectors, their history, (through the outbox) their ANN
         entries, and every journalled exchange holding their words or their source messages (chat
         resends the whole conversation, so later exchanges carry them too), their postings. Then no
-        copy is left: on SQLite the WAL is truncated; on PostgreSQL the rows are
-        deleted when the transaction commits, and their old versions (dead tuples, still in the
-        table's pages until vacuumed) are vacuumed right after. Nothing is removed when there is
+        copy is left on SQLite (``secure_delete`` zeroes the pages, the WAL is truncated); on
+        PostgreSQL the rows are unreachable when the transaction commits, but their bytes stay
+        in the pages until a VACUUM (in the background, at most once a minute) and the space's
+        reuse, and in the server's WAL and backups. Nothing is removed when there is
         no such cube."""
         sql = self._sql
         with self._write() as conn:

@@ -158,7 +158,8 @@ class Engine(Protocol):
         ...
 
     def scrub(self) -> None:
-        """After deleting what must leave no copy: make the engine drop old copies of the rows."""
+        """After deleting what must leave no copy: make the engine drop old copies of the rows
+        (SQLite: at once; PostgreSQL: a VACUUM in the background, coalesced, as far as it can)."""
         ...
 
     def checkpoint(self) -> None: ...

@@ -17,16 +17,20 @@ What differs from SQLite, and how the same behaviour is kept:
   a write of work holding a stripe commits only if the session that took the lock still holds it.
 - A request's deadline bounds a read's wait for a connection of the pool, then stops the read
   with ``statement_timeout`` (set for that one statement).
-- Deleting leaves no copy in the tables: deleted rows stay as dead tuples in their pages until
-  VACUUM, which ``scrub`` runs on the tables holding user text after a purge or a forgotten space;
-  afterwards their space is free for reuse, and what remains is the server's WAL (recycled after
-  checkpoints) and its backups: the operator's to manage.
+- Deleted rows are unreachable once their transaction commits, but PostgreSQL has no
+  ``secure_delete``: their bytes stay in the pages as dead tuples until VACUUM, then until the
+  space is reused, and in the server's WAL and backups (the operator's to manage). ``scrub``
+  (after a purge or a forgotten space) VACUUMs the tables holding user text in a background
+  thread, at most once every ``_SCRUB_EVERY`` seconds whatever the number of deletions: a
+  VACUUM of 7 tables per purge, which any key allowed to delete could set off in a loop, became
+  one per minute.
 - Lexical search is ``memcubes.lexicon``'s SQL as on SQLite; the postings' terms sort bytewise
   (``COLLATE "C"``), so that a prefix is a range of the primary key whatever the server's locale.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -45,6 +49,8 @@ from memcubes.errors import DeadlineExceeded, InvalidMemoryInput, StoreUnavailab
 from memcubes.store.engine import Connection, Cursor, Dialect, Row, held_stripe
 from memcubes.store.records import Writers
 
+log = logging.getLogger(__name__)
+
 _POOL_SIZE = 16  # worker threads using the store at once (asyncio's default executor has up to 32)
 _CONNECT_SECONDS = 10.0
 _WAIT_SECONDS = 30.0  # for a connection of the pool, by work without a deadline (write-back, the API)
@@ -61,6 +67,7 @@ _SESSION: dict[str, Any] = {
 }
 _LOG_LOCK = (7142, 1)  # advisory lock keys: the ``changes`` log's writers
 _STRIPES_KEY = 7143  # first key of the space stripes' advisory locks
+_SCRUB_EVERY = 60.0  # seconds between two VACUUMs of the tables that held deleted user text
 _SCRUBBED = ("cubes", "history", "journal", "vectors", "responses", "import_undo", "seen")
 _TYPES = {"TEXT": "text", "INTEGER": "bigint", "REAL": "double precision"}
 
@@ -178,6 +185,10 @@ class PostgresEngine:
         self.interrupted = 0
         self._counting = threading.Lock()
         self._stripes: AdvisoryStripes | None = None  # fences the writes of work holding a stripe
+        self._scrubbing = threading.Lock()
+        self._scrub: threading.Timer | None = None  # the VACUUM due after deletions
+        self._scrubbed = -_SCRUB_EVERY  # when the last one started (time.monotonic())
+        self.scrubs = 0  # VACUUMs run after deletions
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
             min_size=1,
@@ -195,6 +206,11 @@ class PostgresEngine:
             raise StoreUnavailable(f"PostgreSQL store at {self.location} unreachable: {type(exc).__name__}") from exc
 
     def close(self) -> None:
+        with self._scrubbing:
+            due, self._scrub = self._scrub, None
+        if due is not None:  # the deletions' VACUUM, not left to autovacuum
+            due.cancel()
+            self._vacuum()
         self._pool.close()
 
     @contextmanager
@@ -285,8 +301,26 @@ class PostgresEngine:
         conn.execute("SELECT pg_advisory_xact_lock(?, ?)", _LOG_LOCK)
 
     def scrub(self) -> None:
-        with self._translate(), self._pool.connection(timeout=_WAIT_SECONDS) as conn:
-            conn.execute(f"VACUUM (SKIP_LOCKED) {', '.join(_SCRUBBED)}")
+        """A VACUUM of the tables holding user text, in the background: at once if none ran in
+        the last ``_SCRUB_EVERY`` seconds, else when that time is up; deletions meanwhile share it."""
+        with self._scrubbing:
+            if self._scrub is not None:
+                return  # one is due, and will run after these rows' deletion committed
+            wait = max(0.0, self._scrubbed + _SCRUB_EVERY - time.monotonic())
+            self._scrub = threading.Timer(wait, self._vacuum)
+            self._scrub.daemon = True
+            self._scrub.start()
+
+    def _vacuum(self) -> None:
+        with self._scrubbing:
+            self._scrub = None  # deletions from now on need another
+            self._scrubbed = time.monotonic()
+        try:
+            with self._pool.connection(timeout=_WAIT_SECONDS) as conn:
+                conn.execute(f"VACUUM (SKIP_LOCKED) {', '.join(_SCRUBBED)}")
+                self.scrubs += 1
+        except psycopg.Error as exc:  # the next deletion asks again; autovacuum also runs
+            log.warning("VACUUM after a deletion failed on %s: %s", self.location, _said(exc))
 
     def checkpoint(self) -> None:
         """Nothing: the server checkpoints."""
