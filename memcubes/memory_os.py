@@ -194,11 +194,12 @@ class MemoryOS:
         with contextlib.suppress(Exception):
             await self._flush_heat()
         await self.index_sync.close()
-        self._space_locks.close()
+        await asyncio.to_thread(self._space_locks.close)  # on PostgreSQL: a server connection
         self.index.close()
         if self._owns_embedder:
             self.embedder.close()
-        self.store.close()
+        # waits for the store's worker threads; on PostgreSQL closes its pool (and runs a VACUUM due)
+        await asyncio.to_thread(self.store.close)
 
     # -- reading ------------------------------------------------------------------------------
 
