@@ -14,6 +14,7 @@ import pytest
 
 from memcubes import deadline
 from memcubes.cube import MemCube
+from memcubes.database_url import split
 from memcubes.errors import DeadlineExceeded, InvalidMemoryInput, StoreUnavailable
 from memcubes.space_locks import SpaceLocks
 from memcubes.store import ChangeSet, HistoryEvent, Store
@@ -23,8 +24,13 @@ from tests.postgres import PostgresServer
 
 
 @pytest.fixture
-def store(tmp_path: Path, postgres_server: PostgresServer, postgres_template: str) -> Iterator[Store]:
-    opened = Store.open(tmp_path / "m.db", database_url=postgres_server.fresh_database(template=postgres_template))
+def url(postgres_server: PostgresServer, postgres_template: str) -> str:
+    return postgres_server.fresh_database(template=postgres_template)
+
+
+@pytest.fixture
+def store(tmp_path: Path, url: str) -> Iterator[Store]:
+    opened = Store.open(tmp_path / "m.db", database_url=url)
     yield opened
     opened.close()
 
@@ -67,7 +73,9 @@ def _added(content: str) -> ChangeSet:
     return ChangeSet(cubes=[cube], events=[HistoryEvent(cube, "ADD")])
 
 
-async def test_a_space_lock_lost_with_its_session_fences_its_holders_writes(store: Store, tmp_path: Path) -> None:
+async def test_a_space_lock_lost_with_its_session_fences_its_holders_writes(
+    store: Store, url: str, tmp_path: Path
+) -> None:
     """The lock session's backend terminated while a write-back holds a space: the stripe is free
     on the server (another replica takes it), and the holder's next write is refused instead of
     committing beside that replica's; taking a stripe held elsewhere gives up after its wait;
@@ -75,10 +83,10 @@ async def test_a_space_lock_lost_with_its_session_fences_its_holders_writes(stor
     engine = store.engine
     assert isinstance(engine, PostgresEngine)
     locks = SpaceLocks(store.stripe_locks(tmp_path / "locks"))
-    other, late = AdvisoryStripes(engine.url), AdvisoryStripes(engine.url, wait=0.05)  # other replicas'
+    other, late = AdvisoryStripes(*split(url)), AdvisoryStripes(*split(url), wait=0.05)  # other replicas'
     async with locks.hold("user:ada"):
         await asyncio.to_thread(store.apply, _added("written while held"))
-        with psycopg.connect(engine.url, autocommit=True) as admin:
+        with psycopg.connect(url, autocommit=True) as admin:
             row = admin.execute(
                 "SELECT pid, objid FROM pg_locks WHERE locktype = 'advisory' AND classid = 7143 AND granted"
             ).fetchone()

@@ -37,7 +37,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
@@ -45,6 +44,7 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from memcubes import deadline
+from memcubes.database_url import redacted, split
 from memcubes.errors import DeadlineExceeded, InvalidMemoryInput, StoreUnavailable
 from memcubes.store.engine import Connection, Cursor, Dialect, Row, held_stripe
 from memcubes.store.records import Writers
@@ -165,22 +165,14 @@ class _Connection:
         return cursor
 
 
-def redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
 class PostgresEngine:
     name = "postgresql"
     sql: Dialect = PostgresDialect()
     version_is_local = False  # data_version asks the server: called from worker threads
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        # The password apart from the conninfo: libpq never echoes it (``memcubes.database_url``).
+        self._conninfo, self._password = split(url)
         self.location = redacted(url)
         self.interrupted = 0
         self._counting = threading.Lock()
@@ -190,10 +182,10 @@ class PostgresEngine:
         self._scrubbed = -_SCRUB_EVERY  # when the last one started (time.monotonic())
         self.scrubs = 0  # VACUUMs run after deletions
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            url,
+            self._conninfo,
             min_size=1,
             max_size=_POOL_SIZE,
-            kwargs={"autocommit": True, "row_factory": _rows, **_SESSION},
+            kwargs={"autocommit": True, "row_factory": _rows, "password": self._password, **_SESSION},
             open=False,
             timeout=_WAIT_SECONDS,
             max_waiting=_MAX_WAITING,
@@ -329,7 +321,7 @@ class PostgresEngine:
         """Nothing: the server checkpoints."""
 
     def stripe_locks(self, directory: str) -> AdvisoryStripes:
-        self._stripes = AdvisoryStripes(self.url)
+        self._stripes = AdvisoryStripes(self._conninfo, self._password)
         return self._stripes
 
 
@@ -348,8 +340,8 @@ class AdvisoryStripes:
 
     local = False
 
-    def __init__(self, url: str, *, wait: float = _WAIT_SECONDS) -> None:
-        self._url = url
+    def __init__(self, conninfo: str, password: str | None, *, wait: float = _WAIT_SECONDS) -> None:
+        self._conninfo, self._password = conninfo, password
         self._wait = wait
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
@@ -359,7 +351,7 @@ class AdvisoryStripes:
         """The answer of ``sql`` on the lock session (opened anew when lost) and its backend pid."""
         with self._lock:
             if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = psycopg.connect(self._url, autocommit=True, **_SESSION)
+                self._conn = psycopg.connect(self._conninfo, password=self._password, autocommit=True, **_SESSION)
             row = self._conn.execute(sql, (_STRIPES_KEY, stripe)).fetchone()
             return bool(row and row[0]), self._conn.info.backend_pid
 
